@@ -1,0 +1,371 @@
+"""BIG-bench-format tasks: load a task.json, turn examples into prompts, evaluate a model on it.
+
+A task file holds a `description` and `examples`. Multiple-choice examples carry `target_scores`
+(choice -> score); generative ones carry `target` (a string or a list of acceptable strings).
+Prompt conventions follow BIG-bench's JSON tasks: `task_prefix`, `example_input_prefix`
+(default "\\nQ: "), `example_output_prefix` (default "\\nA: "), `choice_prefix`
+(default "\\n  choice: ") and `append_choices_to_input` (default true).
+
+Scoring: multiple choice by the log-likelihood of each choice given the prompt (the highest sum
+wins; `accuracy_norm` uses the per-token mean instead); generative by exact match and ROUGE-L
+(LCS F-measure over whitespace tokens). Works with a plain model or a PeftModel, on CPU, no grad.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.errors import UserError
+
+DEFAULT_INPUT_PREFIX = "\nQ: "
+DEFAULT_OUTPUT_PREFIX = "\nA: "
+DEFAULT_CHOICE_PREFIX = "\n  choice: "
+
+
+@dataclass
+class TaskExample:
+    input: str
+    target_scores: dict[str, float] | None = None   # multiple choice
+    targets: list[str] = field(default_factory=list)  # generative references (or MC target text)
+
+
+@dataclass
+class BigBenchTask:
+    name: str
+    description: str
+    path: Path | None
+    examples: list[TaskExample]
+    task_prefix: str = ""
+    input_prefix: str = DEFAULT_INPUT_PREFIX
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX
+    choice_prefix: str = DEFAULT_CHOICE_PREFIX
+    append_choices: bool = True
+    stop_string: str | None = None
+    output_regex: str | None = None
+    keywords: list[str] = field(default_factory=list)
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return bool(self.examples) and self.examples[0].target_scores is not None
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
+    """Validate a task dict (the content of a task.json) and return a BigBenchTask."""
+    where = str(path) if path is not None else "task"
+    if not isinstance(data, dict):
+        raise UserError("a BIG-bench task must be a JSON object.", path=where,
+                        fix="Use the task.json layout: {\"description\": ..., \"examples\": [...]}.")
+    raw = data.get("examples")
+    if not isinstance(raw, list) or not raw:
+        raise UserError("no examples found.", path=where, field="examples",
+                        fix="Add a non-empty list of {\"input\": ..., \"target\"/\"target_scores\": ...}.")
+    examples = []
+    for i, ex in enumerate(raw):
+        fld = f"examples[{i}]"
+        if not isinstance(ex, dict) or not isinstance(ex.get("input"), str):
+            raise UserError("each example needs a string 'input'.", path=where, field=fld,
+                            fix="Write the example as {\"input\": \"...\", \"target\": \"...\"}.")
+        scores = ex.get("target_scores")
+        target = ex.get("target")
+        targets = [target] if isinstance(target, str) else target if isinstance(target, list) else []
+        if target is not None and (not targets or not all(isinstance(t, str) for t in targets)):
+            raise UserError("'target' must be a string or a list of strings.", path=where,
+                            field=fld + ".target", fix="Put the expected answer text in 'target'.")
+        if scores is not None:
+            if (not isinstance(scores, dict) or len(scores) < 2
+                    or not all(isinstance(v, (int, float)) for v in scores.values())):
+                raise UserError("'target_scores' must map at least two choices to numbers.",
+                                path=where, field=fld + ".target_scores",
+                                fix="Write e.g. {\"yes\": 1, \"no\": 0}.")
+            scores = {str(k): float(v) for k, v in scores.items()}
+        elif not targets:
+            raise UserError("example has neither 'target' nor 'target_scores'.", path=where,
+                            field=fld, fix="Add the expected answer.")
+        examples.append(TaskExample(ex["input"], scores, targets))
+    kinds = {e.target_scores is not None for e in examples}
+    if len(kinds) > 1:
+        raise UserError("mixes multiple-choice and generative examples.", path=where,
+                        field="examples", fix="Split the task into two files.")
+    name = str(data.get("name") or (Path(path).parent.name if path else "task"))
+    return BigBenchTask(
+        name=name,
+        description=str(data.get("description") or "").strip(),
+        path=Path(path) if path is not None else None,
+        examples=examples,
+        task_prefix=str(data.get("task_prefix", "")),
+        input_prefix=str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX)),
+        output_prefix=str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX)),
+        choice_prefix=str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX)),
+        append_choices=_as_bool(data.get("append_choices_to_input", True)),
+        stop_string=data.get("stop_string") or None,
+        output_regex=data.get("output_regex") or None,
+        keywords=[str(k) for k in data.get("keywords", []) if isinstance(k, str)],
+    )
+
+
+def load_task(path: str | Path) -> BigBenchTask:
+    """Read a BIG-bench task.json (or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "task.json"
+    if not path.is_file():
+        raise UserError("task file not found.", path=path,
+                        fix="Give the path of a BIG-bench task.json (or its folder).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"not valid JSON ({err}).", path=path,
+                        fix="Check the file is a BIG-bench task.json.") from err
+    return parse_task(data, path)
+
+
+def _choices(task: BigBenchTask, ex: TaskExample, rng: random.Random | None) -> list[str]:
+    choices = sorted(ex.target_scores)
+    if rng is not None:
+        rng.shuffle(choices)
+    return choices
+
+
+def format_input(task: BigBenchTask, ex: TaskExample, rng: random.Random | None = None,
+                 with_prefixes: bool = True) -> str:
+    """The prompt text for an example (choices appended when the task asks for it)."""
+    text = ex.input
+    if ex.target_scores is not None and task.append_choices:
+        text += task.choice_prefix + task.choice_prefix.join(_choices(task, ex, rng))
+    if not with_prefixes:
+        return (task.task_prefix.strip() + "\n" + text.strip()).strip()
+    return task.task_prefix + task.input_prefix + text + task.output_prefix
+
+
+def answer_text(ex: TaskExample) -> str:
+    """The reference answer: the best-scoring choice, or the first target."""
+    if ex.target_scores is not None:
+        return max(ex.target_scores.items(), key=lambda kv: kv[1])[0]
+    return ex.targets[0]
+
+
+def task_to_examples(task: BigBenchTask | str | Path, n: int | None = None, seed: int = 0,
+                     offset: int = 0):
+    """Chat-format training examples (studio.core.data.Example): user = prompt, assistant = answer.
+
+    The task description is *not* put into the prompt: a task LoRA must learn the task itself.
+    `offset` skips the first examples (keep them for evaluation).
+    """
+    from studio.core.data import Example
+
+    if not isinstance(task, BigBenchTask):
+        task = load_task(task)
+    rng = random.Random(seed)
+    chosen = task.examples[offset:]
+    chosen = chosen[:n] if n is not None else chosen
+    return [Example(messages=[
+        {"role": "user", "content": format_input(task, ex, rng, with_prefixes=False)},
+        {"role": "assistant", "content": answer_text(ex)},
+    ]) for ex in chosen]
+
+
+# ---------------------------------------------------------------- metrics
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure (beta = 1) from the longest common subsequence of whitespace tokens."""
+    p, r = prediction.split(), reference.split()
+    if not p or not r:
+        return float(p == r)
+    prev = [0] * (len(r) + 1)
+    for tok in p:
+        cur = [0]
+        for j, rt in enumerate(r):
+            cur.append(prev[j] + 1 if tok == rt else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def bootstrap_ci(values, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) confidence interval of the mean of `values`."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    k = len(vals)
+    means = sorted(sum(vals[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
+    lo = means[int((alpha / 2) * (n - 1))]
+    hi = means[int((1 - alpha / 2) * (n - 1) + 0.5)]
+    return (lo, hi)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def postprocess(task: BigBenchTask, text: str) -> str:
+    if task.stop_string and task.stop_string in text:
+        text = text[: text.index(task.stop_string)]
+    if task.output_regex:
+        try:
+            match = re.search(task.output_regex, text)
+        except re.error:
+            match = None
+        if match:
+            text = match.group(0)
+    return text.strip()
+
+
+# ---------------------------------------------------------------- model scoring
+def _device(model):
+    return next(model.parameters()).device
+
+
+def _render_prompt(tokenizer, prompt: str, chat: bool) -> str:
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
+                    max_length: int = 512, add_special_tokens: bool = False
+                    ) -> list[tuple[float, int]]:
+    """(sum log p(continuation | context), number of continuation tokens) for each pair.
+
+    add_special_tokens: let the tokenizer add its BOS to the context (plain prompts; a rendered
+    chat template already holds its special tokens).
+    """
+    import torch
+
+    device = _device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = []
+    for context, cont in pairs:
+        if context.endswith(" ") and not cont.startswith(" "):   # keep the space with the answer
+            context, cont = context[:-1], " " + cont
+        ctx_ids = tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"]
+        cont_ids = tokenizer(cont, add_special_tokens=False)["input_ids"] or [pad_id]
+        ids = (ctx_ids + cont_ids)[-max_length:]
+        seqs.append((ids, min(len(cont_ids), len(ids) - 1)))
+    out: list[tuple[float, int]] = []
+    with torch.inference_mode():
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start:start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):
+                input_ids[i, :len(ids)] = torch.tensor(ids)
+                mask[i, :len(ids)] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for i, (ids, n_cont) in enumerate(chunk):
+                pos = torch.arange(len(ids) - n_cont - 1, len(ids) - 1, device=device)
+                tgt = input_ids[i, len(ids) - n_cont:len(ids)].to(device)
+                out.append((float(logp[i, pos, tgt].sum()), n_cont))
+    return out
+
+
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+              add_special_tokens: bool = False) -> list[str]:
+    import torch
+
+    device = _device(model)
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
+                                padding=True, add_special_tokens=add_special_tokens).to(device)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+                texts += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
+                                                skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = old_side
+    return texts
+
+
+def evaluate_task(model, tokenizer, task: BigBenchTask, max_examples: int | None = 60,
+                  seed: int = 0, chat: bool | None = None, batch_size: int = 8,
+                  max_new_tokens: int = 48, offset: int = 0) -> dict:
+    """Score `model` on `task`. Returns per-example results, the score and a bootstrap 95% CI.
+
+    chat=None uses the tokenizer's chat template when it has one (the prompt becomes the user
+    turn; the answer follows the assistant header), else BIG-bench's plain prompt format.
+    """
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+    rng = random.Random(seed)
+    examples = task.examples[offset:]
+    examples = examples[:max_examples] if max_examples else examples
+    was_training = model.training
+    model.eval()
+    results: list[dict] = []
+    try:
+        if task.is_multiple_choice:
+            prompts, pairs, spans = [], [], []
+            for ex in examples:
+                text = format_input(task, ex, rng, with_prefixes=not chat)
+                prompt = _render_prompt(tokenizer, text, chat)
+                choices = sorted(ex.target_scores)
+                spans.append((len(pairs), choices))
+                pairs += [(prompt, c) for c in choices]
+                prompts.append(text)
+            scored = choice_logprobs(model, tokenizer, pairs, batch_size=batch_size,
+                                     add_special_tokens=not chat)
+            for ex, text, (first, choices) in zip(examples, prompts, spans):
+                part = scored[first:first + len(choices)]
+                best = max(range(len(choices)), key=lambda j: part[j][0])
+                best_norm = max(range(len(choices)), key=lambda j: part[j][0] / part[j][1])
+                results.append({
+                    "input": ex.input, "prompt": text, "choices": choices,
+                    "logprobs": [p[0] for p in part], "prediction": choices[best],
+                    "prediction_norm": choices[best_norm], "answer": answer_text(ex),
+                    "score": ex.target_scores[choices[best]],
+                    "score_norm": ex.target_scores[choices[best_norm]],
+                })
+            values = [r["score"] for r in results]
+            summary = {"metric": "multiple_choice_grade",
+                       "accuracy": sum(values) / len(values),
+                       "accuracy_norm": sum(r["score_norm"] for r in results) / len(results),
+                       "chance": sum(1 / len(r["choices"]) for r in results) / len(results)}
+        else:
+            texts = [format_input(task, ex, rng, with_prefixes=not chat) for ex in examples]
+            outs = _generate(model, tokenizer, [_render_prompt(tokenizer, t, chat) for t in texts],
+                             max_new_tokens, batch_size, add_special_tokens=not chat)
+            for ex, text, out in zip(examples, texts, outs):
+                pred = postprocess(task, out)
+                em = float(any(_normalise(pred) == _normalise(t) for t in ex.targets))
+                rl = max(rouge_l(pred, t) for t in ex.targets)
+                results.append({"input": ex.input, "prompt": text, "prediction": pred,
+                                "raw_output": out, "answer": ex.targets[0],
+                                "exact_match": em, "rouge_l": rl, "score": em})
+            values = [r["exact_match"] for r in results]
+            summary = {"metric": "exact_match", "exact_match": sum(values) / len(values),
+                       "rouge_l": sum(r["rouge_l"] for r in results) / len(results)}
+    finally:
+        model.train(was_training)
+    lo, hi = bootstrap_ci(values, seed=seed)
+    summary.update({"task": task.name, "n": len(results), "score": sum(values) / len(values),
+                    "ci95": [lo, hi], "chat_format": chat, "results": results})
+    return summary
+
+
+def evaluate_task_file(model, tokenizer, path: str | Path, max_examples: int | None = 60,
+                       seed: int = 0, **kwargs) -> dict:
+    """Load a BIG-bench task.json and evaluate (the `peft-studio eval` entry point)."""
+    return evaluate_task(model, tokenizer, load_task(path), max_examples=max_examples,
+                         seed=seed, **kwargs)
