@@ -1,0 +1,172 @@
+"""Chatting with a model, with or without its adapter. No Qt."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from studio.errors import UserError
+from studio.core.models import load_model
+
+ANOTHER_BASE_FIX = ("Pick the base model the adapter was trained on (see base_model_name_or_path "
+                    "in its adapter_config.json), or pick an adapter trained on this model.")
+
+
+def _model_device(model):
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return "cpu"
+
+
+def build_prompt(tokenizer, messages_or_prompt) -> str:
+    """The text the model sees: the chat template when the tokenizer has one, plain text otherwise."""
+    if isinstance(messages_or_prompt, str):
+        messages = [{"role": "user", "content": messages_or_prompt}]
+        plain = messages_or_prompt
+    else:
+        messages = list(messages_or_prompt)
+        if not messages or not all(isinstance(m, dict) and "content" in m for m in messages):
+            raise UserError("a chat needs a list of {'role': ..., 'content': ...} messages.",
+                            field="messages", fix="Type a prompt, or pass messages with content.")
+        plain = "\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in messages) + (
+            "\nassistant:")
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return plain
+
+
+def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperature=0.0,
+             top_p=1.0) -> str:
+    """Answer a prompt (str) or a chat (list of messages); greedy unless temperature > 0.
+
+    Returns only the newly generated text, without special tokens.
+    """
+    import torch
+
+    text = build_prompt(tokenizer, messages_or_prompt)
+    # The chat template already writes the special tokens it wants (e.g. <|im_start|>).
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not has_template)
+    inputs = {k: v.to(_model_device(model)) for k, v in inputs.items()}
+    options = {"max_new_tokens": int(max_new_tokens), "use_cache": True,
+               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+               else tokenizer.eos_token_id}
+    if temperature and temperature > 0:
+        options.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
+    else:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model.generate(**inputs, **options)
+    finally:
+        if was_training:
+            model.train()
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+@contextmanager
+def with_adapter_disabled(model):
+    """Inside the block the model answers as its base model (the adapter is switched off).
+
+    Works for peft PeftModels and for transformers models with adapters loaded through
+    `load_adapter`; a plain model has no adapter, so it is used as is.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        with model.disable_adapter():
+            yield model
+    elif getattr(model, "_hf_peft_config_loaded", False):
+        model.disable_adapters()
+        try:
+            yield model
+        finally:
+            model.enable_adapters()
+    else:
+        yield model
+
+
+def compare_answers(model, tokenizer, prompt, max_new_tokens=128, temperature=0.0) -> dict:
+    """The base model's answer and the adapted model's answer to the same prompt."""
+    with with_adapter_disabled(model):
+        base = generate(model, tokenizer, prompt, max_new_tokens, temperature)
+    adapted = generate(model, tokenizer, prompt, max_new_tokens, temperature)
+    return {"base": base, "adapter": adapted}
+
+
+def _read_adapter_config(adapter_dir: Path) -> dict:
+    if not adapter_dir.exists():
+        raise UserError("this adapter folder does not exist.", path=adapter_dir,
+                        fix="Pick a run's adapter/ folder or a checkpoints/step-N/ folder.")
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise UserError("this folder is not a PEFT adapter (it has no adapter_config.json).",
+                        path=adapter_dir,
+                        fix="Pick a run's adapter/ folder or a checkpoints/step-N/ folder.")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"adapter_config.json could not be read ({exc}).", path=config_path,
+                        fix="Re-export the adapter from its run.") from exc
+
+
+def _is_mismatch(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(key in text for key in ("size mismatch", "not found in the base model",
+                                       "shape mismatch", "target modules", "cannot be reshaped",
+                                       "must match"))
+
+
+def attach_adapter(base_model, model_path, adapter_dir, plugin=None):
+    """Put the adapter in `adapter_dir` on `base_model` (inference mode); UserError when it does
+    not fit. `plugin` (a studio.plugins.Plugin) is used for methods with their own load()."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir).expanduser()
+    config = {} if plugin is not None and not (adapter_dir / "adapter_config.json").is_file() \
+        else _read_adapter_config(adapter_dir)
+    made_for = config.get("base_model_name_or_path") or "an unrecorded base model"
+    if config.get("base_model_name_or_path"):
+        recorded = Path(str(config["base_model_name_or_path"])).name
+        if recorded and recorded != Path(model_path).name:
+            warnings.warn(f"{adapter_dir}: adapter was made for {config['base_model_name_or_path']}"
+                          f", loading it on {model_path}", stacklevel=2)
+    try:
+        if plugin is not None:
+            model = plugin.load(base_model, str(adapter_dir))
+        else:
+            model = PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=False)
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        if _is_mismatch(exc):
+            raise UserError(f"adapter made for another base model ({made_for}); it does not fit "
+                            f"{model_path}.", path=adapter_dir, fix=ANOTHER_BASE_FIX) from exc
+        raise UserError(f"the adapter could not be loaded ({type(exc).__name__}: "
+                        f"{str(exc).strip()[:300]}).", path=adapter_dir,
+                        fix="Re-export the adapter from its run.") from exc
+    except OSError as exc:
+        raise UserError(f"the adapter files could not be read ({exc}).", path=adapter_dir,
+                        fix="Re-export the adapter from its run.") from exc
+    model.eval()
+    return model
+
+
+def load_for_chat(model_path, adapter_dir=None, quantization=None, *, dtype="float32",
+                  device=None, plugin=None):
+    """(model, tokenizer) ready to chat: the base model, plus the adapter when one is given."""
+    if adapter_dir:
+        # Fail on a bad adapter folder before spending time loading the model.
+        if plugin is None or (Path(adapter_dir) / "adapter_config.json").is_file():
+            _read_adapter_config(Path(adapter_dir).expanduser())
+    model, tokenizer = load_model(model_path, quantization=quantization, dtype=dtype,
+                                  device=device)
+    if adapter_dir:
+        model = attach_adapter(model, model_path, adapter_dir, plugin=plugin)
+    return model, tokenizer

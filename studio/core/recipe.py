@@ -1,0 +1,387 @@
+"""A run = one recipe: a plain TOML (or JSON) file naming the model, the data, the method and
+the training settings. No Qt, no torch.
+
+    recipe = Recipe.load("lora-dates.toml")
+    recipe.validate()          # UserError naming the file and the field, with the fix
+    recipe.save("copy.toml")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.errors import UserError
+
+QUANTIZATIONS = ("", "4bit", "8bit")
+DTYPES = ("float32", "bfloat16", "float16")
+DATA_FORMATS = ("auto", "alpaca", "chat", "sharegpt", "text")
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt",
+)
+
+
+@dataclass
+class ModelSection:
+    path: str = ""
+    quantization: str = ""
+    dtype: str = "float32"
+
+
+@dataclass
+class DataSection:
+    path: str = ""
+    format: str = "auto"
+    eval_path: str = ""
+    eval_fraction: float = 0.1
+    max_length: int = 256
+
+
+@dataclass
+class MethodSection:
+    id: str = "lora"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainingSection:
+    max_steps: int = 60
+    epochs: int = 0
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 20
+    save_every: int = 20
+    log_every: int = 1
+    seed: int = 0
+    gradient_checkpointing: bool = False
+
+
+_SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "method": MethodSection,
+    "training": TrainingSection,
+}
+
+# (minimum, maximum, fix) per numeric field; None = unbounded on that side.
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "data.eval_fraction": (0.0, 0.9, "use a fraction between 0 (no held-out split) and 0.9"),
+    "data.max_length": (8, 131072, "use a token count such as 256, 512 or 1024"),
+    "training.max_steps": (0, None, "use a positive step count, or 0 to train for `epochs`"),
+    "training.epochs": (0, None, "use a whole number of epochs, or 0 to stop at `max_steps`"),
+    "training.batch_size": (1, 4096, "use a batch size such as 1, 4 or 8"),
+    "training.grad_accum": (1, 4096, "use 1 (no accumulation) or more"),
+    "training.learning_rate": (1e-10, 1.0, "LoRA-style methods usually train well at 1e-4 .. 5e-4"),
+    "training.warmup_steps": (0, None, "use 0 or more warm-up steps"),
+    "training.weight_decay": (0.0, 10.0, "use 0.0 (none) or a small value such as 0.01"),
+    "training.max_grad_norm": (0.0, None, "use 1.0, or 0 to turn clipping off"),
+    "training.eval_every": (0, None, "use a step interval, or 0 to evaluate only at the end"),
+    "training.save_every": (0, None, "use a step interval, or 0 to checkpoint only on cancel"),
+    "training.log_every": (1, None, "use 1 to log every step"),
+}
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    method: MethodSection = field(default_factory=MethodSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    source: Path | None = field(default=None, compare=False, repr=False)  # file it came from
+
+    # ---- building -------------------------------------------------------------------------
+    @classmethod
+    def default(cls, model_path=None, data_path=None, method: str = "lora") -> "Recipe":
+        """The demo recipe: the default model, the dates demo data, the method's default params."""
+        from studio import paths
+
+        model = Path(model_path) if model_path else paths.default_model_dir()
+        if data_path:
+            data, eval_path = Path(data_path), ""
+        else:
+            data = paths.demo_data_path()
+            eval_file = data.with_name("dates_eval.jsonl")
+            eval_path = str(eval_file) if eval_file.exists() else ""
+        recipe = cls(
+            name=f"{method}-{'dates' if not data_path else Path(data_path).stem}",
+            model=ModelSection(path=str(model)),
+            data=DataSection(path=str(data), eval_path=eval_path),
+            method=MethodSection(id=method, params=_plugin_defaults(method)),
+        )
+        return recipe
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | Path | None = None) -> "Recipe":
+        """Build from a parsed TOML/JSON dict; UserError on unknown keys and wrong types."""
+        if not isinstance(data, dict):
+            raise UserError("a recipe must be a table of settings", path=path,
+                            fix="start from `peft-studio recipe new OUT.toml`")
+        recipe = cls(source=Path(path) if path else None)
+        for key, value in data.items():
+            if key == "name":
+                recipe.name = _coerce("name", value, str, path)
+            elif key in _SECTIONS:
+                if not isinstance(value, dict):
+                    raise UserError(f"[{key}] must be a table", path=path, field=key,
+                                    fix=f"write it as a [{key}] section")
+                setattr(recipe, key, _build_section(key, value, path))
+            else:
+                raise UserError(
+                    f"unknown setting '{key}'", path=path, field=key,
+                    fix="allowed at the top level: name, [model], [data], [method], [training]")
+        return recipe
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError("recipe file not found", path=path,
+                            fix="check the path, or create one with `peft-studio recipe new OUT.toml`")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise UserError(f"not valid JSON ({err.msg})", path=path, line=err.lineno,
+                                fix="correct the JSON syntax at that line") from None
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as err:
+                match = re.search(r"at line (\d+)", str(err))
+                raise UserError(
+                    f"not valid TOML ({err})", path=path,
+                    line=int(match.group(1)) if match else None,
+                    fix='check quotes around text values (name = "x") and [section] headers',
+                ) from None
+        return cls.from_dict(data, path)
+
+    # ---- writing --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            **{key: copy.deepcopy(dataclasses.asdict(getattr(self, key))) for key in _SECTIONS},
+        }
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as TOML (or JSON when the name ends in .json); temp file then rename."""
+        path = Path(path)
+        text = self.to_json() if path.suffix.lower() == ".json" else self.to_toml()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    def copy(self) -> "Recipe":
+        return copy.deepcopy(self)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the recipe: relative ones are taken from the recipe file's folder."""
+        p = Path(value).expanduser()
+        if not p.is_absolute() and self.source is not None:
+            p = self.source.parent / p
+        return p.resolve()
+
+    def resolved(self) -> "Recipe":
+        """A copy with absolute model/data paths (so it still works when copied elsewhere)."""
+        out = self.copy()
+        out.model.path = str(self.resolve_path(self.model.path)) if self.model.path else ""
+        out.data.path = str(self.resolve_path(self.data.path)) if self.data.path else ""
+        if self.data.eval_path:
+            out.data.eval_path = str(self.resolve_path(self.data.eval_path))
+        return out
+
+    # ---- checking -------------------------------------------------------------------------
+    def validate(self, check_paths: bool = True, check_method: bool = True) -> "Recipe":
+        """UserError (file + field + fix) for bad values; returns self so calls can chain."""
+        path = self.source
+        if not self.name.strip():
+            raise UserError("the run needs a name", path=path, field="name",
+                            fix='set name = "my-run"')
+        _choice("model.quantization", self.model.quantization, QUANTIZATIONS, path)
+        _choice("model.dtype", self.model.dtype, DTYPES, path)
+        _choice("data.format", self.data.format, DATA_FORMATS, path)
+        _choice("training.lr_scheduler", self.training.lr_scheduler, LR_SCHEDULERS, path)
+        for dotted, (low, high, fix) in _RANGES.items():
+            section, key = dotted.split(".")
+            value = getattr(getattr(self, section), key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{value} is not a number", path=path, field=dotted, fix=fix)
+            if (low is not None and value < low) or (high is not None and value > high):
+                bounds = (f"between {low} and {high}" if high is not None else f"at least {low}")
+                raise UserError(f"{value} is out of range (must be {bounds})", path=path,
+                                field=dotted, fix=fix)
+        if self.training.max_steps == 0 and self.training.epochs == 0:
+            raise UserError("training has no length: max_steps and epochs are both 0",
+                            path=path, field="training.max_steps",
+                            fix="set max_steps (e.g. 60) or epochs (e.g. 1)")
+        if check_paths:
+            self._check_paths()
+        if check_method:
+            self.method_params()
+        return self
+
+    def _check_paths(self) -> None:
+        path = self.source
+        if not self.model.path:
+            raise UserError("no model folder given", path=path, field="model.path",
+                            fix="set [model] path to a Hugging Face model folder "
+                                "(run `peft-studio setup` for the default one)")
+        model_dir = self.resolve_path(self.model.path)
+        if not model_dir.is_dir():
+            raise UserError(f"model folder {model_dir} does not exist", path=path,
+                            field="model.path",
+                            fix="point it at a folder with config.json and the weights "
+                                "(run `peft-studio setup` for the default model)")
+        for key in ("path", "eval_path"):
+            value = getattr(self.data, key)
+            if key == "path" and not value:
+                raise UserError("no training data given", path=path, field="data.path",
+                                fix="set [data] path to a .jsonl, .json or .csv file")
+            if value and not self.resolve_path(value).is_file():
+                raise UserError(f"data file {self.resolve_path(value)} does not exist",
+                                path=path, field=f"data.{key}",
+                                fix="check the file name (relative paths start at the "
+                                    "recipe's folder)")
+
+    def method_params(self) -> dict:
+        """The method's parameters checked and completed by its plugin (UserError when bad)."""
+        from studio import plugins
+
+        found, _problems = plugins.discover()
+        plugin = found.get(self.method.id)
+        if plugin is None:
+            raise UserError(f"unknown method '{self.method.id}'", path=self.source,
+                            field="method.id",
+                            fix=f"use one of: {', '.join(sorted(found)) or '(no plugins found)'}")
+        try:
+            return plugin.validate(dict(self.method.params))
+        except UserError as err:
+            raise UserError(err.message, path=self.source,
+                            field=f"method.params.{err.field}" if err.field else "method.params",
+                            fix=err.fix) from None
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _plugin_defaults(method: str) -> dict:
+    try:
+        from studio import plugins
+
+        found, _ = plugins.discover()
+        return dict(found[method].defaults()) if method in found else {}
+    except Exception:  # noqa: BLE001 - a broken plugin set must not stop making a recipe
+        return {}
+
+
+def _type_name(kind: type) -> str:
+    return {str: "text", int: "whole number", float: "number", bool: "true/false",
+            dict: "table"}.get(kind, kind.__name__)
+
+
+def _coerce(dotted: str, value: Any, kind: type, path) -> Any:
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not ok:
+        shown = json.dumps(value) if isinstance(value, (str, bool, int, float)) else type(value).__name__
+        fix = f"write a {_type_name(kind)}"
+        if isinstance(value, str) and kind in (int, float, bool):
+            fix += " without quotes"
+        raise UserError(f"expected a {_type_name(kind)}, got {shown}", path=path, field=dotted,
+                        fix=fix)
+    return value
+
+
+def _build_section(name: str, values: dict, path):
+    cls = _SECTIONS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{name}.{key}"
+        if key not in fields:
+            raise UserError(f"unknown setting '{key}' in [{name}]", path=path, field=dotted,
+                            fix=f"allowed in [{name}]: {', '.join(fields)}")
+        kind = fields[key].type
+        kind = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}[kind]
+        kwargs[key] = _coerce(dotted, value, kind, path)
+    return cls(**kwargs)
+
+
+def _choice(dotted: str, value: str, allowed: tuple, path) -> None:
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise UserError(f"{value!r} is not a valid choice", path=path, field=dotted,
+                        fix=f"use one of {shown}")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + inner + "}" if inner else "{}"
+    if value is None:
+        raise ValueError("TOML has no null; leave the key out instead")
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_toml(data: dict, _prefix: str = "") -> str:
+    """Write a dict as TOML: plain keys first, then one [table] per nested dict."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    out = "\n".join(lines)
+    for key, value in tables:
+        name = f"{_prefix}{_toml_key(key)}"
+        body = dump_toml(value, name + ".")
+        block = f"[{name}]" + ("\n" + body if body and not body.startswith("[") else
+                               ("\n\n" + body if body else ""))
+        out += ("\n\n" if out else "") + block
+    return out + ("\n" if not _prefix and not out.endswith("\n") else "")

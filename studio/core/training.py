@@ -1,0 +1,454 @@
+"""The training loop (our own, not HF Trainer), shared by the worker child, the CLI and the benchmark.
+
+    run_training(recipe, run_dir, emit, control=None, resume=False) -> final metrics
+
+Loads the model (quantized when the recipe or the method asks), tokenises the data, applies the
+method plugin, then trains with AdamW (or the plugin's param groups), a transformers scheduler,
+gradient accumulation, clipping and the plugin's callbacks. Emits the events of
+studio.worker.messages through `emit`; pause/cancel arrive through `control` between steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import threading
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from studio.errors import UserError
+from studio.worker import messages
+
+IGNORE = -100
+
+
+class Control:
+    """Thread-safe pause/cancel flags: set from another thread, read by the loop between steps."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._cancelled = False
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def wait_while_paused(self, timeout: float | None = None) -> None:
+        """Block while paused (until resumed or cancelled)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._paused or self._cancelled, timeout)
+
+
+@dataclass
+class _Data:
+    train: list[dict]
+    eval: list[dict]
+    dropped: int
+    batches_per_epoch: int
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def memory_mb(device: str) -> float:
+    """Peak CUDA memory allocated on GPU; the process's resident memory on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _has_trained_token(item: dict) -> bool:
+    return any(label != IGNORE for label in item["labels"][1:])
+
+
+def prepare_data(recipe, tokenizer) -> _Data:
+    """Load, split and tokenise; drops examples left with nothing to learn after truncation."""
+    from studio.core import data
+
+    examples = data.load_examples(recipe.resolve_path(recipe.data.path), recipe.data.format)
+    if recipe.data.eval_path:
+        train_ex = examples
+        eval_ex = data.load_examples(recipe.resolve_path(recipe.data.eval_path), recipe.data.format)
+    elif recipe.data.eval_fraction > 0:
+        train_ex, eval_ex = data.split_examples(examples, recipe.data.eval_fraction,
+                                                recipe.training.seed)
+    else:
+        train_ex, eval_ex = examples, []
+    max_len = recipe.data.max_length
+    train = [data.tokenize_example(ex, tokenizer, max_len) for ex in train_ex]
+    kept = [item for item in train if _has_trained_token(item)]
+    evals = [item for item in (data.tokenize_example(ex, tokenizer, max_len) for ex in eval_ex)
+             if _has_trained_token(item)]
+    if not kept:
+        raise UserError("no training example has any trained (assistant) tokens within "
+                        f"max_length={max_len}", path=recipe.source, field="data.max_length",
+                        fix="raise max_length, or check that the data has assistant replies")
+    per_epoch = math.ceil(len(kept) / recipe.training.batch_size)
+    return _Data(kept, evals, len(train) - len(kept), per_epoch)
+
+
+def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int):
+    """Endless (epoch, index, batch) stream in the recipe's shuffled order, from a position."""
+    from studio.core.data import iter_batches
+
+    while True:
+        for offset, batch in enumerate(iter_batches(items, batch_size, seed, epoch, start=index)):
+            yield epoch, index + offset, batch
+        epoch, index = epoch + 1, 0
+
+
+class Batches:
+    """Batches collated on demand and moved to `device` (sized, iterable, indexable), so a big
+    dataset is never held as tensors all at once."""
+
+    def __init__(self, chunks: list[list[dict]], pad_id, device="cpu"):
+        from studio.core.data import collate
+
+        self._chunks = chunks
+        self._collate, self._pad, self._device = collate, pad_id, device
+
+    def __len__(self):
+        return len(self._chunks)
+
+    def __getitem__(self, i):
+        batch = self._collate(self._chunks[i], self._pad)
+        return {k: v.to(self._device, non_blocking=True) for k, v in batch.items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _default_param_groups(model, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def _make_optimizer(groups, recipe, device):
+    import torch
+
+    fused = device.startswith("cuda") and all(
+        p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    for group in groups:
+        group.pop("fused", None)
+        group.pop("foreach", None)
+    return torch.optim.AdamW(groups, lr=recipe.training.learning_rate,
+                             weight_decay=recipe.training.weight_decay,
+                             **({"fused": True} if fused else {}))
+
+
+def _total_steps(recipe, batches_per_epoch: int) -> int:
+    t = recipe.training
+    if t.max_steps > 0:
+        return t.max_steps
+    return max(1, t.epochs * math.ceil(batches_per_epoch / t.grad_accum))
+
+
+def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control | None = None,
+                 resume: bool = False) -> dict:
+    """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics."""
+    import torch
+    import transformers
+
+    from studio import plugins
+    from studio.core import checkpoints
+    from studio.core.models import load_model
+
+    run_dir = Path(run_dir)
+    control = control or Control()
+    recipe.validate()
+    t = recipe.training
+    plugin = plugins.get_plugin(recipe.method.id)
+    params = recipe.method_params()
+    ckpt = None
+    if resume:
+        ckpt = checkpoints.latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise UserError("this run has no checkpoint to resume from", path=run_dir,
+                            fix="start it again as a new run")
+    seed_everything(t.seed)
+    device = pick_device()
+    needs_4bit = plugin.capabilities.get("needs_quantized_base")
+    quant = (recipe.model.quantization or getattr(plugin, "requires_quantization", None)
+             or ("4bit" if needs_4bit else "")) or None
+    model, tokenizer = load_model(recipe.resolve_path(recipe.model.path), quant,
+                                  recipe.model.dtype, device)
+    data = prepare_data(recipe, tokenizer)
+    total_steps = _total_steps(recipe, data.batches_per_epoch)
+    pad_id = tokenizer.pad_token_id
+
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    from studio.core.data import iter_batches
+    train_batches = Batches(list(iter_batches(data.train, t.batch_size, t.seed, 0)), pad_id)
+    ctx = {"total_steps": total_steps, "train_batches": train_batches, "tokenizer": tokenizer,
+           "device": device, "run_dir": str(run_dir), "seed": t.seed,
+           "gradient_checkpointing": t.gradient_checkpointing, "quantization": quant or "",
+           "learning_rate": t.learning_rate}
+    model = plugin.apply(model, params, ctx)
+    model.train()
+    callbacks = plugin.callbacks(model, params, ctx)
+    trainable, total = plugins.count_parameters(model)
+    if trainable == 0:
+        raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
+                        field="method.params", fix="check the method's target modules")
+
+    step, epoch, index = 0, 0, 0
+    if ckpt is not None:
+        saved = checkpoints.read_state(ckpt, device)
+        for cb in callbacks:
+            if callable(getattr(cb, "on_resume", None)):
+                cb.on_resume(saved["state"]["step"], model, ckpt)
+        checkpoints.restore_trainable(model, ckpt)
+        groups = checkpoints.rebuild_groups(model, saved["state"], saved["optimizer"])
+    else:
+        groups = (plugin.optimizer_param_groups(model, params, t.learning_rate)
+                  or _default_param_groups(model, t.weight_decay))
+    optimizer = _make_optimizer(groups, recipe, device)
+    scheduler = transformers.get_scheduler(t.lr_scheduler, optimizer,
+                                           num_warmup_steps=t.warmup_steps,
+                                           num_training_steps=total_steps)
+    if ckpt is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+        state = saved["state"]
+        for cb, cb_state in zip(callbacks, state.get("callbacks") or []):
+            if cb_state is not None and callable(getattr(cb, "load_state_dict", None)):
+                cb.load_state_dict(cb_state)
+        step = int(state["step"])
+        epoch, index = int(state["position"]["epoch"]), int(state["position"]["index"])
+        checkpoints.restore_rng(state)
+        del saved
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+    emit(messages.started(str(run_dir), total_steps, trainable, total, resumed_from=step,
+                          device=device, method=plugin.id, quantization=quant or "",
+                          train_examples=len(data.train), eval_examples=len(data.eval),
+                          dropped_examples=data.dropped))
+    loop = _Loop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
+                 data, pad_id, device, total_steps)
+    return loop.run(step, epoch, index)
+
+
+class _Loop:
+    """The step loop and what happens between steps (log, eval, checkpoint, pause, cancel)."""
+
+    def __init__(self, recipe, run_dir, emit, control, model, plugin, optimizer, scheduler,
+                 callbacks, data, pad_id, device, total_steps):
+        self.recipe, self.t, self.run_dir, self.emit = recipe, recipe.training, run_dir, emit
+        self.control, self.model, self.plugin = control, model, plugin
+        self.optimizer, self.scheduler, self.callbacks = optimizer, scheduler, callbacks
+        self.data, self.pad_id, self.device, self.total = data, pad_id, device, total_steps
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.step_times: deque[float] = deque(maxlen=20)
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+
+    # ---- between steps -------------------------------------------------------------------
+    def _position(self, epoch, index) -> dict:
+        return {"epoch": epoch, "index": index}
+
+    def _checkpoint(self, step, epoch, index) -> Path:
+        from studio.core import checkpoints
+
+        path = checkpoints.save_checkpoint(
+            self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
+            scheduler=self.scheduler, position=self._position(epoch, index),
+            callbacks=self.callbacks,
+            extra={"total_steps": self.total, "loss": self.last_loss})
+        self.emit(messages.checkpoint(step, str(path)))
+        return path
+
+    def _evaluate(self, step) -> float | None:
+        import torch
+
+        from studio.core.evaluate import eval_loss
+
+        if not self.data.eval:
+            return None
+        items, size = self.data.eval, self.t.batch_size
+        batches = Batches([items[i:i + size] for i in range(0, len(items), size)], self.pad_id,
+                          self.device)
+        self.model.eval()
+        try:
+            with torch.no_grad(), _autocast(self.device):
+                value = float(eval_loss(self.model, batches))
+        finally:
+            self.model.train()
+        self.last_eval = value
+        self.emit(messages.eval_result(step, value))
+        return value
+
+    def _wait_if_paused(self, step) -> None:
+        if not self.control.paused or self.control.cancelled:
+            return
+        self.emit(messages.paused(step))
+        while self.control.paused and not self.control.cancelled:
+            self.control.wait_while_paused(timeout=0.5)
+        if not self.control.cancelled:
+            self.emit(messages.resumed(step))
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, step: int, epoch: int, index: int) -> dict:
+        import torch
+
+        t = self.t
+        stream = micro_batches(self.data.train, t.batch_size, t.seed, epoch, index)
+        max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
+        window_loss = torch.zeros((), device=self.device)
+        window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        train_start, train_tokens, start_step = time.perf_counter(), 0, step
+        grad_norm = None
+        while step < self.total:
+            self._wait_if_paused(step)
+            if self.control.cancelled:
+                path = self._checkpoint(step, epoch, index)
+                self.emit(messages.cancelled(step, str(path)))
+                return {"step": step, "cancelled": True, "checkpoint": str(path),
+                        "train_loss": self.last_loss, "eval_loss": self.last_eval}
+            started = time.perf_counter()
+            batches = []
+            for _ in range(t.grad_accum):
+                epoch, idx, items = next(stream)
+                index = idx + 1
+                batches.append(_collate(items, self.pad_id))
+            n_trained = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+            step_loss = torch.zeros((), device=self.device)
+            for batch in batches:
+                train_tokens_b = int(batch["attention_mask"].sum())
+                window_tokens += train_tokens_b
+                train_tokens += train_tokens_b
+                share = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_trained
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                with _autocast(self.device):
+                    out = self.model(**batch)
+                loss = out.loss.float() * share
+                loss.backward()
+                step_loss += loss.detach()
+                del out, loss
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            step += 1
+            for cb in self.callbacks:
+                cb.on_step_end(step, self.model, self.optimizer)
+            self.optimizer.zero_grad(set_to_none=True)
+            window_loss += step_loss
+            window_steps += 1
+            if step % t.log_every == 0 or step == self.total:
+                self._log(step, epoch, index, window_loss, window_steps, window_tokens,
+                          window_start, grad_norm)
+                window_loss = torch.zeros((), device=self.device)
+                window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+            self.step_times.append(time.perf_counter() - started)
+            if step < self.total:
+                if t.eval_every and step % t.eval_every == 0:
+                    self._evaluate(step)
+                if t.save_every and step % t.save_every == 0:
+                    self._checkpoint(step, epoch, index)
+            # keep the clipped parameter list current (a callback may add a group: LoRA-Dash)
+            if len(self.params) != sum(len(g["params"]) for g in self.optimizer.param_groups):
+                self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        return self._finish(step, time.perf_counter() - train_start, train_tokens, start_step)
+
+    def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
+             grad_norm) -> None:
+        elapsed = max(time.perf_counter() - window_start, 1e-9)
+        loss = float(window_loss) / window_steps
+        self.last_loss = loss
+        per_step = (sum(self.step_times) / len(self.step_times)) if self.step_times else elapsed
+        self.emit(messages.log(
+            step=step, epoch=epoch + index / max(self.data.batches_per_epoch, 1),
+            loss=loss, lr=float(self.scheduler.get_last_lr()[0]),
+            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
+            eta_s=per_step * (self.total - step)))
+
+    def _finish(self, step, seconds, tokens, start_step) -> dict:
+        eval_loss = self._evaluate(step)
+        final = self.run_dir / "adapter"
+        tmp = self.run_dir / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.plugin.save(self.model, tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        metrics = {"step": step, "train_loss": self.last_loss, "eval_loss": eval_loss,
+                   "train_seconds": round(seconds, 3), "steps_this_session": step - start_step,
+                   "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                   "eval_examples": len(self.data.eval)}
+        tmp_json = self.run_dir / ".eval.json.tmp"
+        tmp_json.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        tmp_json.replace(self.run_dir / "eval.json")
+        self.emit(messages.finished(step, str(final), metrics))
+        return metrics
+
+
+def _collate(items, pad_id):
+    from studio.core.data import collate
+
+    return collate(items, pad_id)

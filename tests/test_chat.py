@@ -1,0 +1,145 @@
+"""studio.core.chat on the real SmolLM2-135M-Instruct with a real (freshly initialised) LoRA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from studio.core.chat import (build_prompt, compare_answers, generate, load_for_chat,
+                              with_adapter_disabled)
+from studio.core.models import load_model
+from studio.errors import UserError
+
+PROMPT = "What is the capital of France?"
+
+
+def _randomise_lora(model, seed=0, std=0.05):
+    """A fresh LoRA has B = 0 (a no-op); give B values so the adapter changes the answers."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="module")
+def base(model_dir):
+    return load_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(model_dir, tmp_path_factory):
+    """A saved LoRA (q/v, r=4) with non-zero B, made on its own copy of the model."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_model(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                                  target_modules=["q_proj", "v_proj"]))
+    _randomise_lora(peft_model)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_prompt_uses_chat_template(base):
+    _, tokenizer = base
+    text = build_prompt(tokenizer, PROMPT)
+    assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nWhat is" in text
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = build_prompt(tokenizer, messages)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    with pytest.raises(UserError, match="messages"):
+        build_prompt(tokenizer, [{"role": "user"}])
+
+
+def test_generate_returns_only_new_text(base):
+    model, tokenizer = base
+    answer = generate(model, tokenizer, PROMPT, max_new_tokens=16)
+    assert "Paris" in answer
+    assert "capital of France?" not in answer and "<|im_end|>" not in answer
+    # Greedy is deterministic; a chat list gives the same answer as a bare prompt.
+    assert generate(model, tokenizer, [{"role": "user", "content": PROMPT}],
+                    max_new_tokens=16) == answer
+    # max_new_tokens is honoured.
+    short = generate(model, tokenizer, "Write a long poem about the sea.", max_new_tokens=5)
+    assert 0 < len(tokenizer(short, add_special_tokens=False)["input_ids"]) <= 6
+
+
+def test_sampling_varies(base):
+    model, tokenizer = base
+    torch.manual_seed(0)
+    answers = {generate(model, tokenizer, "Tell me a story.", max_new_tokens=12, temperature=1.5)
+               for _ in range(3)}
+    assert len(answers) > 1
+
+
+def test_plain_model_with_adapter_disabled_is_unchanged(base):
+    model, tokenizer = base
+    with with_adapter_disabled(model) as inner:
+        assert inner is model
+
+
+def test_compare_answers_with_fresh_lora(model_dir, base):
+    from peft import LoraConfig, get_peft_model
+
+    base_answer = generate(*base, PROMPT, max_new_tokens=20)
+    model, tokenizer = load_model(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16,
+                                                  target_modules="all-linear"))
+    # B = 0 at initialisation: the adapter is a no-op and both answers match.
+    untouched = compare_answers(peft_model, tokenizer, PROMPT, max_new_tokens=20)
+    assert untouched["base"] == untouched["adapter"] == base_answer
+    _randomise_lora(peft_model, std=0.05)
+    result = compare_answers(peft_model, tokenizer, PROMPT, max_new_tokens=20)
+    assert result["base"] == base_answer           # the adapter really was switched off
+    assert result["adapter"] != result["base"]
+    # The adapter is back on after the block.
+    assert generate(peft_model, tokenizer, PROMPT, max_new_tokens=20) == result["adapter"]
+
+
+def test_load_for_chat_with_adapter(model_dir, base, adapter_dir):
+    model, tokenizer = load_for_chat(model_dir, adapter_dir)
+    from peft import PeftModel
+
+    assert isinstance(model, PeftModel) and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    result = compare_answers(model, tokenizer, PROMPT, max_new_tokens=20)
+    assert result["base"] == generate(*base, PROMPT, max_new_tokens=20)
+    assert result["adapter"] != result["base"]
+
+
+def test_load_for_chat_without_adapter(model_dir):
+    model, tokenizer = load_for_chat(model_dir)
+    assert "Paris" in generate(model, tokenizer, PROMPT, max_new_tokens=16)
+
+
+def test_adapter_folder_errors(model_dir, tmp_path):
+    with pytest.raises(UserError, match="adapter folder does not exist"):
+        load_for_chat(model_dir, tmp_path / "missing")
+    with pytest.raises(UserError, match="not a PEFT adapter"):
+        load_for_chat(model_dir, tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{broken")
+    with pytest.raises(UserError, match="adapter_config.json could not be read"):
+        load_for_chat(model_dir, tmp_path)
+
+
+def test_adapter_for_another_base_model(model_dir, tmp_path):
+    """A LoRA saved on a smaller Llama (same module names, other shapes) must not load."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2))
+    other.config.name_or_path = "/somewhere/TinyLlama-other"
+    lora = get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "/somewhere/TinyLlama-other"
+    with pytest.raises(UserError, match="adapter made for another base model") as err:
+        load_for_chat(model_dir, tmp_path)
+    text = str(err.value)
+    assert "TinyLlama-other" in text and str(tmp_path) in text and "Fix:" in text
