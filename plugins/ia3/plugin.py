@@ -1,0 +1,21 @@
+"""IA3 (Liu et al. 2022) through peft: learned scaling vectors on keys, values and feed-forward."""
+
+from studio.errors import UserError
+from studio.plugins import apply_peft_config, parse_target_modules
+
+
+def apply(model, params: dict, ctx: dict):
+    from peft import IA3Config, TaskType
+    targets = parse_target_modules(params["target_modules"])
+    feedforward = [n.strip() for n in params["feedforward_modules"].split(",") if n.strip()]
+    if isinstance(targets, list) and not set(feedforward) <= set(targets):
+        extra = ", ".join(sorted(set(feedforward) - set(targets)))
+        raise UserError(f"feed-forward module(s) {extra} are not among the target modules.",
+                        field="feedforward_modules",
+                        fix=f"add them to target_modules or remove them here (targets: {', '.join(targets)}).")
+    config = IA3Config(
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=targets,
+        feedforward_modules=feedforward,
+    )
+    return apply_peft_config(model, config)

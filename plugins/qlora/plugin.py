@@ -1,0 +1,51 @@
+"""QLoRA (Dettmers et al. 2023): LoRA adapters trained on a 4-bit NF4 quantized, frozen base model.
+
+The manifest says "requires_quantization": "4bit", so the loader loads the base in 4 bit; this
+plugin prepares the quantized model for training (peft.prepare_model_for_kbit_training) and then
+adds LoRA with the same hyperparameters as the plain LoRA plugin.
+"""
+
+from studio.errors import UserError
+from studio.plugins import apply_peft_config, parse_target_modules
+
+QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt")
+
+
+def is_quantized(model) -> bool:
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return True
+    return any(type(m).__name__ in QUANTIZED_LAYERS for m in model.modules())
+
+
+def apply(model, params: dict, ctx: dict):
+    if not is_quantized(model):
+        raise UserError("QLoRA trains on a 4-bit quantized base model, but this model was loaded "
+                        "unquantized.", field="model.quantization",
+                        fix="choose 4-bit on the Model page (recipe: [model] quantization = \"4bit\"), "
+                            "or pick the plain LoRA method.")
+    from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
+    # Gradient checkpointing follows the recipe (the training loop turns it on, non-reentrant);
+    # peft's own default would switch it on always, which costs a third more time per step.
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=bool(ctx.get("gradient_checkpointing", False)),
+        gradient_checkpointing_kwargs={"use_reentrant": False})
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=params["r"],
+        lora_alpha=params["lora_alpha"],
+        lora_dropout=params["lora_dropout"],
+        target_modules=parse_target_modules(params["target_modules"]),
+        bias=params["bias"],
+        use_rslora=params["use_rslora"],
+    )
+    return apply_peft_config(model, config)
+
+
+def merge(model):
+    """Merging into 4-bit weights would round the update away; merge onto an unquantized base."""
+    if is_quantized(model):
+        raise UserError("cannot merge a QLoRA adapter into 4-bit weights without losing most of "
+                        "the update.", field="model.quantization",
+                        fix="load the base model unquantized (float32/bfloat16), load this adapter "
+                            "onto it, then merge; or export as adapter.")
+    return model.merge_and_unload()

@@ -1,0 +1,412 @@
+"""Method plugins: manifest checks, discovery (built-in, user folder, entry points), value
+validation, and LoRA / QLoRA on the real SmolLM2-135M model (train, save/reload, merge, 4-bit)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio import paths
+from studio.errors import UserError
+from studio.plugins import (Plugin, ManifestError, check_parameter_spec, count_parameters,
+                            discover, get_plugin, linear_module_names, parse_target_modules)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "third_party_plugin"
+
+GOOD_MANIFEST = {"id": "toy", "name": "Toy", "description": "test method",
+                 "capabilities": {"mergeable": False},
+                 "parameters": {"k": {"type": "integer", "default": 2, "minimum": 1, "maximum": 9}}}
+GOOD_CODE = "def apply(model, params, ctx):\n    return model\n"
+
+
+def write_plugin(folder: Path, manifest, code: str = GOOD_CODE) -> Path:
+    folder.mkdir(parents=True)
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    (folder / "manifest.json").write_text(text)
+    (folder / "plugin.py").write_text(code)
+    return folder
+
+
+@pytest.fixture
+def user_plugins(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "user-plugins"
+    folder.mkdir()
+    monkeypatch.setattr(paths, "user_plugins_dir", lambda: folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery and manifests
+# ---------------------------------------------------------------------------------------------
+
+def test_builtin_discovery_finds_lora_and_qlora(user_plugins):
+    plugins, problems = discover()
+    assert {"lora", "qlora"} <= set(plugins)
+    lora, qlora = plugins["lora"], plugins["qlora"]
+    assert lora.source.startswith("builtin:") and lora.folder == paths.builtin_plugins_dir() / "lora"
+    assert lora.capabilities["mergeable"] and not lora.capabilities["needs_quantized_base"]
+    assert qlora.capabilities["needs_quantized_base"] and qlora.requires_quantization == "4bit"
+    assert lora.requires_quantization is None
+    assert not [p for p in problems if "/lora:" in p or "/qlora:" in p]
+    for plugin in (lora, qlora):
+        assert set(plugin.defaults()) == {"r", "lora_alpha", "lora_dropout", "target_modules",
+                                          "bias", "use_rslora"}
+        assert all(spec.get("help") for spec in plugin.parameters.values())
+    assert lora.defaults()["target_modules"] == "all-linear"
+
+
+def test_broken_plugins_are_reported_and_skipped(tmp_path, user_plugins):
+    extra = tmp_path / "extra"
+    write_plugin(extra / "good", GOOD_MANIFEST)
+    write_plugin(extra / "bad_json", '{"id": "bad_json", "name": ')
+    write_plugin(extra / "raises", {**GOOD_MANIFEST, "id": "raises"},
+                 "import math\nraise RuntimeError('boom at import')\n")
+    write_plugin(extra / "no_apply", {**GOOD_MANIFEST, "id": "no_apply"}, "X = 1\n")
+    write_plugin(extra / "missing_key", {k: v for k, v in GOOD_MANIFEST.items() if k != "name"})
+    bad_default = copy.deepcopy(GOOD_MANIFEST)
+    bad_default["id"] = "bad_default"
+    bad_default["parameters"]["k"]["default"] = 50
+    write_plugin(extra / "bad_default", bad_default)
+    write_plugin(extra / "dup_lora", {**GOOD_MANIFEST, "id": "lora"})
+    (extra / "__pycache__").mkdir()          # ignored silently
+
+    plugins, problems = discover(extra_dirs=[extra])  # must not raise
+    assert "toy" in plugins and "lora" in plugins and plugins["lora"].source.startswith("builtin:")
+    for pid in ("bad_json", "raises", "no_apply", "bad_default"):
+        assert pid not in plugins
+    by_folder = {name: [p for p in problems if p.startswith(str(extra / name) + ":")]
+                 for name in ("bad_json", "raises", "no_apply", "missing_key", "bad_default",
+                              "dup_lora")}
+    assert all(len(found) == 1 for found in by_folder.values()), problems
+    assert "not valid JSON" in by_folder["bad_json"][0]
+    assert "RuntimeError: boom at import" in by_folder["raises"][0]
+    assert "plugin.py:2" in by_folder["raises"][0]
+    assert "no apply" in by_folder["no_apply"][0]
+    assert "name" in by_folder["missing_key"][0]
+    assert "outside [1, 9]" in by_folder["bad_default"][0]
+    assert "duplicate plugin id 'lora'" in by_folder["dup_lora"][0]
+    assert not [p for p in problems if "__pycache__" in p]
+    _, problems = discover(extra_dirs=[tmp_path / "nowhere"])
+    assert any("does not exist" in p for p in problems)
+
+
+@pytest.mark.parametrize("spec, cause", [
+    ({"type": "float", "default": 1.0}, "type must be one of"),
+    ({"type": "integer"}, "has no default"),
+    ({"type": "integer", "default": 1.5}, "not of type integer"),
+    ({"type": "boolean", "default": 1}, "not of type boolean"),
+    ({"type": "number", "default": 0.5, "minimum": 1.0}, "outside"),
+    ({"type": "integer", "default": 1, "minimum": 5, "maximum": 2}, "greater than maximum"),
+    ({"type": "string", "default": "x", "enum": ["a", "b"]}, "not in enum"),
+    ({"type": "string", "default": "a", "enum": []}, "non-empty list"),
+    ({"type": "string", "default": "a", "minimum": 1}, "only applies"),
+    ({"type": "integer", "default": 1, "maximun": 3}, "unknown key"),
+])
+def test_bad_parameter_specs_are_refused(spec, cause):
+    with pytest.raises(ManifestError, match=cause):
+        check_parameter_spec("p", spec)
+
+
+def test_good_parameter_specs_pass():
+    check_parameter_spec("p", {"type": "number", "default": 0.1, "minimum": 0, "maximum": 1,
+                               "advanced": True, "help": "h", "x-widget": "slider"})
+    check_parameter_spec("s", {"type": "string", "default": "a", "enum": ["a", "b"]})
+
+
+def test_user_folder_plugin_with_relative_import(user_plugins):
+    folder = write_plugin(user_plugins / "scaled", {**GOOD_MANIFEST, "id": "scaled"},
+                          "from .helpers import double\n\n"
+                          "def apply(model, params, ctx):\n"
+                          "    return double(params['k'])\n")
+    (folder / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    plugins, problems = discover()
+    assert plugins["scaled"].source.startswith("user:"), problems
+    assert plugins["scaled"].apply(object(), {"k": "4"}) == 8
+    with pytest.raises(UserError, match="cannot merge") as err:
+        plugins["scaled"].merge(object())
+    assert "export as adapter" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------------------------
+
+def test_validate_fills_defaults_and_coerces():
+    lora = get_plugin("lora", refresh=True)
+    assert lora.validate({}) == lora.defaults()
+    values = lora.validate({"r": "8", "lora_alpha": "16", "lora_dropout": "0", "use_rslora": "true",
+                            "target_modules": ["q_proj", "v_proj"], "bias": "all"})
+    assert values["r"] == 8 and type(values["r"]) is int
+    assert values["lora_alpha"] == 16.0 and values["lora_dropout"] == 0.0
+    assert values["use_rslora"] is True and values["target_modules"] == "q_proj,v_proj"
+    assert lora.validate({"r": 32.0})["r"] == 32
+    assert lora.validate(lora.validate({"r": 4})) == lora.validate({"r": 4})   # idempotent
+
+
+@pytest.mark.parametrize("values, field, fix", [
+    ({"r": 0}, "r", "from 1 to 512"),
+    ({"r": 100000}, "r", "from 1 to 512"),
+    ({"r": "sixteen"}, "r", "whole number"),
+    ({"r": 2.5}, "r", "whole number"),
+    ({"r": True}, "r", "whole number"),
+    ({"lora_dropout": 1.5}, "lora_dropout", "from 0.0 to 0.9"),
+    ({"lora_dropout": float("nan")}, "lora_dropout", "a number"),
+    ({"use_rslora": "maybe"}, "use_rslora", "true or false"),
+    ({"bias": "some"}, "bias", '"none", "all", "lora_only"'),
+    ({"rank": 8}, "rank", "the parameters of 'lora' are: r, lora_alpha"),
+])
+def test_validate_refuses_bad_values_naming_the_field(values, field, fix):
+    lora = get_plugin("lora")
+    with pytest.raises(UserError) as err:
+        lora.validate(values)
+    assert err.value.field == field
+    assert fix in err.value.fix
+    assert f"field '{field}'" in str(err.value)
+
+
+def test_get_plugin_unknown_lists_available_ids():
+    with pytest.raises(UserError) as err:
+        get_plugin("no_such_method", refresh=True)
+    assert err.value.field == "method.id"
+    assert "lora" in err.value.fix and "qlora" in err.value.fix
+
+
+def test_parse_target_modules():
+    assert parse_target_modules("all-linear") == "all-linear"
+    assert parse_target_modules(" q_proj, v_proj ,") == ["q_proj", "v_proj"]
+    assert parse_target_modules("re:.*\\.(q|v)_proj") == ".*\\.(q|v)_proj"
+    with pytest.raises(UserError):
+        parse_target_modules(" , ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points: the real importlib.metadata mechanism
+# ---------------------------------------------------------------------------------------------
+
+def _forget_modules(prefix: str) -> None:
+    for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
+        del sys.modules[name]
+
+
+def test_pip_installed_example_plugin_is_discovered(tmp_path, monkeypatch, user_plugins, model_dir):
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=240)
+    assert (next(target.glob("*.dist-info")) / "entry_points.txt").is_file()
+    monkeypatch.syspath_prepend(str(target))
+    try:
+        plugins, problems = discover()
+        plugin = plugins.get("lora_last_layers")
+        assert plugin is not None, problems
+        assert plugin.source.startswith("entry-point:lora_last_layers=")
+        assert plugin.name == "LoRA (last layers)"
+        assert plugin.parameters["num_layers"]["type"] == "integer"
+        assert plugin.defaults() == {"num_layers": 4, "r": 16, "lora_alpha": 32,
+                                     "lora_dropout": 0.05, "target_modules": "all-linear"}
+        with pytest.raises(UserError) as err:
+            plugin.validate({"num_layers": 0})
+        assert err.value.field == "num_layers"
+
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        with pytest.raises(UserError, match="only 30 layers"):
+            plugin.apply(model, {"num_layers": 31})
+        peft_model = plugin.apply(model, {"num_layers": 3, "r": 4})
+        adapted = {int(n.split(".layers.")[1].split(".")[0])
+                   for n, _ in peft_model.named_parameters() if "lora_A" in n}
+        assert adapted == {27, 28, 29}
+    finally:
+        _forget_modules("peft_studio_lora_last_layers")
+
+
+def test_entry_point_folder_form_and_broken_entry_point(tmp_path, monkeypatch, user_plugins):
+    site = tmp_path / "site"
+    pkg = site / "folderplug"
+    write_plugin(pkg / "method", {**GOOD_MANIFEST, "id": "folder_form"})
+    (pkg / "__init__.py").write_text(
+        "from pathlib import Path\nPLUGIN_DIR = str(Path(__file__).parent / 'method')\n")
+    dist = site / "folderplug-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: folderplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [peft_studio.plugins]
+        folder_form = folderplug:PLUGIN_DIR
+        broken = folderplug_does_not_exist
+        not_a_plugin = folderplug:Path
+        """))
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        plugins, problems = discover()
+        assert plugins["folder_form"].source == "entry-point:folder_form=folderplug:PLUGIN_DIR"
+        assert plugins["folder_form"].folder == pkg / "method"
+        broken = [p for p in problems if p.startswith("entry point 'broken'")]
+        assert broken and "ModuleNotFoundError" in broken[0]
+        assert any(p.startswith("entry point 'not_a_plugin'") and "MANIFEST" in p for p in problems)
+    finally:
+        _forget_modules("folderplug")
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA and QLoRA on the real model
+# ---------------------------------------------------------------------------------------------
+
+def _batch(tokenizer) -> dict:
+    texts = ["Question: What is 7 plus 5? Answer: 12. Question: What is 3 plus 4? Answer: 7.",
+             "The date after 2024-03-09 is 2024-03-10, and the date after 2024-12-31 is 2025-01-01."]
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def _train(model, batch, steps: int, lr: float) -> list[float]:
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@pytest.fixture(scope="module")
+def trained_lora(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    total_before = sum(p.numel() for p in base.parameters())
+    plugin = get_plugin("lora", refresh=True)
+    model = plugin.apply(base, {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})
+    batch = _batch(tokenizer)
+    losses = _train(model, batch, steps=6, lr=2e-3)
+    return {"plugin": plugin, "model": model, "batch": batch, "losses": losses,
+            "total_before": total_before}
+
+
+def test_lora_training_lowers_the_loss(trained_lora):
+    model, losses = trained_lora["model"], trained_lora["losses"]
+    print("LoRA losses:", [round(x, 4) for x in losses])
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.8 * losses[0]
+    trainable, total = count_parameters(model)
+    # r=8 on the 7 linear layers of 30 blocks (hidden 576, mlp 1536, kv 192):
+    per_layer = 8 * ((576 + 576) * 2 + (576 + 192) * 2 + (576 + 1536) * 3)
+    assert trainable == 30 * per_layer
+    assert total == trained_lora["total_before"] + trainable
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_lora_save_reloads_with_plain_peft(trained_lora, tmp_path, model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    model, batch, plugin = trained_lora["model"], trained_lora["batch"], trained_lora["plugin"]
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    plugin.save(model, tmp_path / "adapter")
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+    assert not any(name.endswith((".bin", ".pt")) for name in files)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        got = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    diff = (got - expected).abs().max().item()
+    print(f"reload max |diff| = {diff:.3g}")
+    assert diff < 1e-5
+    with torch.no_grad():
+        base_logits = reloaded.get_base_model()(input_ids=batch["input_ids"]).logits
+    assert (base_logits - expected).abs().max().item() > 1e-3    # the adapter really changed things
+
+    again = plugin.load(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                        tmp_path / "adapter").eval()
+    with torch.no_grad():
+        got = again(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert (got - expected).abs().max().item() < 1e-5
+    with pytest.raises(UserError, match="adapter_config.json"):
+        plugin.load(base, tmp_path)
+
+
+def test_lora_merge_matches_unmerged(trained_lora):
+    plugin, batch = trained_lora["plugin"], trained_lora["batch"]
+    model = copy.deepcopy(trained_lora["model"]).eval()
+    with torch.no_grad():
+        unmerged = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        merged_model = plugin.merge(model)
+        assert not any("lora_" in n for n, _ in merged_model.named_parameters())
+        merged = merged_model(input_ids=batch["input_ids"],
+                              attention_mask=batch["attention_mask"]).logits
+    diff = (merged - unmerged).abs().max().item()
+    print(f"merge max |diff| = {diff:.3g}")
+    assert diff < 1e-3
+
+
+def test_lora_unknown_target_module_names_the_field(model_dir):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with pytest.raises(UserError) as err:
+        get_plugin("lora").apply(model, {"target_modules": "query,value"})
+    assert err.value.field == "target_modules"
+    assert "q_proj" in err.value.fix and "down_proj" in err.value.fix
+    assert "lm_head" in linear_module_names(model)
+
+
+def test_qlora_refuses_an_unquantized_model(model_dir):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with pytest.raises(UserError) as err:
+        get_plugin("qlora").apply(model, {})
+    assert err.value.field == "model.quantization"
+    assert "4-bit" in err.value.fix
+
+
+def test_qlora_trains_on_a_4bit_model(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    torch.manual_seed(0)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant,
+                                                 dtype=torch.float32, device_map="cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    plugin = get_plugin("qlora")
+    model = plugin.apply(model, {"r": 4, "target_modules": "q_proj,v_proj", "lora_dropout": 0})
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    trainable, total = count_parameters(model)
+    assert trainable == 30 * 4 * ((576 + 576) + (576 + 192))
+    assert 134_000_000 < total - trainable < 135_000_000     # 4-bit packing counted correctly
+    losses = _train(model, _batch(tokenizer), steps=2, lr=1e-3)
+    print("QLoRA losses:", [round(x, 4) for x in losses])
+    assert all(math.isfinite(x) for x in losses)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().max().item() > 0 for p in lora_b)         # the step moved the adapter
+    with pytest.raises(UserError, match="unquantized"):
+        plugin.merge(model)
+    plugin.save(model, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_plugin_object_requires_apply():
+    with pytest.raises(ManifestError, match="apply"):
+        Plugin(GOOD_MANIFEST, object(), "test")
