@@ -1,0 +1,110 @@
+"""The training process: `python -m studio.worker.child RUN_DIR [--resume]`.
+
+Reads RUN_DIR/recipe.toml and trains. Every event goes to stdout as one JSON line (for the parent)
+and to RUN_DIR/events.jsonl + status.json (for anyone reading later). Commands arrive on stdin, one
+JSON line each: {"command": "pause" | "resume" | "cancel"}. SIGTERM counts as cancel.
+Exit code 0 after finished/cancelled, 1 after failed (the `failed` event says why).
+
+Anything else the libraries print goes to stderr (worker.log), so stdout carries events only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from studio.errors import UserError
+from studio.worker import messages
+
+TRACEBACK_LINES = 25
+
+
+class EventSink:
+    """Writes events to the private stdout channel and to the run folder."""
+
+    def __init__(self, run_dir: Path, channel) -> None:
+        from studio.core.runs import RunLog
+
+        self.log = RunLog(run_dir, pid=os.getpid())
+        self.channel = channel
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict) -> None:
+        with self.lock:
+            self.log.append(event)
+            if self.channel is not None:
+                try:
+                    self.channel.write(messages.encode(event))
+                    self.channel.flush()
+                except (BrokenPipeError, OSError, ValueError):
+                    self.channel = None       # parent gone: keep training, the run folder has it
+
+
+def read_commands(stream, control) -> None:
+    """Stdin reader thread: apply commands until EOF (a closed stdin does not stop training)."""
+    for line in stream:
+        if not line.strip():
+            continue
+        try:
+            name = messages.parse_command(line)
+        except messages.MessageError as err:
+            print(f"ignored input: {err}", file=sys.stderr, flush=True)
+            continue
+        getattr(control, name)()
+
+
+def describe_failure(err: BaseException) -> tuple[str, str]:
+    """(cause, traceback tail) for a failed event."""
+    if isinstance(err, UserError):
+        return str(err), ""
+    tail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    tail = "\n".join(tail.rstrip().splitlines()[-TRACEBACK_LINES:])
+    cause = f"{type(err).__name__}: {err}".strip()
+    if "out of memory" in str(err).lower():
+        cause += (" — the model, batch or sequences do not fit in memory. Fix: lower "
+                  "training.batch_size or data.max_length, turn on gradient_checkpointing, or "
+                  "load the model in 4bit.")
+    return cause, tail
+
+
+def _private_stdout():
+    """Duplicate the real stdout for events and point fd 1 at stderr for everything else."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.worker.child")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    channel = _private_stdout()
+    emit = EventSink(run_dir, channel)
+    try:
+        from studio.core.recipe import Recipe
+        from studio.core.training import Control, run_training
+
+        control = Control()
+        threading.Thread(target=read_commands, args=(sys.stdin, control), daemon=True,
+                         name="commands").start()
+        signal.signal(signal.SIGTERM, lambda *_: control.cancel())
+        recipe = Recipe.load(run_dir / "recipe.toml")
+        run_training(recipe, run_dir, emit, control, resume=args.resume)
+    except BaseException as err:  # noqa: BLE001 - every failure becomes a `failed` event
+        cause, tail = describe_failure(err)
+        print(tail or cause, file=sys.stderr, flush=True)
+        emit(messages.failed(cause, tail, user_error=isinstance(err, UserError)))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
