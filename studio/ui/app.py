@@ -1,0 +1,184 @@
+"""The PEFT Studio window: a sidebar of pages (Model, Data, Train, Runs, Chat) and `main()`.
+
+    python -m studio.ui.app [--model FOLDER] [--data FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QApplication, QButtonGroup, QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget,
+    QVBoxLayout, QWidget,
+)
+
+from studio import __version__, paths
+from studio.ui import tasks, theme
+
+NAV = [
+    ("model", "Model", "model"),
+    ("data", "Data", "data"),
+    ("train", "Train", "train"),
+    ("runs", "Runs", "runs"),
+    ("chat", "Chat", "chat"),
+]
+
+
+class Sidebar(QFrame):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Sidebar")
+        self.setFixedWidth(212)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 18, 14, 16)
+        layout.setSpacing(4)
+        brand = QHBoxLayout()
+        brand.setSpacing(10)
+        logo = QLabel()
+        logo.setPixmap(QIcon(str(paths.resources_dir() / "icons" / "logo.svg")).pixmap(30, 30))
+        brand.addWidget(logo)
+        names = QVBoxLayout()
+        names.setSpacing(0)
+        name = QLabel("PEFT Studio")
+        name.setObjectName("AppName")
+        version = QLabel(f"v{__version__} · adapters for LLMs")
+        version.setObjectName("AppVersion")
+        names.addWidget(name)
+        names.addWidget(version)
+        brand.addLayout(names)
+        brand.addStretch(1)
+        layout.addLayout(brand)
+        layout.addSpacing(22)
+        self.group = QButtonGroup(self)
+        self.group.setExclusive(True)
+        self.buttons: dict[str, QPushButton] = {}
+        for key, text, icon_name in NAV:
+            btn = QPushButton(f"  {text}")
+            btn.setObjectName("NavButton")
+            btn.setCheckable(True)
+            btn.setCursor(Qt.CursorShape.PointingHandCursor)
+            btn.setIconSize(QSize(18, 18))
+            btn.setProperty("icon_name", icon_name)
+            btn.toggled.connect(lambda on, b=btn: self._tint(b, on))
+            self._tint(btn, False)
+            self.group.addButton(btn)
+            self.buttons[key] = btn
+            layout.addWidget(btn)
+        layout.addStretch(1)
+        self.footer = QLabel("")
+        self.footer.setObjectName("SidebarFooter")
+        self.footer.setWordWrap(True)
+        layout.addWidget(self.footer)
+
+    @staticmethod
+    def _tint(btn: QPushButton, on: bool) -> None:
+        btn.setIcon(theme.icon(btn.property("icon_name"), theme.ACCENT_HOVER if on else theme.MUTED))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, model_path: str | Path | None = None, data_path: str | Path | None = None) -> None:
+        super().__init__()
+        from studio.ui.chat_page import ChatPage
+        from studio.ui.data_page import DataPage
+        from studio.ui.model_page import ModelPage
+        from studio.ui.runs_page import RunsPage
+        from studio.ui.train_page import TrainPage
+
+        self.setWindowTitle("PEFT Studio")
+        self.setWindowIcon(QIcon(str(paths.resources_dir() / "icons" / "logo.svg")))
+        self.resize(1380, 880)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        self.sidebar = Sidebar()
+        row.addWidget(self.sidebar)
+        self.stack = QStackedWidget()
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.model_page = ModelPage()
+        self.data_page = DataPage()
+        self.train_page = TrainPage(self.model_page, self.data_page)
+        self.runs_page = RunsPage()
+        self.chat_page = ChatPage(self.model_page)
+        self.pages = {"model": self.model_page, "data": self.data_page, "train": self.train_page,
+                      "runs": self.runs_page, "chat": self.chat_page}
+        for key, page in self.pages.items():
+            self.stack.addWidget(page)
+            self.sidebar.buttons[key].clicked.connect(lambda _c=False, k=key: self.show_page(k))
+
+        self.model_page.model_changed.connect(self.data_page.set_model)
+        self.model_page.model_changed.connect(self._update_footer)
+        self.train_page.run_ended.connect(lambda _run_dir: self.runs_page.refresh())
+        self.train_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
+        self.runs_page.resume_requested.connect(self._resume_run)
+        self.runs_page.chat_requested.connect(self._chat_with)
+
+        self.show_page("model")
+        self.model_page.set_model_path(str(model_path or paths.default_model_dir()))
+        self.data_page.set_data_path(str(data_path or paths.demo_data_path()))
+
+    def show_page(self, key: str) -> None:
+        self.stack.setCurrentWidget(self.pages[key])
+        self.sidebar.buttons[key].setChecked(True)
+        if key == "runs":
+            self.runs_page.refresh()
+        if key == "chat":
+            self.chat_page.refresh_adapters()
+
+    def _update_footer(self, info) -> None:
+        if info is None:
+            self.sidebar.footer.setText("No model selected")
+        else:
+            self.sidebar.footer.setText(f"Model: {Path(info.path).name}")
+
+    def _resume_run(self, run_dir: str) -> None:
+        self.show_page("train")
+        self.train_page.resume_run(run_dir)
+
+    def _chat_with(self, adapter_dir: str) -> None:
+        self.show_page("chat")
+        self.chat_page.set_adapter(adapter_dir)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.train_page.is_running():
+            from PySide6.QtWidgets import QMessageBox
+
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "A training run is still going. Cancel it (a checkpoint is saved) and close?")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.train_page.shutdown()
+        event.accept()
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    app.setApplicationName("PEFT Studio")
+    app.setOrganizationName("peft-studio")
+    theme.apply(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-studio-gui", description="The PEFT Studio window.")
+    parser.add_argument("--model", help="model folder (default: the bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--data", help="training data file (default: the demo dates dataset)")
+    args, qt_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    app = create_app([sys.argv[0], *qt_args])
+    window = MainWindow(args.model, args.data)
+    window.show()
+    code = app.exec()
+    tasks.wait_all(5000)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Live training curves (pyqtgraph): loss + eval loss, learning rate, grad norm, tokens/s, memory.
+
+Fed with the worker's events (`log`, `eval`); the same panel shows a past run from events.jsonl.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from studio.ui import theme
+
+# (plot key, title, [(series key, legend name)], value format)
+PLOTS = [
+    ("loss", "Loss", [("loss", "train"), ("eval_loss", "eval")], "{:.4f}"),
+    ("lr", "Learning rate", [("lr", "lr")], "{:.2e}"),
+    ("grad_norm", "Gradient norm", [("grad_norm", "grad norm")], "{:.3f}"),
+    ("tokens_per_s", "Throughput (tokens/s)", [("tokens_per_s", "tokens/s")], "{:,.0f}"),
+    ("memory_mb", "Memory (MB)", [("memory_mb", "memory")], "{:,.0f}"),
+]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Chart(QFrame):
+    def __init__(self, title: str, series: list[tuple[str, str]], fmt: str) -> None:
+        super().__init__()
+        self.setObjectName("Card")
+        self.fmt = fmt
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 10, 12, 8)
+        layout.setSpacing(4)
+        head = QHBoxLayout()
+        title_label = QLabel(title)
+        title_label.setStyleSheet(f"color: {theme.MUTED}; font-weight: 600; font-size: 9pt;")
+        head.addWidget(title_label)
+        head.addStretch(1)
+        self.value_labels: dict[str, QLabel] = {}
+        for key, name in series:
+            value = QLabel("—")
+            value.setStyleSheet(f"color: {theme.SERIES[key]}; font-weight: 700; font-size: 10.5pt;")
+            value.setToolTip(name)
+            head.addWidget(value)
+            self.value_labels[key] = value
+        layout.addLayout(head)
+        self.plot = pg.PlotWidget(background=theme.SURFACE)
+        self.plot.setMinimumHeight(120)
+        item = self.plot.getPlotItem()
+        item.showGrid(x=True, y=True, alpha=0.12)
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        for side in ("left", "bottom"):
+            axis = item.getAxis(side)
+            axis.setPen(pg.mkPen(theme.BORDER_STRONG))
+            axis.setTextPen(pg.mkPen(theme.FAINT))
+            axis.setStyle(tickLength=-4)
+        item.getAxis("left").setWidth(52)
+        item.setClipToView(True)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        if len(series) > 1:
+            legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED, brush=pg.mkBrush(22, 26, 34, 200))
+            legend.setParentItem(item.vb)
+            legend.anchor((1, 0), (1, 0), offset=(-6, 6))
+        for key, name in series:
+            color = theme.SERIES[key]
+            symbol = "o" if key == "eval_loss" else None
+            self.curves[key] = self.plot.plot(
+                [], [], name=name, pen=pg.mkPen(color, width=2),
+                symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(theme.SURFACE, width=1.5))
+        self.placeholder = pg.TextItem("waiting for data…", color=theme.FAINT, anchor=(0.5, 0.5))
+        self.plot.addItem(self.placeholder, ignoreBounds=True)
+        self.placeholder.setPos(0.5, 0.5)
+        layout.addWidget(self.plot, 1)
+
+    def set_data(self, key: str, xs: list, ys: list) -> None:
+        self.curves[key].setData(xs, ys)
+        self.value_labels[key].setText(self.fmt.format(ys[-1]) if ys else "—")
+        has_data = any(curve.xData is not None and len(curve.xData) for curve in self.curves.values())
+        self.placeholder.setVisible(not has_data)
+
+
+class CurvesPanel(QWidget):
+    """A grid of charts: Loss (wide) and Learning rate on top, three small charts below."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Transparent")
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(12)
+        self.charts: dict[str, _Chart] = {}
+        self.series_chart: dict[str, _Chart] = {}
+        for key, title, series, fmt in PLOTS:
+            chart = _Chart(title, series, fmt)
+            self.charts[key] = chart
+            for series_key, _ in series:
+                self.series_chart[series_key] = chart
+        grid.addWidget(self.charts["loss"], 0, 0, 1, 2)
+        grid.addWidget(self.charts["lr"], 0, 2)
+        grid.addWidget(self.charts["grad_norm"], 1, 0)
+        grid.addWidget(self.charts["tokens_per_s"], 1, 1)
+        grid.addWidget(self.charts["memory_mb"], 1, 2)
+        for col in range(3):
+            grid.setColumnStretch(col, 1)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 2)
+        self.data: dict[str, tuple[list, list]] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        self.data = {key: ([], []) for key in self.series_chart}
+        for key in self.series_chart:
+            self.series_chart[key].set_data(key, [], [])
+
+    def add_events(self, events: list[dict]) -> bool:
+        """Take new points from `log`/`eval` events; redraw only the series that changed."""
+        touched = set()
+        for event in events:
+            kind = event.get("event")
+            step = event.get("step")
+            if not _finite(step):
+                continue
+            if kind == "log":
+                keys = ("loss", "lr", "grad_norm", "tokens_per_s", "memory_mb")
+            elif kind == "eval":
+                keys = ("eval_loss",)
+            else:
+                continue
+            for key in keys:
+                value = event.get(key)
+                if _finite(value):
+                    xs, ys = self.data[key]
+                    if xs and step <= xs[-1]:      # a resumed run repeats steps: keep the newest
+                        while xs and xs[-1] >= step:
+                            xs.pop()
+                            ys.pop()
+                    xs.append(step)
+                    ys.append(float(value))
+                    touched.add(key)
+        for key in touched:
+            xs, ys = self.data[key]
+            self.series_chart[key].set_data(key, xs, ys)
+        return bool(touched)
+
+    def load_events(self, events: list[dict]) -> None:
+        self.clear()
+        self.add_events(events)
+
+    def point_count(self, key: str) -> int:
+        return len(self.data[key][0])

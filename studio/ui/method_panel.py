@@ -1,0 +1,195 @@
+"""The method picker (from plugin discovery) with description, paper link, capability badges, and the
+hyperparameter form generated from the chosen plugin's schema; plus the training-settings schema."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
+
+from studio.ui import tasks
+from studio.ui.param_form import ParamForm
+from studio.ui.widgets import Card, InlineMessage, badge, clear_layout, label
+
+LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt"]
+
+# The [training] section of a recipe, in the same schema language as a plugin's parameters.
+TRAINING_SCHEMA: dict[str, dict] = {
+    "name": {"type": "string", "default": "lora-dates", "title": "Run name",
+             "help": "Names the run folder and the recipe."},
+    "max_steps": {"type": "integer", "default": 60, "minimum": 0, "maximum": 10_000_000, "title": "Steps",
+                  "help": "Optimiser steps to train for (0 = train for `epochs` instead)."},
+    "batch_size": {"type": "integer", "default": 4, "minimum": 1, "maximum": 4096, "title": "Batch size",
+                   "help": "Examples per forward pass."},
+    "grad_accum": {"type": "integer", "default": 1, "minimum": 1, "maximum": 4096,
+                   "title": "Gradient accumulation", "help": "Forward passes per optimiser step."},
+    "learning_rate": {"type": "number", "default": 2e-4, "minimum": 1e-10, "maximum": 1.0,
+                      "title": "Learning rate", "help": "Peak learning rate; LoRA-style methods like 1e-4 .. 5e-4."},
+    "lr_scheduler": {"type": "string", "default": "cosine", "enum": LR_SCHEDULERS, "title": "Scheduler",
+                     "help": "How the learning rate changes after warm-up."},
+    "warmup_steps": {"type": "integer", "default": 5, "minimum": 0, "maximum": 10_000_000,
+                     "title": "Warm-up steps", "help": "Steps over which the learning rate ramps up from 0."},
+    "eval_every": {"type": "integer", "default": 20, "minimum": 0, "maximum": 10_000_000, "title": "Eval every",
+                   "help": "Measure eval loss every N steps (0 = only at the end)."},
+    "save_every": {"type": "integer", "default": 20, "minimum": 0, "maximum": 10_000_000, "title": "Save every",
+                   "help": "Write a resumable checkpoint every N steps (0 = only when cancelled)."},
+    "epochs": {"type": "integer", "default": 0, "minimum": 0, "maximum": 100_000, "title": "Epochs",
+               "help": "Train for whole passes over the data when Steps is 0.", "advanced": True},
+    "weight_decay": {"type": "number", "default": 0.0, "minimum": 0.0, "maximum": 10.0, "title": "Weight decay",
+                     "help": "AdamW weight decay on the trained weights.", "advanced": True},
+    "max_grad_norm": {"type": "number", "default": 1.0, "minimum": 0.0, "maximum": 1e6, "title": "Clip grad norm",
+                      "help": "Clip the gradient norm to this value (0 = no clipping).", "advanced": True},
+    "log_every": {"type": "integer", "default": 1, "minimum": 1, "maximum": 100_000, "title": "Log every",
+                  "help": "Send a curve point every N steps.", "advanced": True},
+    "seed": {"type": "integer", "default": 0, "minimum": 0, "maximum": 2_147_483_647, "title": "Seed",
+             "help": "Seeds the data order, the split and the adapter initialisation.", "advanced": True},
+    "gradient_checkpointing": {"type": "boolean", "default": False, "title": "Gradient checkpointing",
+                               "help": "Recompute activations in the backward pass: less memory, slower.",
+                               "advanced": True},
+}
+
+
+def _discover():
+    from studio.plugins import discover
+
+    return discover()
+
+
+class MethodPanel(QWidget):
+    """Emits `loaded()` once plugins are discovered and `method_changed(id)` on each choice."""
+
+    loaded = Signal()
+    method_changed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Transparent")
+        self.plugins: dict = {}
+        self.problems: list[str] = []
+        self.form: ParamForm | None = None
+        self._values: dict[str, dict] = {}      # edits kept per method while switching
+        self._current: str | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(16)
+
+        method_card = Card("Method")
+        self.combo = QComboBox()
+        self.combo.setMinimumWidth(220)
+        self.combo.addItem("Finding methods…")
+        self.combo.setEnabled(False)
+        self.combo.currentIndexChanged.connect(self._on_choice)
+        method_card.body.addWidget(self.combo)
+        self.description = label("", None, wrap=True)
+        method_card.body.addWidget(self.description)
+        self.badges = QHBoxLayout()
+        self.badges.setSpacing(6)
+        method_card.body.addLayout(self.badges)
+        self.paper = label("", "muted")
+        self.paper.setOpenExternalLinks(True)
+        method_card.body.addWidget(self.paper)
+        self.problems_message = InlineMessage()
+        method_card.body.addWidget(self.problems_message)
+        layout.addWidget(method_card)
+
+        self.form_card = Card("Method settings", "Hover a setting for what it does.")
+        self.form_holder = QVBoxLayout()
+        self.form_card.body.addLayout(self.form_holder)
+        layout.addWidget(self.form_card)
+
+        tasks.run_async(_discover, on_done=self._on_plugins, on_error=self._on_discover_error)
+
+    # ---- discovery ------------------------------------------------------------------------
+    def _on_plugins(self, found) -> None:
+        self.plugins, self.problems = found
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        ordered = sorted(self.plugins.values(), key=lambda p: (p.family != "low-rank", p.family, p.name.lower()))
+        family = None
+        for plugin in ordered:
+            if family is not None and plugin.family != family:
+                self.combo.insertSeparator(self.combo.count())
+            family = plugin.family
+            self.combo.addItem(f"{plugin.name}   ·  {plugin.family}", plugin.id)
+        self.combo.setEnabled(bool(self.plugins))
+        self.combo.blockSignals(False)
+        if self.problems:
+            self.problems_message.show_info(f"{len(self.problems)} plugin(s) skipped: " + "; ".join(self.problems[:3]))
+        if not self.plugins:
+            self.description.setText("No method plugins were found.")
+        wanted = self._current if self._current in self.plugins else ("lora" if "lora" in self.plugins else None)
+        self._current = None
+        if wanted:
+            self.set_method(wanted)
+        elif self.combo.count():
+            self._on_choice(0)
+        self.loaded.emit()
+
+    def _on_discover_error(self, exc: BaseException) -> None:
+        self.combo.clear()
+        self.combo.addItem("No methods")
+        self.problems_message.show_error(f"Finding methods failed: {tasks.error_text(exc)}")
+        self.loaded.emit()
+
+    def is_loaded(self) -> bool:
+        return bool(self.plugins) or self.problems_message.isVisibleTo(self)
+
+    # ---- choosing -------------------------------------------------------------------------
+    def method_id(self) -> str | None:
+        return self.combo.currentData()
+
+    def plugin(self):
+        return self.plugins.get(self.method_id() or "")
+
+    def set_method(self, method_id: str, values: dict | None = None) -> None:
+        if values is not None:
+            self._values[method_id] = dict(values)
+        if not self.plugins:
+            self._current = method_id
+            return
+        index = self.combo.findData(method_id)
+        if index < 0:
+            return
+        if index == self.combo.currentIndex():
+            self._on_choice(index)
+        else:
+            self.combo.setCurrentIndex(index)
+
+    def _on_choice(self, index: int) -> None:
+        method_id = self.combo.itemData(index)
+        plugin = self.plugins.get(method_id)
+        if plugin is None:
+            return
+        if self.form is not None and self._current and self._current != method_id:
+            self._values[self._current] = self.form.values()
+        self._current = method_id
+        self.description.setText(plugin.description)
+        clear_layout(self.badges)
+        self.badges.addWidget(badge(plugin.family, "badge-accent"))
+        caps = plugin.capabilities
+        self.badges.addWidget(badge("mergeable", "badge-ok") if caps.get("mergeable") else badge("adapter-only"))
+        if caps.get("needs_quantized_base") or getattr(plugin, "requires_quantization", None):
+            self.badges.addWidget(badge(f"needs {getattr(plugin, 'requires_quantization', None) or 'quantized'} base",
+                                        "badge-warn"))
+        if caps.get("optimizer_groups"):
+            self.badges.addWidget(badge("custom optimiser groups"))
+        if caps.get("callbacks"):
+            self.badges.addWidget(badge("training callbacks"))
+        origin = str(plugin.source).split(":", 1)[0]
+        if origin != "builtin":
+            tag = badge({"user": "user plugin", "ep": "installed plugin", "entry-point": "installed plugin"}
+                        .get(origin, "extra plugin"))
+            tag.setToolTip(str(plugin.source))
+            self.badges.addWidget(tag)
+        self.badges.addStretch(1)
+        self.paper.setText(f'Paper: <a href="{plugin.paper}">{plugin.paper}</a>' if plugin.paper else "")
+        clear_layout(self.form_holder)
+        self.form = ParamForm(plugin.parameters)
+        if method_id in self._values:
+            self.form.set_values(self._values[method_id])
+        self.form_holder.addWidget(self.form)
+        self.form_card.title_label.setText(f"{plugin.name} settings")
+        self.method_changed.emit(method_id)
+
+    def values(self) -> dict:
+        return self.form.values() if self.form is not None else {}

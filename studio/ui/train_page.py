@@ -1,0 +1,424 @@
+"""Train page: method + settings on the left; Start/Pause/Resume/Cancel, progress and live curves on
+the right. Training runs in a separate OS process (studio.worker.launcher.Job), polled by a QTimer,
+so a crash, an out-of-memory kill or a hung step never takes the window down."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QTimer, Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog, QFrame, QHBoxLayout, QPlainTextEdit, QProgressBar, QScrollArea, QSplitter, QVBoxLayout,
+    QWidget,
+)
+
+from studio.errors import UserError
+from studio.ui import theme
+from studio.ui.curves import CurvesPanel
+from studio.ui.method_panel import TRAINING_SCHEMA, MethodPanel
+from studio.ui.param_form import ParamForm
+from studio.ui.widgets import Card, InlineMessage, Page, badge, button, human_count, human_duration, label
+
+POLL_MS = 250
+FINAL_STATES = ("finished", "failed", "cancelled")
+BADGE_ROLES = {"finished": "badge-ok", "failed": "badge-warn", "paused": "badge-warn",
+               "running": "badge-accent", "starting": "badge-accent", "cancelling": "badge-warn"}
+
+
+class TrainPage(Page):
+    run_started = Signal(str)     # run folder
+    run_ended = Signal(str)
+
+    def __init__(self, model_page, data_page, parent: QWidget | None = None) -> None:
+        super().__init__("Train", "Pick a method, set it up, and watch it learn. Every run is saved and resumable.",
+                         scroll=False)
+        self.model_page, self.data_page = model_page, data_page
+        self.job = None
+        self.run_dir: Path | None = None
+        self.state = "idle"
+        self.total_steps: int | None = None
+        self.step = 0
+        self.last_event: dict | None = None
+        self._cancel_requested_at: float | None = None
+        self.timer = QTimer(self, interval=POLL_MS)
+        self.timer.timeout.connect(self.poll)
+
+        load_button = button("Load recipe…", icon_name="folder")
+        load_button.clicked.connect(self._load_recipe_dialog)
+        self.save_button = button("Save recipe…", icon_name="save",
+                                  tooltip="Write this setup as a TOML recipe: `peft-studio train RECIPE` replays it.")
+        self.save_button.clicked.connect(self._save_recipe_dialog)
+        self.header.actions.addWidget(load_button)
+        self.header.actions.addWidget(self.save_button)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(16)
+        left_inner = QWidget()
+        left_inner.setObjectName("Transparent")
+        left = QVBoxLayout(left_inner)
+        left.setContentsMargins(0, 0, 10, 0)
+        left.setSpacing(16)
+        self.method_panel = MethodPanel()
+        self.method_panel.method_changed.connect(self._on_method_changed)
+        left.addWidget(self.method_panel)
+        training_card = Card("Training")
+        self.training_form = ParamForm(TRAINING_SCHEMA)
+        training_card.body.addWidget(self.training_form)
+        self._auto_name = True
+        self.training_form.editors["name"].textEdited.connect(lambda _t: setattr(self, "_auto_name", False))
+        self.data_page.settings_changed.connect(self._on_method_changed)
+        left.addWidget(training_card)
+        left.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setObjectName("PageScroll")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(left_inner)
+        scroll.setMinimumWidth(400)
+        splitter.addWidget(scroll)
+
+        right_inner = QWidget()
+        right_inner.setObjectName("Transparent")
+        right = QVBoxLayout(right_inner)
+        right.setContentsMargins(0, 0, 0, 0)
+        right.setSpacing(16)
+        run_card = Card("Run")
+        self.state_badge = badge("idle")
+        run_card.add_header_widget(self.state_badge)
+        controls = QHBoxLayout()
+        controls.setSpacing(8)
+        self.start_button = button("Start training", kind="primary", icon_name="play")
+        self.pause_button = button("Pause", icon_name="pause")
+        self.resume_button = button("Resume", icon_name="play")
+        self.cancel_button = button("Cancel", kind="danger", icon_name="stop",
+                                    tooltip="Stop after the current step and save a checkpoint")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume)
+        self.cancel_button.clicked.connect(self.cancel)
+        for widget in (self.start_button, self.pause_button, self.resume_button, self.cancel_button):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        run_card.body.addLayout(controls)
+        progress_row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFixedHeight(10)
+        self.progress_label = label("", "muted")
+        self.progress_label.setMinimumWidth(260)
+        self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.progress_label)
+        run_card.body.addLayout(progress_row)
+        self.status_line = label("Ready. Press Start to train on the model and data you chose.", "muted", wrap=True,
+                                 selectable=True)
+        run_card.body.addWidget(self.status_line)
+        self.message = InlineMessage()
+        run_card.body.addWidget(self.message)
+        self.log_tail = QPlainTextEdit()
+        self.log_tail.setReadOnly(True)
+        self.log_tail.setFont(theme.mono_font(8.5))
+        self.log_tail.setMaximumHeight(150)
+        self.log_tail.hide()
+        run_card.body.addWidget(self.log_tail)
+        right.addWidget(run_card)
+        self.curves = CurvesPanel()
+        right.addWidget(self.curves, 1)
+        splitter.addWidget(right_inner)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([440, 900])
+        self.content.addWidget(splitter, 1)
+        self._set_state("idle")
+
+    # ---- the recipe -----------------------------------------------------------------------
+    def build_recipe(self):
+        """The recipe from the three pages; UserError(field=...) when a method value is bad."""
+        from studio.core.recipe import DataSection, MethodSection, ModelSection, Recipe, TrainingSection
+
+        plugin = self.method_panel.plugin()
+        if plugin is None:
+            raise UserError("no method is chosen (plugins are still loading, or none was found).",
+                            field="method.id", fix="Wait a moment, or check the plugin folders.")
+        params = plugin.validate(self.method_panel.values())
+        settings = self.training_form.values()
+        name = str(settings.pop("name")).strip()
+        data = self.data_page.settings()
+        quantization = self.model_page.quantization()
+        if getattr(plugin, "requires_quantization", None) and not quantization:
+            quantization = plugin.requires_quantization
+        return Recipe(
+            name=name,
+            model=ModelSection(path=self.model_page.model_path(), quantization=quantization),
+            data=DataSection(**data),
+            method=MethodSection(id=plugin.id, params=params),
+            training=TrainingSection(**settings),
+        )
+
+    def checked_recipe(self):
+        """build_recipe + Recipe.validate; shows the error next to the field and returns None."""
+        self.clear_errors()
+        try:
+            recipe = self.build_recipe()
+            recipe.validate(check_paths=True, check_method=False)
+        except UserError as err:
+            self.show_user_error(err)
+            return None
+        return recipe
+
+    def show_user_error(self, err: UserError) -> None:
+        field = err.field or ""
+        text = str(err)
+        if field.startswith("method.params."):
+            field = field.removeprefix("method.params.")
+        section, _, key = field.partition(".")
+        if self.method_panel.form is not None and field in self.method_panel.form.editors:
+            self.method_panel.form.show_error(field, text)
+        elif field == "name" or (section == "training" and key in self.training_form.editors):
+            self.training_form.show_error(key or "name", text)
+        elif section in ("data", "model"):
+            page = "Data" if section == "data" else "Model"
+            self.message.show_error(f"{text}  (set it on the {page} page)")
+        else:
+            self.message.show_error(text)
+
+    def clear_errors(self) -> None:
+        self.message.clear_message()
+        self.training_form.clear_errors()
+        if self.method_panel.form is not None:
+            self.method_panel.form.clear_errors()
+
+    def apply_recipe(self, recipe) -> None:
+        """Fill every page from a recipe (Load recipe…, Resume)."""
+        self.model_page.set_quantization(recipe.model.quantization)
+        if recipe.model.path and recipe.model.path != self.model_page.model_path():
+            self.model_page.set_model_path(recipe.model.path)
+        self.data_page.apply_settings(vars(recipe.data))
+        self._auto_name = False
+        self.training_form.set_values({"name": recipe.name, **vars(recipe.training)})
+        self.method_panel.set_method(recipe.method.id, recipe.method.params)
+
+    def save_recipe(self, path: str | Path) -> Path | None:
+        recipe = self.checked_recipe()
+        if recipe is None:
+            return None
+        saved = recipe.save(path)
+        self.status_line.setText(f"Recipe saved to {saved}. Replay it with: peft-studio train {saved}")
+        return saved
+
+    def _save_recipe_dialog(self) -> None:
+        name = self.training_form.values().get("name") or "recipe"
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe", f"{name}.toml", "Recipe (*.toml *.json)")
+        if path:
+            self.save_recipe(path)
+
+    def _load_recipe_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load recipe", "", "Recipe (*.toml *.json)")
+        if path:
+            self.load_recipe(path)
+
+    def load_recipe(self, path: str | Path) -> bool:
+        from studio.core.recipe import Recipe
+
+        self.clear_errors()
+        try:
+            recipe = Recipe.load(path).resolved()
+        except UserError as err:
+            self.message.show_error(str(err))
+            return False
+        self.apply_recipe(recipe)
+        self.status_line.setText(f"Loaded {path}.")
+        return True
+
+    def _on_method_changed(self, _method_id: str = "") -> None:
+        """Keep the run name "<method>-<data>" until the user types their own."""
+        if not self._auto_name:
+            return
+        method = self.method_panel.method_id() or "run"
+        stem = Path(self.data_page.settings().get("path") or "data").stem
+        for suffix in ("_train", "-train", ".train"):
+            stem = stem.removesuffix(suffix)
+        editor = self.training_form.editors["name"]
+        editor.blockSignals(True)
+        editor.setText(f"{method}-{stem}")
+        editor.blockSignals(False)
+
+    # ---- running --------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.job is not None and self.state not in FINAL_STATES + ("idle",)
+
+    def start(self) -> bool:
+        if self.is_running():
+            return False
+        recipe = self.checked_recipe()
+        if recipe is None:
+            return False
+        from studio.core.runs import create_run
+
+        run_dir = create_run(recipe)
+        return self._launch(run_dir, resume=False, total=recipe.training.max_steps or None)
+
+    def resume_run(self, run_dir: str | Path) -> bool:
+        """Continue a stopped run from its last checkpoint (Runs page → Resume)."""
+        from studio.core.runs import load_recipe, read_events
+
+        if self.is_running():
+            self.message.show_error("A run is already going; wait for it to end or cancel it first.")
+            return False
+        self.clear_errors()
+        try:
+            self.apply_recipe(load_recipe(run_dir))
+        except UserError as err:
+            self.message.show_error(str(err))
+            return False
+        history = read_events(run_dir)
+        self.curves.load_events(history)
+        return self._launch(Path(run_dir), resume=True, total=None, keep_curves=True)
+
+    def _launch(self, run_dir: Path, resume: bool, total: int | None, keep_curves: bool = False) -> bool:
+        from studio.worker.launcher import Job
+
+        if not keep_curves:
+            self.curves.clear()
+        self.run_dir = Path(run_dir)
+        self.total_steps, self.step, self.last_event = total, 0, None
+        self._cancel_requested_at = None
+        self.log_tail.hide()
+        self.job = Job.start(self.run_dir, resume=resume)
+        self._set_state("starting")
+        self.status_line.setText(f"{'Resuming' if resume else 'Starting'}: loading the model in the training "
+                                 f"process…   {self.run_dir}")
+        self._update_progress()
+        self.timer.start()
+        self.run_started.emit(str(self.run_dir))
+        return True
+
+    def pause(self) -> None:
+        if self.job is not None and self.state in ("running", "starting") and self.job.pause():
+            self.status_line.setText("Pausing after the current step…")
+
+    def resume(self) -> None:
+        if self.job is not None and self.state == "paused" and self.job.resume():
+            self.status_line.setText("Resuming…")
+
+    def cancel(self) -> None:
+        if self.job is None or not self.is_running():
+            return
+        if self.state == "cancelling":
+            self.kill()
+            return
+        if self.job.cancel():
+            self._cancel_requested_at = time.monotonic()
+            self._set_state("cancelling")
+            self.status_line.setText("Cancelling: saving a checkpoint after the current step…")
+
+    def kill(self) -> None:
+        """Stop the training process at once (no checkpoint); the run is then marked failed."""
+        if self.job is not None:
+            self.job.kill()
+
+    def shutdown(self) -> None:
+        """Window closing: ask the child to cancel (it checkpoints and exits on its own)."""
+        if self.job is not None and self.is_running():
+            self.job.cancel()
+        self.timer.stop()
+
+    # ---- events ---------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.job is None:
+            self.timer.stop()
+            return
+        events = self.job.poll_events()
+        if events:
+            self.curves.add_events(events)
+            for event in events:
+                self._handle(event)
+        if self.state in FINAL_STATES:
+            self.timer.stop()
+            self.run_ended.emit(str(self.run_dir))
+
+    def _handle(self, event: dict) -> None:
+        kind = event.get("event")
+        self.last_event = event
+        if kind == "started":
+            self.total_steps = event.get("total_steps") or self.total_steps
+            self.step = int(event.get("resumed_from") or 0)
+            trainable, total = event.get("trainable_params"), event.get("total_params")
+            share = f" ({100 * trainable / total:.2f}%)" if trainable and total else ""
+            device = f" on {event['device']}" if event.get("device") else ""
+            self.status_line.setText(f"Training {human_count(trainable)} of {human_count(total)} parameters{share}"
+                                     f"{device}.   {self.run_dir}")
+            self._set_state("running" if self.state != "cancelling" else "cancelling")
+        elif kind == "log":
+            self.step = int(event.get("step") or self.step)
+            self._update_progress(event)
+        elif kind == "eval":
+            self.status_line.setText(f"Eval loss {event.get('eval_loss', float('nan')):.4f} at step {event.get('step')}.")
+        elif kind == "checkpoint":
+            self.status_line.setText(f"Checkpoint saved at step {event.get('step')}: {event.get('path')}")
+        elif kind == "paused":
+            self._set_state("paused")
+            self.status_line.setText(f"Paused at step {event.get('step')}. Resume continues exactly here.")
+        elif kind == "resumed":
+            self._set_state("running")
+            self.status_line.setText(f"Resumed at step {event.get('step')}.")
+        elif kind == "cancelled":
+            self._set_state("cancelled")
+            checkpoint = event.get("checkpoint")
+            self.status_line.setText(f"Cancelled at step {event.get('step')}."
+                                     + (f" Checkpoint: {checkpoint} (Runs → Resume continues it)." if checkpoint else ""))
+        elif kind == "finished":
+            self.step = int(event.get("step") or self.step)
+            self._set_state("finished")
+            metrics = event.get("metrics") or {}
+            loss = metrics.get("eval_loss", metrics.get("train_loss"))
+            extra = f"  Final eval loss {loss:.4f}." if isinstance(loss, (int, float)) else ""
+            self.status_line.setText(f"Finished at step {self.step}.{extra}  Adapter: {event.get('adapter_path')}")
+            self._update_progress()
+        elif kind == "failed":
+            self._set_state("failed")
+            self.status_line.setText("The training process stopped.")
+            self.message.show_error(f"Training failed: {event.get('cause') or 'unknown cause'}")
+            tail = event.get("traceback_tail") or self._worker_log_tail()
+            if tail:
+                self.log_tail.setPlainText(tail)
+                self.log_tail.show()
+
+    def _worker_log_tail(self) -> str:
+        if self.run_dir is None:
+            return ""
+        try:
+            text = (self.run_dir / "worker.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-30:])
+
+    def _update_progress(self, event: dict | None = None) -> None:
+        total = self.total_steps or 0
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(self.step, total) if total else 0)
+        parts = [f"Step {self.step} / {total}" if total else f"Step {self.step}"]
+        if event is not None:
+            if isinstance(event.get("tokens_per_s"), (int, float)):
+                parts.append(f"{event['tokens_per_s']:,.0f} tok/s")
+            if self.state in ("running", "starting"):
+                parts.append(f"ETA {human_duration(event.get('eta_s'))}")
+        self.progress_label.setText("   ·   ".join(parts))
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.state_badge.setText(state)
+        self.state_badge.setProperty("role", BADGE_ROLES.get(state, "badge"))
+        theme.repolish(self.state_badge)
+        running = state in ("starting", "running", "paused", "cancelling")
+        self.start_button.setEnabled(not running)
+        self.pause_button.setEnabled(state in ("starting", "running"))
+        self.resume_button.setEnabled(state == "paused")
+        self.cancel_button.setEnabled(running)
+        self.cancel_button.setText("Force stop" if state == "cancelling" else "Cancel")
+        self.cancel_button.setToolTip("Kill the training process now (no checkpoint)" if state == "cancelling"
+                                      else "Stop after the current step and save a checkpoint")
+        self.save_button.setEnabled(True)
