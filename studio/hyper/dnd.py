@@ -1,0 +1,200 @@
+"""Drag-and-Drop-style generator: a batch of a task's prompts -> a LoRA, no description needed.
+
+Input: P example prompts of the task, each read by the frozen sentence encoder into token
+states, padded/cut to T tokens: a tensor [P, T, 384]. A cascade of hyper-convolution blocks
+reshapes it; each block mixes
+    prompts   (a conv whose channels are the prompts, sliding over the token x feature plane),
+    tokens    (a conv whose channels are the token positions, sliding over prompt x feature),
+    features  (a linear map of the feature dimension),
+until the grid is [2 * modules, layers, latent]: one latent vector per (module, A|B, layer).
+Per (module, A|B) a linear head turns its latent vectors into that LoRA factor for every layer,
+so together the outputs are the flattened LoRA weights of all targeted layers. The heads start
+at a standard LoRA init (B = 0, A kaiming values from the bias). Trained with MSE against
+checkpoints of library LoRAs (several per task).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.errors import UserError
+from studio.hyper.targets import Lora, LoraSpec, check_base_model, write_adapter
+from studio.hyper.text_to_lora import CONFIG_FILE, WEIGHTS_FILE, load_weights, read_hyper_config
+
+
+@dataclass
+class DnDConfig:
+    spec: dict
+    n_prompts: int = 8
+    max_tokens: int = 32
+    embed_dim: int = 384
+    stages: list = field(default_factory=lambda: [[16, 16, 128]])   # (prompts, tokens, features)
+    latent: int = 64
+    kind: str = "dnd"
+    notes: dict = field(default_factory=dict)
+
+
+class HyperConvBlock(nn.Module):
+    def __init__(self, p_in, p_out, t_in, t_out, c_in, c_out):
+        super().__init__()
+        self.prompt_conv = nn.Conv2d(p_in, p_out, 3, padding=1)
+        self.token_conv = nn.Conv2d(t_in, t_out, 3, padding=1)
+        self.feature = nn.Linear(c_in, c_out)
+        self.norm = nn.LayerNorm(c_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x):                                 # [B, P, T, C]
+        x = self.act(self.prompt_conv(x))                 # prompts mix  -> [B, P', T, C]
+        x = self.act(self.token_conv(x.transpose(1, 2)))  # tokens mix   -> [B, T', P', C]
+        x = self.feature(x.transpose(1, 2))               # features     -> [B, P', T', C']
+        return self.act(self.norm(x))
+
+
+class DnDGenerator(nn.Module):
+    def __init__(self, config: DnDConfig):
+        super().__init__()
+        self.config = config
+        self.spec = spec = LoraSpec.from_dict(config.spec)
+        if config.n_prompts < 1 or config.max_tokens < 1:
+            raise UserError("n_prompts and max_tokens must be positive.", field="n_prompts",
+                            fix="Use e.g. 8 prompts of 32 tokens.")
+        dims = [(config.n_prompts, config.max_tokens, config.embed_dim)]
+        dims += [tuple(int(v) for v in s) for s in config.stages]
+        dims.append((2 * len(spec.modules), spec.num_layers, config.latent))
+        self.blocks = nn.ModuleList(HyperConvBlock(p0, p1, t0, t1, c0, c1)
+                                    for (p0, t0, c0), (p1, t1, c1) in zip(dims, dims[1:]))
+        self.heads = nn.ModuleList()
+        r = spec.r
+        for m in spec.modules:
+            self.heads.append(nn.Linear(config.latent, r * spec.in_features[m]))   # A
+            self.heads.append(nn.Linear(config.latent, spec.out_features[m] * r))  # B
+        self._init_heads()
+
+    @torch.no_grad()
+    def _init_heads(self):
+        for i, m in enumerate(self.spec.modules):
+            head_a, head_b = self.heads[2 * i], self.heads[2 * i + 1]
+            bound = 1.0 / math.sqrt(self.spec.in_features[m])
+            head_a.bias.uniform_(-bound, bound)
+            small = 0.1 * bound / math.sqrt(self.config.latent)
+            head_a.weight.uniform_(-small, small)
+            head_b.weight.zero_()
+            head_b.bias.zero_()
+
+    def forward(self, states: torch.Tensor) -> list[Lora]:
+        """states [B, P, T, 384] -> one LoRA per batch item."""
+        x = states
+        for block in self.blocks:
+            x = block(x)                                  # ends as [B, 2M, layers, latent]
+        spec, r = self.spec, self.spec.r
+        out: list[Lora] = [{} for _ in range(x.shape[0])]
+        for i, m in enumerate(spec.modules):
+            a_all = self.heads[2 * i](x[:, 2 * i])        # [B, layers, r * in]
+            b_all = self.heads[2 * i + 1](x[:, 2 * i + 1])
+            for bi in range(x.shape[0]):
+                for layer in range(spec.num_layers):
+                    out[bi][(layer, m)] = (a_all[bi, layer].view(r, spec.in_features[m]),
+                                           b_all[bi, layer].view(spec.out_features[m], r))
+        return out
+
+    def prompt_states(self, prompts: list[str], encoder=None) -> torch.Tensor:
+        """[P, T, 384] for exactly n_prompts prompts (repeated cyclically when fewer)."""
+        from studio.hyper.encoder import default_encoder
+
+        prompts = [p for p in prompts if p and p.strip()]
+        if not prompts:
+            raise UserError("no example prompts given.", field="prompts",
+                            fix="Give a few example inputs of the task.")
+        chosen = [prompts[i % len(prompts)] for i in range(self.config.n_prompts)]
+        states, _ = (encoder or default_encoder()).token_states(chosen, self.config.max_tokens)
+        return states
+
+    def save(self, out_dir: str | Path) -> Path:
+        from safetensors.torch import save_file
+        import json
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  str(out_dir / WEIGHTS_FILE))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1), encoding="utf-8")
+        return out_dir
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DnDGenerator":
+        folder = Path(folder)
+        model = cls(DnDConfig(**read_hyper_config(folder, "dnd")))
+        load_weights(model, folder)
+        model.eval()
+        return model
+
+
+def _flat(spec: LoraSpec, lora: Lora) -> torch.Tensor:
+    return torch.cat([torch.cat([lora[k][0].reshape(-1), lora[k][1].reshape(-1)]) for k in spec.keys])
+
+
+def train_dnd(generator: DnDGenerator, tasks, steps: int = 200, lr: float = 1e-3,
+              batch_tasks: int = 4, prompt_pool: int = 32, seed: int = 0, encoder=None,
+              log=None) -> dict:
+    """MSE between generated and checkpoint LoRAs. `tasks`: studio.hyper.train.HyperTask with
+    `prompts` and `checkpoints` (or `target`) filled."""
+    from studio.hyper.encoder import default_encoder
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    encoder = encoder or default_encoder()
+    cfg, spec = generator.config, generator.spec
+    pools, targets = [], []
+    for t in tasks:
+        prompts = rng.sample(t.prompts, min(prompt_pool, len(t.prompts)))
+        if not prompts:
+            raise ValueError(f"task {t.name} has no prompts")
+        pools.append(encoder.token_states(prompts, cfg.max_tokens)[0])
+        targets.append([_flat(spec, c) for c in (t.checkpoints or [t.target])])
+    opt = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
+    generator.train()
+    losses, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        idx = rng.sample(range(len(tasks)), min(batch_tasks, len(tasks)))
+        states, tgt = [], []
+        for i in idx:
+            pool = pools[i]
+            rows = [rng.randrange(pool.shape[0]) for _ in range(cfg.n_prompts)]
+            states.append(pool[rows])
+            tgt.append(rng.choice(targets[i]))
+        out = generator(torch.stack(states))
+        loss = torch.stack([((_flat(spec, lo) - t) ** 2).mean() for lo, t in zip(out, tgt)]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        if log:
+            log({"step": step, "loss": losses[-1]})
+    generator.eval()
+    return {"losses": losses, "seconds": time.perf_counter() - start}
+
+
+def generate_adapter_from_prompts(generator: DnDGenerator, prompts: list[str], base_model_config=None,
+                                  out_dir: str | Path = "adapter", encoder=None) -> dict:
+    """Example prompts of a task -> standard PEFT LoRA adapter folder."""
+    start = time.perf_counter()
+    base_path, dtype = check_base_model(generator.spec, base_model_config)
+    states = generator.prompt_states(prompts, encoder)
+    was_training = generator.training
+    generator.eval()
+    with torch.inference_mode():
+        lora = generator(states[None])[0]
+    generator.train(was_training)
+    meta = {"generator": "dnd", "n_prompts": generator.config.n_prompts,
+            "prompts": prompts[: generator.config.n_prompts]}
+    path = write_adapter(generator.spec, lora, out_dir, base_model=base_path, dtype=dtype,
+                         metadata=meta)
+    return {"adapter_dir": str(path), "seconds": time.perf_counter() - start, "dtype": dtype}

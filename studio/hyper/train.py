@@ -1,0 +1,200 @@
+"""Training Text-to-LoRA: reconstruction of library LoRAs, or SFT through the frozen base model.
+
+Reconstruction: L1 between the emitted factors and target factors. LoRA factors are not unique,
+so by default (`target="svd"`) the targets are the canonical SVD factorisation of each library
+LoRA's update (studio.hyper.targets.canonical_factors), rescaled to the hypernetwork's own
+alpha/r; `target="raw"` uses the library's A and B as stored (what the T2L paper does; sensible
+when every library LoRA started from the same A, as studio.hyper.library arranges).
+
+SFT: the LoRA is generated inside the autograd graph and the base model is run with it
+(studio.hyper.functional), the next-token loss on the task's examples back-propagates into the
+hypernetwork. The base model stays frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from studio.hyper.targets import Lora, LoraSpec, canonical_factors, read_adapter
+
+
+@dataclass
+class HyperTask:
+    name: str
+    descriptions: list[str]                       # training descriptions
+    eval_descriptions: list[str] = field(default_factory=list)
+    target: Lora | None = None                    # reconstruction target (hypernet's scaling)
+    checkpoints: list[Lora] = field(default_factory=list)   # DnD: several targets per task
+    examples: list = field(default_factory=list)  # studio.core.data.Example, for SFT
+    prompts: list[str] = field(default_factory=list)        # DnD input prompts
+    embeddings: torch.Tensor | None = None        # [len(descriptions), 384]
+    eval_embeddings: torch.Tensor | None = None
+
+
+def adapter_scaling(adapter_dir: str | Path) -> tuple[int, float]:
+    """(r, scaling) of a saved PEFT LoRA adapter."""
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    r, alpha = int(cfg["r"]), float(cfg.get("lora_alpha", cfg["r"]))
+    return r, alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
+
+
+def to_target(spec: LoraSpec, lora: Lora, source_scaling: float, target: str = "svd") -> Lora:
+    """Express a LoRA (with its own scaling) as factors for `spec`'s scaling."""
+    ratio = source_scaling / spec.scaling
+    out = {}
+    for key, (a, b) in lora.items():
+        if target == "svd":
+            out[key] = canonical_factors(a, b * ratio, spec.r)
+        elif target == "raw":
+            if a.shape[0] != spec.r:
+                raise ValueError(f"raw targets need rank {spec.r}, the library LoRA has {a.shape[0]}")
+            out[key] = (a.clone(), b * ratio)
+        else:
+            raise ValueError(f"unknown target kind {target!r} (use 'svd' or 'raw')")
+    return out
+
+
+def tasks_from_library(library_dir: str | Path, spec: LoraSpec, target: str = "svd",
+                       with_examples: bool = False, with_checkpoints: bool = False
+                       ) -> list[HyperTask]:
+    from studio.hyper.library import load_library
+
+    _, entries = load_library(library_dir)
+    tasks = []
+    for e in entries:
+        _, scale = adapter_scaling(e.adapter_dir)
+        tasks.append(HyperTask(
+            name=e.name, descriptions=e.train_descriptions, eval_descriptions=e.eval_descriptions,
+            target=to_target(spec, read_adapter(e.adapter_dir, spec), scale, target),
+            checkpoints=[to_target(spec, read_adapter(e.adapter_dir, spec, w), scale, target)
+                         for w in e.checkpoints()] if with_checkpoints else [],
+            examples=e.examples() if with_examples else [],
+            prompts=e.prompts() if with_checkpoints else []))
+    return tasks
+
+
+def embed_tasks(tasks: list[HyperTask], encoder=None) -> None:
+    """Fill each task's description embeddings (one encoder call for all)."""
+    from studio.hyper.encoder import default_encoder
+
+    encoder = encoder or default_encoder()
+    texts = [d for t in tasks for d in t.descriptions + t.eval_descriptions]
+    embs = encoder.embed(texts) if texts else torch.zeros(0, 384)
+    i = 0
+    for t in tasks:
+        t.embeddings = embs[i:i + len(t.descriptions)]
+        i += len(t.descriptions)
+        t.eval_embeddings = embs[i:i + len(t.eval_descriptions)]
+        i += len(t.eval_descriptions)
+
+
+def flatten(spec: LoraSpec, lora: Lora) -> torch.Tensor:
+    return torch.cat([torch.cat([lora[k][0].reshape(-1), lora[k][1].reshape(-1)])
+                      for k in spec.keys])
+
+
+def reconstruction_loss(hypernet, tasks: list[HyperTask], emb: torch.Tensor) -> torch.Tensor:
+    loras = hypernet.emit(emb)
+    spec = hypernet.spec
+    return torch.stack([(flatten(spec, lo) - flatten(spec, t.target)).abs().mean()
+                        for lo, t in zip(loras, tasks)]).mean()
+
+
+def _pick(tasks, batch_tasks, rng, split="train"):
+    chosen = rng.sample(tasks, min(batch_tasks, len(tasks)))
+    rows = []
+    for t in chosen:
+        embs = t.embeddings if split == "train" else t.eval_embeddings
+        rows.append(embs[rng.randrange(embs.shape[0])])
+    return chosen, torch.stack(rows)
+
+
+def train_reconstruction(hypernet, tasks: list[HyperTask], steps: int = 200, lr: float = 1e-3,
+                         batch_tasks: int = 4, seed: int = 0, log=None) -> dict:
+    """Fit the hypernetwork to emit each task's target LoRA from its descriptions."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(hypernet.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps), eta_min=lr * 0.1)
+    hypernet.train()
+    losses, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        chosen, emb = _pick(tasks, batch_tasks, rng)
+        loss = reconstruction_loss(hypernet, chosen, emb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        if log:
+            log({"step": step, "loss": losses[-1]})
+    hypernet.eval()
+    return {"losses": losses, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def eval_reconstruction(hypernet, tasks: list[HyperTask], split: str = "eval") -> float:
+    """Mean L1 over every task and every description of `split` (train or eval)."""
+    hypernet.eval()
+    total, n = 0.0, 0
+    for t in tasks:
+        embs = t.eval_embeddings if split == "eval" else t.embeddings
+        if embs is None or embs.shape[0] == 0:
+            continue
+        total += float(reconstruction_loss(hypernet, [t] * embs.shape[0], embs)) * embs.shape[0]
+        n += embs.shape[0]
+    return total / max(1, n)
+
+
+def _tokenized(task: HyperTask, tokenizer, max_length: int) -> list[dict]:
+    from studio.core.data import tokenize_example
+
+    cache = getattr(task, "_tokenized", None)
+    if cache is None:
+        cache = [tokenize_example(ex, tokenizer, max_length) for ex in task.examples]
+        task._tokenized = cache
+    return cache
+
+
+def sft_loss(hypernet, runner, tokenizer, tasks: list[HyperTask], emb: torch.Tensor,
+             batch_examples: int, rng: random.Random, max_length: int = 128) -> torch.Tensor:
+    """Mean next-token loss of each task's examples under the LoRA generated for it."""
+    from studio.core.data import collate
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    losses = []
+    for lora, t in zip(hypernet.emit(emb), tasks):
+        toks = _tokenized(t, tokenizer, max_length)
+        batch = collate(rng.sample(toks, min(batch_examples, len(toks))), pad_id)
+        losses.append(runner.loss(lora, batch))
+    return torch.stack(losses).mean()
+
+
+def train_sft(hypernet, runner, tokenizer, tasks: list[HyperTask], steps: int = 100,
+              lr: float = 5e-4, batch_tasks: int = 2, batch_examples: int = 4,
+              max_length: int = 128, seed: int = 0, log=None) -> dict:
+    """SFT through the frozen base model. `runner` is a studio.hyper.functional.GeneratedLoraModel."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(hypernet.parameters(), lr=lr, weight_decay=1e-4)
+    hypernet.train()
+    losses, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        chosen, emb = _pick(tasks, batch_tasks, rng)
+        loss = sft_loss(hypernet, runner, tokenizer, chosen, emb, batch_examples, rng, max_length)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        if log:
+            log({"step": step, "loss": losses[-1]})
+    hypernet.eval()
+    return {"losses": losses, "seconds": time.perf_counter() - start}
