@@ -37,7 +37,7 @@ def adapter_dir(model_dir, tmp_path_factory):
     model, _ = load_model(model_dir)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
                                                   target_modules=["q_proj", "v_proj"]))
-    _randomise_lora(peft_model)
+    _randomise_lora(peft_model, std=0.3)
     out = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(out)
     return out

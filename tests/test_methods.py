@@ -78,7 +78,9 @@ def batches(base, demo_train_path):
 def _logits(model, batch):
     model.eval()
     with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # prompt tuning / P-tuning return logits for the virtual tokens too: keep the real positions
+    return logits[:, -batch["input_ids"].shape[1]:]
 
 
 def _loss(model, batch):
@@ -141,7 +143,10 @@ def test_method_trains_saves_reloads_merges(method, plugins, base, batches, tmp_
     reloaded = _reload(plugin, method, copy.deepcopy(model0), adapter_dir)
     diff = (_logits(reloaded, batch) - trained).abs().max().item()
     print(f"{method}: reload max |logit diff| {diff:.2e}")
-    assert diff < 1e-5 if method not in ("pissa", "olora") else diff < 1e-4
+    # PiSSA/OLoRA are saved as the equivalent plain LoRA (their changed base weight folded back
+    # into A and B), which costs float32 rounding on logits of size ~20.
+    # AdaLoRA's reloaded rank masks change float32 summation order (seen: 7e-5 on logits ~20).
+    assert diff < {"pissa": 1e-3, "olora": 1e-3, "adalora": 5e-4}.get(method, 1e-5)
 
     if plugin.capabilities["mergeable"]:
         merged = plugin.merge(reloaded)
