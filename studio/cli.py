@@ -10,13 +10,25 @@
     peft-studio chat --model DIR [--adapter DIR] "prompt"   base vs adapter answers
 
 Errors the user can fix print one line on stderr and exit with code 2 (no traceback).
-A subcommand is a function `cmd_<name>(args)` plus an entry in `_commands()`; later ones (eval,
-generate, export, compare) slot in the same way.
+
+More subcommands live in their own modules `studio/cli_<topic>.py` (compare-methods, generate,
+eval, hyper, export ...). Each such module defines
+
+    def register(subparsers) -> None:
+        p = subparsers.add_parser("generate", help="...")
+        p.add_argument(...)
+        p.set_defaults(func=cmd_generate)      # cmd_generate(args) -> int exit code
+
+and is found automatically (every `studio.cli_*` module, in name order); no edit here is needed.
+Keep heavy imports (torch, transformers) inside the command functions so `--help` stays fast.
+A module that fails to import is reported on stderr and skipped: the other commands still work.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import signal
 import sys
 from pathlib import Path
@@ -248,7 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("prompt")
     p.set_defaults(func=cmd_chat)
+
+    for name in extension_modules():
+        try:
+            module = importlib.import_module(f"studio.{name}")
+            module.register(sub)
+        except Exception as err:  # a helper module's bug must not take the whole CLI down
+            print(f"warning: CLI module studio.{name} skipped: {type(err).__name__}: {err}",
+                  file=sys.stderr)
     return parser
+
+
+def extension_modules() -> list[str]:
+    """Names of the optional `studio/cli_<topic>.py` modules present, in name order."""
+    import studio
+
+    return sorted(info.name for info in pkgutil.iter_modules(studio.__path__)
+                  if info.name.startswith("cli_"))
 
 
 def main(argv=None) -> int:
