@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import (
     QApplication, QButtonGroup, QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget,
     QVBoxLayout, QWidget,
@@ -19,12 +20,52 @@ from PySide6.QtWidgets import (
 from studio import __version__, paths
 from studio.ui import tasks, theme
 
-NAV = [
-    ("model", "Model", "model"),
-    ("data", "Data", "data"),
-    ("train", "Train", "train"),
-    ("runs", "Runs", "runs"),
-    ("chat", "Chat", "chat"),
+
+# ---- Where pages and tools are registered ----------------------------------------------------
+# A page is one entry in PAGES: (key, sidebar title, icon name in resources/icons, factory).
+# The factory gets the MainWindow and returns the page widget; it runs after the pages listed
+# before it, so it can use them (e.g. `window.pages["model"]`). Import the page module inside the
+# factory (keeps `import studio.ui.app` light). To add a page, write studio/ui/<name>_page.py and
+# add one line here.
+# A tool is one entry in TOOLS: (title, icon name, callback(window)); it appears in the Tools menu
+# and under the sidebar's page list. To add a dialog, write studio/ui/<name>_dialog.py and add
+# one line here.
+
+
+def _model_page(window):
+    from studio.ui.model_page import ModelPage
+    return ModelPage()
+
+
+def _data_page(window):
+    from studio.ui.data_page import DataPage
+    return DataPage()
+
+
+def _train_page(window):
+    from studio.ui.train_page import TrainPage
+    return TrainPage(window.pages["model"], window.pages["data"])
+
+
+def _runs_page(window):
+    from studio.ui.runs_page import RunsPage
+    return RunsPage()
+
+
+def _chat_page(window):
+    from studio.ui.chat_page import ChatPage
+    return ChatPage(window.pages["model"])
+
+
+PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
+    ("model", "Model", "model", _model_page),
+    ("data", "Data", "data", _data_page),
+    ("train", "Train", "train", _train_page),
+    ("runs", "Runs", "runs", _runs_page),
+    ("chat", "Chat", "chat", _chat_page),
+]
+
+TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
 ]
 
 
@@ -56,7 +97,7 @@ class Sidebar(QFrame):
         self.group = QButtonGroup(self)
         self.group.setExclusive(True)
         self.buttons: dict[str, QPushButton] = {}
-        for key, text, icon_name in NAV:
+        for key, text, icon_name, _factory in PAGES:
             btn = QPushButton(f"  {text}")
             btn.setObjectName("NavButton")
             btn.setCheckable(True)
@@ -68,6 +109,21 @@ class Sidebar(QFrame):
             self.group.addButton(btn)
             self.buttons[key] = btn
             layout.addWidget(btn)
+        self.tool_buttons: dict[str, QPushButton] = {}
+        if TOOLS:
+            layout.addSpacing(18)
+            caption = QLabel("TOOLS")
+            caption.setObjectName("SidebarCaption")
+            layout.addWidget(caption)
+            for text, icon_name, _callback in TOOLS:
+                btn = QPushButton(f"  {text}")
+                btn.setObjectName("NavButton")
+                btn.setCursor(Qt.CursorShape.PointingHandCursor)
+                btn.setIconSize(QSize(18, 18))
+                btn.setProperty("icon_name", icon_name)
+                self._tint(btn, False)
+                self.tool_buttons[text] = btn
+                layout.addWidget(btn)
         layout.addStretch(1)
         self.footer = QLabel("")
         self.footer.setObjectName("SidebarFooter")
@@ -82,12 +138,6 @@ class Sidebar(QFrame):
 class MainWindow(QMainWindow):
     def __init__(self, model_path: str | Path | None = None, data_path: str | Path | None = None) -> None:
         super().__init__()
-        from studio.ui.chat_page import ChatPage
-        from studio.ui.data_page import DataPage
-        from studio.ui.model_page import ModelPage
-        from studio.ui.runs_page import RunsPage
-        from studio.ui.train_page import TrainPage
-
         self.setWindowTitle("PEFT Studio")
         self.setWindowIcon(QIcon(str(paths.resources_dir() / "icons" / "logo.svg")))
         self.resize(1380, 880)
@@ -101,16 +151,18 @@ class MainWindow(QMainWindow):
         row.addWidget(self.stack, 1)
         self.setCentralWidget(central)
 
-        self.model_page = ModelPage()
-        self.data_page = DataPage()
-        self.train_page = TrainPage(self.model_page, self.data_page)
-        self.runs_page = RunsPage()
-        self.chat_page = ChatPage(self.model_page)
-        self.pages = {"model": self.model_page, "data": self.data_page, "train": self.train_page,
-                      "runs": self.runs_page, "chat": self.chat_page}
-        for key, page in self.pages.items():
+        self.pages: dict[str, QWidget] = {}
+        for key, _title, _icon, factory in PAGES:
+            page = factory(self)
+            self.pages[key] = page
             self.stack.addWidget(page)
             self.sidebar.buttons[key].clicked.connect(lambda _c=False, k=key: self.show_page(k))
+        self.model_page = self.pages["model"]
+        self.data_page = self.pages["data"]
+        self.train_page = self.pages["train"]
+        self.runs_page = self.pages["runs"]
+        self.chat_page = self.pages["chat"]
+        self._build_menus()
 
         self.model_page.model_changed.connect(self.data_page.set_model)
         self.model_page.model_changed.connect(self._update_footer)
@@ -123,13 +175,43 @@ class MainWindow(QMainWindow):
         self.model_page.set_model_path(str(model_path or paths.default_model_dir()))
         self.data_page.set_data_path(str(data_path or paths.demo_data_path()))
 
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        load = QAction("Load recipe…", self)
+        load.triggered.connect(lambda: (self.show_page("train"), self.train_page._load_recipe_dialog()))
+        save = QAction("Save recipe…", self)
+        save.triggered.connect(lambda: (self.show_page("train"), self.train_page._save_recipe_dialog()))
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut("Ctrl+Q")
+        quit_action.triggered.connect(self.close)
+        for action in (load, save):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+        go_menu = self.menuBar().addMenu("&Go")
+        for index, (key, title, _icon, _factory) in enumerate(PAGES):
+            action = QAction(title, self)
+            if index < 9:
+                action.setShortcut(f"Ctrl+{index + 1}")
+            action.triggered.connect(lambda _c=False, k=key: self.show_page(k))
+            go_menu.addAction(action)
+        self.tool_actions: dict[str, QAction] = {}
+        if TOOLS:
+            tools_menu = self.menuBar().addMenu("&Tools")
+            for text, icon_name, callback in TOOLS:
+                action = QAction(theme.icon(icon_name, theme.TEXT), text, self)
+                action.triggered.connect(lambda _c=False, cb=callback: cb(self))
+                tools_menu.addAction(action)
+                self.tool_actions[text] = action
+                self.sidebar.tool_buttons[text].clicked.connect(action.trigger)
+
     def show_page(self, key: str) -> None:
-        self.stack.setCurrentWidget(self.pages[key])
+        page = self.pages[key]
+        self.stack.setCurrentWidget(page)
         self.sidebar.buttons[key].setChecked(True)
-        if key == "runs":
-            self.runs_page.refresh()
-        if key == "chat":
-            self.chat_page.refresh_adapters()
+        on_show = getattr(page, "on_show", None)     # a page may refresh itself when shown
+        if callable(on_show):
+            on_show()
 
     def _update_footer(self, info) -> None:
         if info is None:

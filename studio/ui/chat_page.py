@@ -169,6 +169,10 @@ class ChatPage(Page):
         self._update_model_label()
 
     # ---- adapters -------------------------------------------------------------------------
+    def on_show(self) -> None:
+        """The window shows this page."""
+        self.refresh_adapters()
+
     def refresh_adapters(self) -> None:
         tasks.run_async(_finished_adapters, on_done=self._fill_adapters)
 

@@ -123,6 +123,10 @@ class RunsPage(Page):
         self._update_buttons()
 
     # ---- data -----------------------------------------------------------------------------
+    def on_show(self) -> None:
+        """The window shows this page."""
+        self.refresh()
+
     def refresh(self) -> None:
         self._request += 1
         request = self._request

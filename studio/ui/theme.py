@@ -82,6 +82,8 @@ def mono_font(point_size: float = 9.5) -> QFont:
 def icon(name: str, color: str = MUTED, size: int = 40) -> QIcon:
     """An icon from resources/icons/<name>.svg, drawn in `color` (the SVGs use currentColor)."""
     path = paths.resources_dir() / "icons" / f"{name}.svg"
+    if not path.is_file():
+        return QIcon()              # a page or action without its own icon still shows its text
     svg = path.read_text(encoding="utf-8").replace("currentColor", color)
     renderer = QSvgRenderer(QByteArray(svg.encode("utf-8")))
     pixmap = QPixmap(size, size)
@@ -119,6 +121,7 @@ QToolTip {{ background: {SURFACE_3}; color: {TEXT}; border: 1px solid {BORDER_ST
 #NavButton:hover {{ background: {SURFACE}; color: {TEXT}; }}
 #NavButton:checked {{ background: {ACCENT_SOFT}; color: {TEXT}; font-weight: 600; }}
 #SidebarFooter {{ color: {FAINT}; font-size: 8.5pt; }}
+#SidebarCaption {{ color: {FAINT}; font-size: 8pt; font-weight: 600; letter-spacing: 1px; padding-left: 12px; }}
 
 /* page header */
 #PageTitle {{ font-size: 17pt; font-weight: 700; background: transparent; }}
@@ -238,6 +241,9 @@ QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
 QSplitter::handle {{ background: transparent; }}
 QMessageBox {{ background: {SURFACE}; }}
 QMessageBox QLabel {{ background: transparent; }}
+QMenuBar {{ background: {SIDEBAR}; color: {MUTED}; border-bottom: 1px solid {BORDER}; padding: 2px 6px; }}
+QMenuBar::item {{ background: transparent; padding: 4px 10px; border-radius: 5px; }}
+QMenuBar::item:selected {{ background: {SURFACE_2}; color: {TEXT}; }}
 QMenu {{ background: {SURFACE_2}; border: 1px solid {BORDER_STRONG}; padding: 4px; }}
 QMenu::item {{ padding: 6px 18px; border-radius: 5px; }}
 QMenu::item:selected {{ background: {ACCENT_SOFT}; }}
