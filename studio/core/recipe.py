@@ -250,12 +250,16 @@ class Recipe:
             raise UserError("no model folder given", path=path, field="model.path",
                             fix="set [model] path to a Hugging Face model folder "
                                 "(run `peft-studio setup` for the default one)")
+        from studio.core.models import check_model_folder   # cheap: reads config/tokenizer files
+
         model_dir = self.resolve_path(self.model.path)
-        if not model_dir.is_dir():
-            raise UserError(f"model folder {model_dir} does not exist", path=path,
+        try:
+            check_model_folder(model_dir)
+        except UserError as err:
+            fix = err.fix or "point it at a folder with config.json, the tokenizer and the weights"
+            raise UserError(f"model folder {model_dir}: {err.message}", path=path,
                             field="model.path",
-                            fix="point it at a folder with config.json and the weights "
-                                "(run `peft-studio setup` for the default model)")
+                            fix=f"{fix.rstrip('.')} (run `peft-studio setup` for the default model).") from None
         for key in ("path", "eval_path"):
             value = getattr(self.data, key)
             if key == "path" and not value:
