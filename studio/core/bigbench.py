@@ -175,9 +175,16 @@ def task_to_examples(task: BigBenchTask | str | Path, n: int | None = None, seed
 
 
 # ---------------------------------------------------------------- metrics
+def _rouge_tokens(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (beta = 1) from the longest common subsequence of whitespace tokens."""
-    p, r = prediction.split(), reference.split()
+    """ROUGE-L F-measure (beta = 1) from the longest common subsequence of tokens.
+
+    Tokens as in the rouge_score package BIG-bench uses: lower-cased runs of letters and digits
+    (so "Paris." matches "paris")."""
+    p, r = _rouge_tokens(prediction), _rouge_tokens(reference)
     if not p or not r:
         return float(p == r)
     prev = [0] * (len(r) + 1)

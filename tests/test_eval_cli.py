@@ -1,0 +1,129 @@
+"""`peft-studio eval`: any BIG-bench task.json, on the real shipped model, with and without an adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio import cli
+
+MC_TASK = {
+    "name": "opposites",
+    "description": "Pick the word that means the opposite of the given word",
+    "examples": [
+        {"input": "What is the opposite of hot?", "target_scores": {"cold": 1, "banana": 0}},
+        {"input": "What is the opposite of up?", "target_scores": {"down": 1, "purple": 0}},
+        {"input": "What is the opposite of big?", "target_scores": {"small": 1, "seven": 0}},
+        {"input": "What is the opposite of day?", "target_scores": {"night": 1, "chair": 0}},
+        {"input": "What is the opposite of yes?", "target_scores": {"no": 1, "tree": 0}},
+        {"input": "What is the opposite of open?", "target_scores": {"closed": 1, "fish": 0}},
+    ],
+}
+GEN_TASK = {
+    "name": "capitals",
+    "description": "Name the capital city of a country",
+    "examples": [
+        {"input": "What is the capital of France?", "target": "Paris"},
+        {"input": "What is the capital of Italy?", "target": ["Rome", "Roma"]},
+    ],
+}
+
+
+def _write(tmp_path, data, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder / "task.json"
+
+
+@pytest.fixture(scope="module")
+def random_adapter(model_dir, tmp_path_factory):
+    """A LoRA with random non-zero B, so it clearly changes the model's log-likelihoods."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.models import load_model
+
+    model, _ = load_model(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def test_multiple_choice_with_ci_and_json(model_dir, tmp_path, capsys):
+    task = _write(tmp_path, MC_TASK, "opposites")
+    out = tmp_path / "res.json"
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy:" in text and "95% CI" in text and "6 examples" in text
+    res = json.loads(out.read_text())
+    assert res["metric"] == "multiple_choice_grade" and res["n"] == 6
+    lo, hi = res["ci95"]
+    assert lo <= res["score"] <= hi
+    # A real model finds these opposites far more likely than nonsense words.
+    assert res["score"] >= 5 / 6, [r["prediction"] for r in res["results"]]
+    assert all(len(r["logprobs"]) == 2 for r in res["results"])
+    assert not any(MC_TASK["description"] in r["prompt"] for r in res["results"])
+
+
+def test_description_in_prompt_and_limit(model_dir, tmp_path, capsys):
+    task = _write(tmp_path, MC_TASK, "opposites")
+    out = tmp_path / "res.json"
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--description-in-prompt",
+                     "--limit", "3", "--json", str(out)]) == 0
+    assert "description in prompt" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["n"] == 3
+    assert all(r["prompt"].startswith(MC_TASK["description"]) for r in res["results"])
+
+
+def test_generative_exact_match_and_rouge(model_dir, tmp_path, capsys):
+    task = _write(tmp_path, GEN_TASK, "capitals")
+    out = tmp_path / "gen.json"
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "exact match:" in text and "ROUGE-L:" in text
+    res = json.loads(out.read_text())
+    assert res["metric"] == "exact_match" and res["n"] == 2
+    paris = res["results"][0]
+    assert "Paris" in paris["prediction"]
+    assert paris["rouge_l"] > 0
+    assert paris["exact_match"] == float(paris["prediction"].strip() == "Paris")
+
+
+def test_adapter_changes_the_scores(model_dir, tmp_path, random_adapter, capsys):
+    task = _write(tmp_path, MC_TASK, "opposites")
+    base_out, lora_out = tmp_path / "base.json", tmp_path / "lora.json"
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(base_out)]) == 0
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--adapter", str(random_adapter),
+                     "--json", str(lora_out)]) == 0
+    capsys.readouterr()
+    base = json.loads(base_out.read_text())["results"]
+    lora = json.loads(lora_out.read_text())
+    assert lora["adapter"] == str(random_adapter)
+    diffs = [abs(a - b) for rb, rl in zip(base, lora["results"])
+             for a, b in zip(rb["logprobs"], rl["logprobs"])]
+    assert max(diffs) > 0.1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["eval", "MISSING/task.json"], "task file not found"),
+    (["eval", "NODESC", "--description-in-prompt"], "no description"),
+    (["eval", "BADJSON"], "not valid JSON"),
+])
+def test_user_errors_exit_2(tmp_path, capsys, args, needle):
+    nodesc = _write(tmp_path, {**GEN_TASK, "description": ""}, "nodesc")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    subst = {"MISSING/task.json": str(tmp_path / "missing" / "task.json"),
+             "NODESC": str(nodesc), "BADJSON": str(bad)}
+    assert cli.main([subst.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
