@@ -57,12 +57,18 @@ def _chat_page(window):
     return ChatPage(window.pages["model"])
 
 
+def _generate_page(window):
+    from studio.ui.generate_page import GeneratePage
+    return GeneratePage(window)
+
+
 PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
     ("model", "Model", "model", _model_page),
     ("data", "Data", "data", _data_page),
     ("train", "Train", "train", _train_page),
     ("runs", "Runs", "runs", _runs_page),
     ("chat", "Chat", "chat", _chat_page),
+    ("generate", "Generate", "generate", _generate_page),
 ]
 
 TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [

@@ -96,6 +96,11 @@ def main(argv=None) -> int:
         threading.Thread(target=read_commands, args=(sys.stdin, control), daemon=True,
                          name="commands").start()
         signal.signal(signal.SIGTERM, lambda *_: control.cancel())
+        from studio.worker.hyper_jobs import is_hyper_run, run_hyper_job
+
+        if is_hyper_run(run_dir):                   # a hypernetwork training run (Generate page)
+            run_hyper_job(run_dir, emit, control)
+            return 0
         recipe = Recipe.load(run_dir / "recipe.toml")
         run_training(recipe, run_dir, emit, control, resume=args.resume)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a `failed` event

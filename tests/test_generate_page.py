@@ -1,0 +1,150 @@
+"""The Generate page, headless (pytest-qt, offscreen), on the real SmolLM2 model and sentence encoder.
+
+A small real Text-to-LoRA hypernetwork is built for the shipped model's shapes (untrained but with
+non-zero heads, so its LoRAs change the model) and installed as the "shipped" one in a temporary
+resources folder; the page generates from a typed sentence, the adapter loads with plain peft,
+the Runs and Chat pages pick it up. Without a hypernetwork the page says how to build one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from studio.ui import tasks  # noqa: E402
+
+TIMEOUT = 180_000          # ms: first encoder load + model shapes on 2 busy cores
+
+
+def _make_hypernetwork(model_dir, out: Path) -> Path:
+    import torch
+
+    from studio.core.models import load_model
+    from studio.hyper.targets import spec_from_model
+    from studio.hyper.text_to_lora import T2LConfig, TextToLoRA
+
+    model, _ = load_model(model_dir)
+    spec = spec_from_model(model, r=2, alpha=4.0, base_model=str(model_dir))
+    torch.manual_seed(0)
+    net = TextToLoRA(T2LConfig(spec=spec.to_dict(), head="S", hidden=32, emb_dim=8, blocks=1))
+    with torch.no_grad():                       # non-zero B so the adapter visibly acts
+        net.head.weight.normal_(0, 0.05)
+    net.save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hypernet_root(model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hypernetworks")
+    _make_hypernetwork(model_dir, root / "t2l-smollm2-135m")
+    return root
+
+
+@pytest.fixture
+def page_factory(qtbot, monkeypatch):
+    from studio.hyper import api
+    from studio.ui import app as studio_app
+
+    def make(root: Path, window=None):
+        monkeypatch.setattr(api, "shipped_dir", lambda: root)
+        studio_app.create_app()
+        from studio.ui.generate_page import GeneratePage
+
+        page = GeneratePage(window)
+        qtbot.addWidget(page)
+        page.resize(1200, 1000)
+        page.show()
+        return page
+
+    yield make
+    tasks.wait_all(60_000)
+
+
+def test_generate_from_a_sentence(qtbot, page_factory, hypernet_root, model_dir):
+    page = page_factory(hypernet_root)
+    qtbot.waitUntil(lambda: page.hypernetwork_dir() != "", timeout=TIMEOUT)
+    assert page.generate_button.isEnabled()
+    assert "shipped" in page.hypernet.currentText()
+    qtbot.waitUntil(lambda: "head S" in page.hypernet_info.text(), timeout=TIMEOUT)
+    page.description.setPlainText("Decide whether a sentence about sports is plausible.")
+    assert page.generate()
+    assert page.busy and not page.generate_button.isEnabled()   # work happens off the GUI thread
+    qtbot.waitUntil(lambda: page.result is not None or bool(page.last_error), timeout=TIMEOUT)
+    assert not page.last_error, page.last_error
+    res = page.result
+    assert page.result_card.isVisible() and "ms" in page.stats.values["ms"].text()
+    assert res["ms"] > 0 and res["size_mb"] > 0
+
+    run_dir = Path(res["run_dir"])
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "finished" and status["method"] == "text_to_lora"
+    from studio.core.runs import list_runs
+
+    listed = {r.path: r for r in list_runs()}
+    assert run_dir in listed and listed[run_dir].adapter_path == res["adapter_dir"]
+    gen = json.loads((Path(res["adapter_dir"]) / "generated_by.json").read_text())
+    assert gen["description"] == "Decide whether a sentence about sports is plausible."
+
+    # A standard adapter: plain peft loads it, and it changes the model's logits.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3458, 314, 2656, 30]])
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        model = PeftModel.from_pretrained(base, res["adapter_dir"])
+        after = model(input_ids=ids).logits
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_empty_sentence_is_refused(qtbot, page_factory, hypernet_root):
+    page = page_factory(hypernet_root)
+    qtbot.waitUntil(lambda: page.hypernetwork_dir() != "", timeout=TIMEOUT)
+    page.description.setPlainText("   ")
+    assert not page.generate()
+    assert page.message.kind() == "error" and "sentence" in page.message.text()
+
+
+def test_missing_hypernetwork_says_how_to_build_it(qtbot, page_factory, tmp_path):
+    empty = tmp_path / "none"
+    empty.mkdir()
+    page = page_factory(empty)
+    qtbot.waitUntil(lambda: page.message.kind() == "error", timeout=TIMEOUT)
+    text = page.message.text()
+    assert "No Text-to-LoRA hypernetwork is installed" in text
+    assert "peft-studio hyper train" in text and "build-library" in text
+    assert not page.generate_button.isEnabled()
+    page.description.setPlainText("Classify sentiment.")
+    assert not page.generate()
+    page.kind.set_value("dnd")
+    assert page.prompts.isVisible() and not page.description.isVisible()
+    assert "No DnD hypernetwork" in page.message.text()
+
+
+def test_open_in_chat_from_the_main_window(qtbot, monkeypatch, hypernet_root, model_dir):
+    from studio.hyper import api
+    from studio.ui import app as studio_app
+
+    monkeypatch.setattr(api, "shipped_dir", lambda: hypernet_root)
+    studio_app.create_app()
+    window = studio_app.MainWindow(model_dir)
+    qtbot.addWidget(window)
+    window.show()
+    page = window.pages["generate"]
+    window.show_page("generate")
+    qtbot.waitUntil(lambda: window.model_page.info is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: page.hypernetwork_dir() != "", timeout=TIMEOUT)
+    page.description.setPlainText("Answer questions about dates.")
+    assert page.generate()
+    qtbot.waitUntil(lambda: page.result is not None or bool(page.last_error), timeout=TIMEOUT)
+    assert not page.last_error, page.last_error
+    page.chat_button.click()
+    assert window.stack.currentWidget() is window.chat_page
+    assert window.chat_page.adapter_dir() == page.result["adapter_dir"]
+    tasks.wait_all(60_000)
