@@ -121,6 +121,10 @@ def check_manifest(manifest: Any) -> dict:
     for key in DEFAULT_CAPABILITIES:
         if key in caps and not isinstance(caps[key], bool):
             raise ManifestError(f"capability '{key}' must be true or false")
+    if "learning_rate" in manifest:     # the method's suggested learning rate (paper / peft docs)
+        lr = manifest["learning_rate"]
+        if not _is_num(lr) or not 0 < lr <= 1:
+            raise ManifestError(f"learning_rate must be a number in (0, 1], got {lr!r}")
     quant = manifest.get("requires_quantization")
     if quant not in QUANTIZATIONS:
         raise ManifestError(f"requires_quantization must be \"4bit\", \"8bit\" or absent, got {quant!r}")

@@ -72,6 +72,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
 ]
 
 TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
+    ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
 
