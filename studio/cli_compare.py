@@ -92,7 +92,14 @@ def cmd_compare_methods(args) -> int:
         raise UserError("the report is written as Markdown", path=out, field="out",
                         fix="give a file name ending in .md (the .json goes beside it)")
 
+    command = _command_line(args)
+    done_rows: list[dict] = []
+
     def progress(info: dict) -> None:
+        if out and info.get("phase") == "done":      # a partial report survives an interruption
+            done_rows.append(info["row"])
+            method_compare.write_report(done_rows, out, command, None, base.resolved(),
+                                        learning_rate, planned=methods)
         if args.progress_json:
             info = {k: v for k, v in info.items() if k != "row"} | (
                 {"row": info["row"]} if "row" in info else {})
@@ -116,8 +123,7 @@ def cmd_compare_methods(args) -> int:
     print()
     print(method_compare.markdown_table(rows, base_acc), flush=True)
     if out:
-        method_compare.write_report(rows, out, _command_line(args), base_acc, base.resolved(),
-                                    learning_rate)
+        method_compare.write_report(rows, out, command, base_acc, base.resolved(), learning_rate)
         print(f"\nwrote {out} and {out.with_suffix('.json')}", flush=True)
     if args.progress_json:
         print(PROGRESS_PREFIX + json.dumps({"phase": "finished", "out": str(out) if out else None,

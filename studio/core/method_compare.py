@@ -280,8 +280,13 @@ def markdown_table(rows: list[dict], base_accuracy: float | None = None) -> str:
 
 
 def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float | None,
-                 recipe, learning_rate: float | str = "method") -> None:
-    """Markdown table with the command that regenerates it, plus the raw rows as JSON."""
+                 recipe, learning_rate: float | str = "method",
+                 planned: list[str] | None = None) -> None:
+    """Markdown table with the command that regenerates it, plus the raw rows as JSON.
+
+    planned: every method of the comparison; when some have no row yet, the report says it is
+    partial (it is rewritten after each method, so an interrupted comparison keeps what it has).
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t = recipe.training
@@ -307,6 +312,10 @@ def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float
         "save), not the accuracy evaluation. Final train loss = mean of the last 5 logged steps.\n\n"
         + markdown_table(rows, base_accuracy) + "\n"
     )
+    missing = [m for m in planned or [] if m not in {r["method"] for r in rows}]
+    if missing:
+        text += (f"\n**Partial:** {len(rows)} of {len(planned)} methods done so far; not yet run: "
+                 f"{', '.join(missing)}.\n")
     noted = [r for r in rows if r.get("notes")]
     if noted:
         text += "\nSettings changed from the defaults:\n\n" + "\n".join(
@@ -320,4 +329,5 @@ def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float
     tmp.replace(out)
     json_out = out.with_suffix(".json")
     json_out.write_text(json.dumps({"command": command, "base_accuracy": base_accuracy,
-                                    "rows": rows}, indent=2, default=str), encoding="utf-8")
+                                    "rows": rows, "not_run": missing}, indent=2, default=str),
+                        encoding="utf-8")
