@@ -165,9 +165,11 @@ class Recipe:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as err:
                 match = re.search(r"at line (\d+)", str(err))
+                line = int(match.group(1)) if match else None
+                if line is None and "end of document" in str(err):
+                    line = max(1, len(text.rstrip("\n").splitlines()))
                 raise UserError(
-                    f"not valid TOML ({err})", path=path,
-                    line=int(match.group(1)) if match else None,
+                    f"not valid TOML ({err})", path=path, line=line,
                     fix='check quotes around text values (name = "x") and [section] headers',
                 ) from None
         return cls.from_dict(data, path)
@@ -256,10 +258,11 @@ class Recipe:
         try:
             check_model_folder(model_dir)
         except UserError as err:
-            fix = err.fix or "point it at a folder with config.json, the tokenizer and the weights"
+            fix = err.fix or "Point it at a folder with config.json, the tokenizer and the weights."
+            if "peft-studio" not in fix:
+                fix = f"{fix.rstrip('.')} (run `peft-studio setup` for the default model)."
             raise UserError(f"model folder {model_dir}: {err.message}", path=path,
-                            field="model.path",
-                            fix=f"{fix.rstrip('.')} (run `peft-studio setup` for the default model).") from None
+                            field="model.path", fix=fix) from None
         for key in ("path", "eval_path"):
             value = getattr(self.data, key)
             if key == "path" and not value:

@@ -391,6 +391,7 @@ class _Loop:
                 step_loss += loss.detach()
                 del out, loss
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            step_lr = float(self.optimizer.param_groups[0]["lr"])   # the rate this step used
             self.optimizer.step()
             self.scheduler.step()
             step += 1
@@ -401,7 +402,7 @@ class _Loop:
             window_steps += 1
             if step % t.log_every == 0 or step == self.total:
                 self._log(step, epoch, index, window_loss, window_steps, window_tokens,
-                          window_start, grad_norm)
+                          window_start, grad_norm, step_lr)
                 window_loss = torch.zeros((), device=self.device)
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
             self.step_times.append(time.perf_counter() - started)
@@ -416,17 +417,17 @@ class _Loop:
         return self._finish(step, time.perf_counter() - train_start, train_tokens, start_step)
 
     def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
-             grad_norm) -> None:
+             grad_norm, lr) -> None:
         elapsed = max(time.perf_counter() - window_start, 1e-9)
         loss = float(window_loss) / window_steps
         self.last_loss = loss
         per_step = (sum(self.step_times) / len(self.step_times)) if self.step_times else elapsed
         self.emit(messages.log(
             step=step, epoch=epoch + index / max(self.data.batches_per_epoch, 1),
-            loss=loss, lr=float(self.scheduler.get_last_lr()[0]),
+            loss=loss, lr=lr,
             grad_norm=float(grad_norm) if grad_norm is not None else None,
             tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
-            eta_s=per_step * (self.total - step)))
+            eta_s=per_step * (self.total - step), progress=round(step / self.total, 4)))
 
     def _finish(self, step, seconds, tokens, start_step) -> dict:
         eval_loss = self._evaluate(step)
