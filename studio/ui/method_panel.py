@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from studio.ui import tasks
 from studio.ui.param_form import ParamForm
-from studio.ui.widgets import Card, InlineMessage, badge, clear_layout, label
+from studio.ui.widgets import Card, InlineMessage, badge, button, clear_layout, label
 
 LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup", "inverse_sqrt"]
@@ -55,6 +55,57 @@ def _discover():
     return discover()
 
 
+def model_facts(model_path: str) -> dict:
+    """Worker thread: what the model's weight files hold, read from the safetensors headers only
+    (no weights loaded): how many bias and norm tensors it has."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(model_path)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    else:
+        names = []
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), "np") as handle:
+                names.extend(handle.keys())
+    return {"path": model_path, "tensors": len(names),
+            "bias": sum(1 for n in names if n.endswith(".bias")),
+            "norm": sum(1 for n in names if "norm" in n.lower() and n.endswith(".weight"))}
+
+
+def capability_note(plugin) -> str:
+    """What the user must know about a method before training it (empty when nothing)."""
+    caps = plugin.capabilities
+    notes = []
+    if not caps.get("mergeable"):
+        why = (" it trains virtual tokens / prefix activations, not changes to the weights."
+               if plugin.family == "prompt" else "")
+        notes.append(f"{plugin.name} cannot be merged into the base model:{why} It is saved, loaded and "
+                     "exported as an adapter only (the base model plus this adapter at inference).")
+    quant = getattr(plugin, "requires_quantization", None)
+    if caps.get("needs_quantized_base") or quant:
+        notes.append(f"{plugin.name} trains on a {quant or 'quantised'} base model: the frozen weights are "
+                     "quantised when the run loads them, whatever the Model page says.")
+    return "  ".join(notes)
+
+
+def model_warning(plugin, facts: dict | None, values: dict) -> tuple[str, list[tuple[str, str]]]:
+    """(text, [(action key, button text)]) when this method cannot work on this model as set."""
+    if plugin is None or facts is None:
+        return "", []
+    if plugin.id == "bitfit" and facts.get("bias", 0) == 0 and not values.get("include_norms"):
+        name = facts["path"].rstrip("/").split("/")[-1]
+        return (f"{name} has no bias terms, so BitFit (which trains only biases) has nothing to train "
+                f"here. Instead you can train the {facts.get('norm', 0)} norm weights alongside (BitFit "
+                "with 'Train norm weights'), or pick IA3 (learned scaling vectors, similarly tiny) or "
+                "LoRA.", [("bitfit_norms", "Train norm weights"), ("ia3", "Use IA3"), ("lora", "Use LoRA")])
+    return "", []
+
+
 class MethodPanel(QWidget):
     """Emits `loaded()` once plugins are discovered and `method_changed(id)` on each choice."""
 
@@ -69,6 +120,8 @@ class MethodPanel(QWidget):
         self.form: ParamForm | None = None
         self._values: dict[str, dict] = {}      # edits kept per method while switching
         self._current: str | None = None
+        self.facts: dict | None = None          # model_facts() of the chosen model
+        self._facts_request = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(16)
@@ -88,6 +141,13 @@ class MethodPanel(QWidget):
         self.paper = label("", "muted")
         self.paper.setOpenExternalLinks(True)
         method_card.body.addWidget(self.paper)
+        self.note = InlineMessage()
+        method_card.body.addWidget(self.note)
+        self.warning = InlineMessage()
+        method_card.body.addWidget(self.warning)
+        self.warning_actions = QHBoxLayout()
+        self.warning_actions.setSpacing(8)
+        method_card.body.addLayout(self.warning_actions)
         self.problems_message = InlineMessage()
         method_card.body.addWidget(self.problems_message)
         layout.addWidget(method_card)
@@ -130,6 +190,49 @@ class MethodPanel(QWidget):
         self.combo.addItem("No methods")
         self.problems_message.show_error(f"Finding methods failed: {tasks.error_text(exc)}")
         self.loaded.emit()
+
+    # ---- the model the method will train ------------------------------------------------------
+    def set_model(self, info) -> None:
+        """Slot for ModelPage.model_changed: some methods depend on what the model holds."""
+        self._facts_request += 1
+        request = self._facts_request
+        self.facts = None
+        self._update_warning()
+        if info is None:
+            return
+        tasks.run_async(model_facts, str(info.path),
+                        on_done=lambda facts: self._on_facts(request, facts),
+                        on_error=lambda _exc: None)      # unreadable headers: no warning, training says
+
+    def _on_facts(self, request: int, facts: dict) -> None:
+        if request == self._facts_request:
+            self.facts = facts
+            self._update_warning()
+
+    def _update_warning(self) -> None:
+        text, actions = model_warning(self.plugin(), self.facts, self.values())
+        clear_layout(self.warning_actions)
+        if not text:
+            self.warning.clear_message()
+            return
+        self.warning.show_error(text)
+        for key, caption in actions:
+            action = button(caption, kind="primary" if not self.warning_actions.count() else None)
+            action.setObjectName(f"warning_{key}")
+            action.clicked.connect(lambda _c=False, k=key: self._warning_action(k))
+            self.warning_actions.addWidget(action)
+        self.warning_actions.addStretch(1)
+
+    def _warning_action(self, key: str) -> None:
+        if key == "bitfit_norms" and self.form is not None and "include_norms" in self.form.editors:
+            self.form.set_values({"include_norms": True})
+        elif key in self.plugins:
+            self.set_method(key)
+        self._update_warning()
+
+    def blocking_problem(self) -> str:
+        """The warning text when the chosen method cannot train on this model as set (Start refuses)."""
+        return model_warning(self.plugin(), self.facts, self.values())[0]
 
     def is_loaded(self) -> bool:
         return bool(self.plugins) or self.problems_message.isVisibleTo(self)
@@ -183,12 +286,19 @@ class MethodPanel(QWidget):
             self.badges.addWidget(tag)
         self.badges.addStretch(1)
         self.paper.setText(f'Paper: <a href="{plugin.paper}">{plugin.paper}</a>' if plugin.paper else "")
+        note = capability_note(plugin)
+        if note:
+            self.note.show_info(note)
+        else:
+            self.note.clear_message()
         clear_layout(self.form_holder)
         self.form = ParamForm(plugin.parameters)
         if method_id in self._values:
             self.form.set_values(self._values[method_id])
+        self.form.changed.connect(self._update_warning)
         self.form_holder.addWidget(self.form)
         self.form_card.title_label.setText(f"{plugin.name} settings")
+        self._update_warning()
         self.method_changed.emit(method_id)
 
     def values(self) -> dict:

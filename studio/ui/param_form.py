@@ -72,6 +72,40 @@ class NumberSpinBox(QDoubleSpinBox):
         super().stepBy(steps)
 
 
+class IntSpinBox(QSpinBox):
+    """A spin box that lets an out-of-range number stand while typed (so the form can say why it
+    is refused) instead of silently swallowing the keystroke; focus-out restores the last value."""
+
+    def validate(self, text: str, pos: int):  # noqa: D401 - Qt override
+        stripped = text.strip()
+        if re.fullmatch(r"[+-]?\d+", stripped):
+            value = int(stripped)
+            state = (QValidator.State.Acceptable if self.minimum() <= value <= self.maximum()
+                     else QValidator.State.Intermediate)
+            return state, text, pos
+        if stripped in ("", "+", "-"):
+            return QValidator.State.Intermediate, text, pos
+        return QValidator.State.Invalid, text, pos
+
+
+def check_value(name: str, spec: dict, value) -> str | None:
+    """Why `value` is not allowed for this parameter (None when it is), in the plugins' words."""
+    from studio.plugins import _allowed, _coerce
+
+    title = _title(name, spec)
+    try:
+        typed = _coerce(value, spec["type"])
+    except (ValueError, TypeError):
+        return f"{title}: {value!r} is not valid. Use {_allowed(spec)}."
+    if "enum" in spec and typed not in spec["enum"]:
+        return f"{title}: {typed!r} is not one of the choices. Use {_allowed(spec)}."
+    lo, hi = spec.get("minimum"), spec.get("maximum")
+    if spec["type"] in ("integer", "number") and (
+            (lo is not None and typed < lo) or (hi is not None and typed > hi)):
+        return f"{title}: {typed} is out of range. Use {_allowed(spec)}."
+    return None
+
+
 def _title(name: str, spec: dict) -> str:
     return spec.get("title") or name.replace("_", " ").capitalize()
 
@@ -86,7 +120,7 @@ def make_editor(spec: dict) -> QWidget:
         index = editor.findData(default)
         editor.setCurrentIndex(max(index, 0))
     elif ptype == "integer":
-        editor = QSpinBox()
+        editor = IntSpinBox()
         editor.setRange(int(max(spec.get("minimum", -INT_LIMIT), -INT_LIMIT)),
                         int(min(spec.get("maximum", INT_LIMIT), INT_LIMIT)))
         editor.setSingleStep(int(spec.get("step", 1)))
@@ -212,7 +246,24 @@ class ParamForm(QWidget):
             add_row(form, _title(name, spec), editor, spec.get("help") or spec.get("description") or "")
             self.editors[name] = editor
             _changed_signal(editor).connect(lambda *_a, n=name: self._on_edit(n))
+            if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                editor.lineEdit().textEdited.connect(lambda text, n=name: self._check_typed(n, text))
         return box
+
+    def _check_typed(self, name: str, text: str) -> None:
+        """Typed text outside the range: mark the field and say what is allowed (focus-out keeps
+        the last valid value)."""
+        editor = self.editors[name]
+        stripped = text.strip()
+        if not stripped or stripped in ("+", "-") or stripped.endswith(("e", "E", "-", "+", ".")):
+            return
+        problem = check_value(name, self.parameters[name], stripped)
+        if problem:
+            self.show_error(name, f"{problem} Keeping {editor_value(editor)}.")
+            editor.setFocus()
+        elif bool(editor.property("invalid")):
+            set_invalid(editor, False)
+            self.message.clear_message()
 
     def _on_edit(self, name: str) -> None:
         set_invalid(self.editors[name], False)
@@ -223,10 +274,31 @@ class ParamForm(QWidget):
     def values(self) -> dict:
         return {name: editor_value(editor) for name, editor in self.editors.items()}
 
-    def set_values(self, values: dict) -> None:
+    def set_values(self, values: dict) -> list[str]:
+        """Fill the form; a value the schema does not allow is refused (the field keeps its value)
+        and the message says why. Returns the problems."""
+        problems = []
+        first = None
         for name, value in values.items():
-            if name in self.editors:
-                set_editor_value(self.editors[name], value)
+            if name not in self.editors:
+                continue
+            problem = check_value(name, self.parameters[name], value)
+            if problem:
+                problems.append(problem)
+                first = first or name
+                continue
+            set_editor_value(self.editors[name], value)
+        if problems:
+            self.show_error(first, "  ".join(problems))
+        return problems
+
+    def check(self) -> str | None:
+        """The first problem with the current values (None when all are allowed)."""
+        for name, value in self.values().items():
+            problem = check_value(name, self.parameters[name], value)
+            if problem:
+                return problem
+        return None
 
     def show_error(self, field: str | None, text: str) -> None:
         """Mark the named parameter (unfolding Advanced if needed) and show the message."""

@@ -62,6 +62,9 @@ class TrainPage(Page):
         left.setSpacing(16)
         self.method_panel = MethodPanel()
         self.method_panel.method_changed.connect(self._on_method_changed)
+        self.model_page.model_changed.connect(self.method_panel.set_model)
+        if self.model_page.info is not None:
+            self.method_panel.set_model(self.model_page.info)
         left.addWidget(self.method_panel)
         training_card = Card("Training")
         self.training_form = ParamForm(TRAINING_SCHEMA)
@@ -143,6 +146,9 @@ class TrainPage(Page):
         if plugin is None:
             raise UserError("no method is chosen (plugins are still loading, or none was found).",
                             field="method.id", fix="Wait a moment, or check the plugin folders.")
+        problem = self.method_panel.blocking_problem()
+        if problem:
+            raise UserError(problem, field="method.id")
         params = plugin.validate(self.method_panel.values())
         settings = self.training_form.values()
         name = str(settings.pop("name")).strip()

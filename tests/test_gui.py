@@ -1,0 +1,385 @@
+"""The desktop window, driven headless (pytest-qt, QT_QPA_PLATFORM=offscreen) on the real shipped
+SmolLM2-135M-Instruct and the demo data.
+
+Training runs here are real: the Train page starts `studio.worker.child` as a separate OS process
+(tiny settings: 30 steps of 64-token examples), and the tests pause, resume, cancel and SIGKILL it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication, QSpinBox  # noqa: E402
+
+from studio.ui import tasks  # noqa: E402
+
+LOAD_TIMEOUT = 120_000          # ms: model info, tokenizer, plugin discovery
+RUN_TIMEOUT = 240_000           # ms: a training process on 2 busy CPU cores
+TINY = {"max_steps": 30, "batch_size": 2, "grad_accum": 1, "warmup_steps": 2, "eval_every": 0,
+        "save_every": 0, "learning_rate": 1e-3, "log_every": 1}
+
+
+@pytest.fixture
+def make_window(qtbot, model_dir, demo_train_path):
+    """Open the main window on the default model and the demo data, wait until every page has
+    loaded, and close it (and anything it started) at the end."""
+    from studio.ui import app as studio_app
+
+    windows = []
+
+    def make():
+        studio_app.create_app()
+        window = studio_app.MainWindow(model_dir, demo_train_path)
+        qtbot.addWidget(window)
+        window.resize(1440, 900)
+        window.show()
+        qtbot.waitUntil(lambda: window.model_page.info is not None, timeout=LOAD_TIMEOUT)
+        qtbot.waitUntil(lambda: window.data_page.result is not None
+                        and window.data_page.result.get("stats") is not None, timeout=LOAD_TIMEOUT)
+        qtbot.waitUntil(lambda: bool(window.train_page.method_panel.plugins), timeout=LOAD_TIMEOUT)
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        page = window.train_page
+        if page.job is not None and page.job.is_alive():
+            page.job.kill()
+            page.job.wait(30)
+        page.timer.stop()
+    tasks.wait_all(60_000)
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()
+
+
+def _tiny_setup(window, eval_fraction: float = 0.1, **overrides) -> None:
+    page = window.train_page
+    page.method_panel.set_method("lora", {"r": 4, "lora_alpha": 8})
+    assert not page.training_form.set_values({**TINY, **overrides})
+    window.data_page.max_length.setValue(64)
+    window.data_page.eval_fraction.setValue(eval_fraction)
+
+
+def _start(qtbot, window, name: str) -> Path:
+    page = window.train_page
+    page.training_form.set_values({"name": name})
+    window.show_page("train")
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert page.job is not None, page.message.text()
+    assert page.job.pid and page.job.pid != os.getpid()       # a separate OS process
+    return page.run_dir
+
+
+# ---- the window ----------------------------------------------------------------------------------
+
+def test_window_opens_on_default_model_and_demo_data(window, model_dir, demo_train_path):
+    assert window.model_page.model_path() == str(model_dir)
+    assert window.model_page.info.num_layers == 30
+    assert window.model_page.status_badge.text() == "ready"
+    assert window.data_page.settings()["path"] == str(demo_train_path)
+    assert window.data_page.result["count"] > 50
+    assert window.train_page.method_panel.method_id() == "lora"
+    for key in window.pages:                       # every page shows without error
+        window.show_page(key)
+        assert window.stack.currentWidget() is window.pages[key]
+        assert window.sidebar.buttons[key].isChecked()
+    assert "SmolLM2" in window.sidebar.footer.text()
+
+
+# ---- training as a background process --------------------------------------------------------------
+
+def test_train_pause_resume_cancel_then_restart_lists_run(qtbot, make_window):
+    window = make_window()
+    page = window.train_page
+    _tiny_setup(window)
+    run_dir = _start(qtbot, window, "gui-lifecycle")
+    assert (run_dir / "recipe.toml").is_file()
+    qtbot.waitUntil(lambda: page.curves.point_count("loss") >= 1, timeout=RUN_TIMEOUT)
+    assert page.state == "running"
+    assert page.curves.point_count("lr") >= 1 and page.curves.point_count("tokens_per_s") >= 1
+    assert page.progress.maximum() == 30
+
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.state == "paused", timeout=RUN_TIMEOUT)
+    assert page.state_badge.text() == "paused"
+    assert page.resume_button.isEnabled() and not page.pause_button.isEnabled()
+    paused_points = page.curves.point_count("loss")
+    qtbot.wait(1500)
+    assert page.curves.point_count("loss") == paused_points         # paused means no more steps
+    assert page.job.is_alive()
+
+    qtbot.mouseClick(page.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.curves.point_count("loss") > paused_points, timeout=RUN_TIMEOUT)
+    assert page.state == "running"
+
+    qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.state == "cancelled", timeout=RUN_TIMEOUT)
+    assert page.job.wait(30) == 0
+    cancelled = [e for e in _events(run_dir) if e["event"] == "cancelled"]
+    assert cancelled and cancelled[0]["checkpoint"], "cancel must leave a checkpoint"
+    checkpoint = Path(cancelled[0]["checkpoint"])
+    assert checkpoint.is_dir() and any(checkpoint.iterdir())
+    assert "Checkpoint" in page.status_line.text()
+    assert page.start_button.isEnabled()
+
+    # "restart": a fresh window finds the run in the run folders
+    window.close()
+    second = make_window()
+    second.show_page("runs")
+    runs_page = second.runs_page
+    qtbot.waitUntil(lambda: any(Path(r.path) == run_dir for r in runs_page.runs), timeout=30_000)
+    run = next(r for r in runs_page.runs if Path(r.path) == run_dir)
+    assert run.status == "cancelled" and run.step >= paused_points
+    assert runs_page.table.rowCount() == len(runs_page.runs)
+    assert runs_page.select_run(run_dir)
+    qtbot.waitUntil(lambda: runs_page.curves.point_count("loss") >= paused_points, timeout=30_000)
+    assert runs_page.resume_button.isEnabled()            # a checkpoint to continue from
+
+
+def _events(run_dir: Path) -> list[dict]:
+    lines = (Path(run_dir) / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_killed_worker_leaves_gui_responsive_and_run_failed(qtbot, window):
+    page = window.train_page
+    _tiny_setup(window)
+    run_dir = _start(qtbot, window, "gui-killed")
+    qtbot.waitUntil(lambda: page.curves.point_count("loss") >= 1, timeout=RUN_TIMEOUT)
+    os.kill(page.job.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: page.state == "failed", timeout=60_000)
+    assert page.message.isVisible()
+    assert "SIGKILL" in page.message.text()                   # the cause
+    assert page.log_tail.isVisible() and page.log_tail.toPlainText().strip()   # the log tail
+    assert page.start_button.isEnabled()
+    # the window still works: pages switch, forms edit, background tasks come back
+    window.show_page("model")
+    window.show_page("train")
+    page.training_form.set_values({"max_steps": 7})
+    assert page.training_form.values()["max_steps"] == 7
+    window.data_page.refresh()
+    qtbot.waitUntil(lambda: not window.data_page.is_loading(), timeout=30_000)
+    # and the run folder says failed, with the cause, for the Runs page and the CLI
+    window.show_page("runs")
+    qtbot.waitUntil(lambda: any(Path(r.path) == run_dir for r in window.runs_page.runs), timeout=30_000)
+    run = next(r for r in window.runs_page.runs if Path(r.path) == run_dir)
+    assert run.status.startswith("failed") and "SIGKILL" in run.cause
+
+
+# ---- the Model and Data pages -----------------------------------------------------------------------
+
+def test_bogus_model_folder_gives_clear_message(qtbot, window, tmp_path):
+    page = window.model_page
+    window.show_page("model")
+    bogus = tmp_path / "not-a-model"
+    bogus.mkdir()
+    (bogus / "notes.txt").write_text("hello")
+    page.picker.set_path(str(bogus))
+    qtbot.waitUntil(lambda: not page.is_loading(), timeout=30_000)
+    text = page.error.text()
+    assert page.error.isVisible() and str(bogus) in text and "config.json" in text
+    assert "Traceback" not in text and page.info is None
+    assert page.status_badge.text() == "not usable"
+
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    config = json.loads((Path(_default(window)) / "config.json").read_text())
+    (no_tokenizer / "config.json").write_text(json.dumps(config))
+    page.set_model_path(str(no_tokenizer))
+    qtbot.waitUntil(lambda: not page.is_loading(), timeout=30_000)
+    assert "tokenizer" in page.error.text().lower() and "Traceback" not in page.error.text()
+
+    page.set_model_path(_default(window))              # back to a good model: the message goes
+    qtbot.waitUntil(lambda: page.info is not None, timeout=30_000)
+    assert not page.error.isVisible()
+
+
+def _default(window) -> str:
+    from studio import paths
+
+    return str(paths.default_model_dir())
+
+
+def test_malformed_data_file_names_file_and_line(qtbot, window, tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n{\"messages\": [oops\n", encoding="utf-8")
+    page = window.data_page
+    window.show_page("data")
+    page.set_data_path(bad)
+    qtbot.waitUntil(lambda: not page.is_loading(), timeout=30_000)
+    text = page.error.text()
+    assert page.error.isVisible() and str(bad) in text and "line 3" in text, text
+    assert "Traceback" not in text
+    assert page.count_badge.text() == "not usable"
+
+
+def test_data_preview_marks_trained_tokens(window):
+    page = window.data_page
+    previews = page.result["previews"]
+    assert previews
+    first = previews[0]
+    trained = "".join(text for text, is_trained in first if is_trained)
+    untrained = "".join(text for text, is_trained in first if not is_trained)
+    assert trained.strip() and untrained.strip()
+    from studio.core.data import load_examples
+
+    example = load_examples(page.settings()["path"])[0]
+    reply = next(m["content"] for m in example.messages if m["role"] == "assistant")
+    question = next(m["content"] for m in example.messages if m["role"] == "user")
+    assert reply.strip() in trained and question.strip() in untrained
+    shown = page.preview.toHtml()
+    assert "#173b30" in shown                       # the trained-token highlight
+    assert page.stats.values["count"].text() == f"{page.result['count']:,}"
+
+
+# ---- the method panel ---------------------------------------------------------------------------------
+
+def test_every_plugin_form_renders_and_refuses_bad_values(qtbot, window):
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox
+
+    panel = window.train_page.method_panel
+    assert len(panel.plugins) >= 20
+    for plugin_id, plugin in panel.plugins.items():
+        panel.set_method(plugin_id)
+        assert panel.method_id() == plugin_id
+        form = panel.form
+        assert set(form.editors) == set(plugin.parameters), plugin_id
+        assert panel.description.text() == plugin.description
+        assert plugin.validate(form.values()) == plugin.validate(plugin.defaults()), plugin_id
+        for name, spec in plugin.parameters.items():
+            editor = form.editors[name]
+            if "enum" in spec:
+                assert isinstance(editor, QComboBox)
+                before = form.values()[name]
+                bogus = "no-such-choice" if spec["type"] == "string" else max(spec["enum"]) + 1
+                problems = form.set_values({name: bogus})
+                assert problems and "not one of the choices" in form.message.text(), (plugin_id, name)
+                assert form.values()[name] == before
+            elif spec["type"] in ("integer", "number") and "maximum" in spec:
+                assert isinstance(editor, (QSpinBox, QDoubleSpinBox))
+                before = form.values()[name]
+                too_big = spec["maximum"] * 2 + 1
+                problems = form.set_values({name: too_big})
+                assert problems and "out of range" in form.message.text(), (plugin_id, name)
+                assert form.values()[name] == before
+                assert bool(editor.property("invalid"))
+            form.clear_errors()
+    assert not panel.problems_message.isVisible() or panel.problems
+
+
+def test_typed_out_of_range_value_is_refused_with_message(qtbot, window):
+    panel = window.train_page.method_panel
+    panel.set_method("lora")
+    rank = panel.form.editors["r"]
+    maximum = rank.maximum()
+    rank.lineEdit().selectAll()
+    qtbot.keyClicks(rank.lineEdit(), str(maximum * 10))
+    assert "out of range" in panel.form.message.text()
+    assert bool(rank.property("invalid"))
+    rank.clearFocus()
+    rank.interpretText()
+    assert rank.value() <= maximum
+
+
+def test_bad_recipe_value_is_refused_at_start(qtbot, window):
+    page = window.train_page
+    runs_before = _run_count()
+    page.training_form.set_values({"max_steps": 0, "epochs": 0})
+    assert not page.start()
+    assert page.job is None and _run_count() == runs_before
+    assert "max_steps" in page.training_form.message.text() or "no length" in page.message.text() \
+        or page.training_form.message.isVisible()
+
+
+def _run_count() -> int:
+    from studio import paths
+
+    return len(list(paths.runs_dir().glob("*"))) if paths.runs_dir().is_dir() else 0
+
+
+def test_prompt_methods_say_they_cannot_merge(window):
+    panel = window.train_page.method_panel
+    window.show_page("train")
+    for plugin_id in ("prefix", "prompt", "ptuning"):
+        panel.set_method(plugin_id)
+        assert panel.note.isVisible()
+        assert "cannot be merged" in panel.note.text() and "adapter only" in panel.note.text()
+        badges = [panel.badges.itemAt(i).widget() for i in range(panel.badges.count())]
+        assert "adapter-only" in [b.text() for b in badges if b is not None]
+    panel.set_method("lora")
+    assert not panel.note.isVisible()
+
+
+def test_bitfit_without_biases_says_so_and_offers_alternatives(qtbot, window):
+    page = window.train_page
+    panel = page.method_panel
+    window.show_page("train")
+    qtbot.waitUntil(lambda: panel.facts is not None, timeout=30_000)
+    assert panel.facts["bias"] == 0 and panel.facts["norm"] > 0     # SmolLM2 (Llama) has no biases
+    panel.set_method("bitfit")
+    text = panel.warning.text()
+    assert panel.warning.isVisible() and "no bias terms" in text
+    assert "IA3" in text and "LoRA" in text and "norm" in text
+    runs_before = _run_count()
+    assert not page.start()                                         # refused, not a doomed run
+    assert page.job is None and _run_count() == runs_before
+    assert "no bias terms" in page.message.text()
+    norms = panel.findChild(type(page.start_button), "warning_bitfit_norms")
+    qtbot.mouseClick(norms, Qt.MouseButton.LeftButton)
+    assert panel.values()["include_norms"] is True
+    assert not panel.warning.isVisible()
+    panel.set_method("bitfit", {"include_norms": False})
+    assert panel.warning.isVisible()
+    ia3 = panel.findChild(type(page.start_button), "warning_ia3")
+    qtbot.mouseClick(ia3, Qt.MouseButton.LeftButton)
+    assert panel.method_id() == "ia3" and not panel.warning.isVisible()
+
+
+# ---- chat ---------------------------------------------------------------------------------------------
+
+def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
+    page = window.train_page
+    _tiny_setup(window, eval_fraction=0.0, max_steps=6, learning_rate=3e-3, warmup_steps=0)
+    run_dir = _start(qtbot, window, "gui-chat")
+    qtbot.waitUntil(lambda: page.state in ("finished", "failed"), timeout=RUN_TIMEOUT)
+    assert page.state == "finished", page.message.text() + page.log_tail.toPlainText()
+    adapter = run_dir / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+
+    window.show_page("runs")
+    runs = window.runs_page
+    qtbot.waitUntil(lambda: any(Path(r.path) == run_dir for r in runs.runs), timeout=30_000)
+    runs.select_run(run_dir)
+    qtbot.waitUntil(lambda: runs.chat_button.isEnabled(), timeout=10_000)
+    qtbot.mouseClick(runs.chat_button, Qt.MouseButton.LeftButton)
+    chat = window.chat_page
+    assert window.stack.currentWidget() is chat
+    assert Path(chat.adapter_dir()) == adapter
+    chat.max_new_tokens.setValue(24)
+    prompt = "What day of the week was 14 March 2021?"
+    chat.prompt.setPlainText(prompt)
+    qtbot.mouseClick(chat.send_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not chat.busy, timeout=RUN_TIMEOUT)
+    assert not chat.message.isVisible(), chat.message.text()
+    base, tuned = chat.base_pane.last_answer(), chat.adapter_pane.last_answer()
+    assert base and tuned
+    assert prompt in chat.base_pane.view.toPlainText() and prompt in chat.adapter_pane.view.toPlainText()
+
+    from studio.core import chat as core_chat
+
+    model, tokenizer = core_chat.load_for_chat(window.model_page.model_path(), str(adapter))
+    expected = core_chat.compare_answers(model, tokenizer, prompt, 24, 0.0)
+    assert (base, tuned) == (expected["base"], expected["adapter"])   # greedy: the very same answers
+    QApplication.processEvents()
