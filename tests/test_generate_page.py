@@ -148,3 +148,54 @@ def test_open_in_chat_from_the_main_window(qtbot, monkeypatch, hypernet_root, mo
     assert window.stack.currentWidget() is window.chat_page
     assert window.chat_page.adapter_dir() == page.result["adapter_dir"]
     tasks.wait_all(60_000)
+
+
+def _make_adapter_folder(model_dir, root: Path) -> Path:
+    """Three task LoRAs (random, rank 2 on q/v) with a description.txt each: the documented
+    'folder of PEFT adapters' layout."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.models import load_model
+
+    model, _ = load_model(model_dir)
+    descriptions = {"sports": "Decide whether a sentence about sports is plausible.\nIs this sports claim plausible?",
+                    "sentiment": "Classify the sentiment of a review as positive or negative.",
+                    "dates": "Say which day of the week a date falls on."}
+    for i, (name, text) in enumerate(descriptions.items()):
+        torch.manual_seed(i)
+        peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+        with torch.no_grad():
+            for pname, p in peft_model.named_parameters():
+                if "lora_B" in pname:
+                    p.normal_(0, 0.02)
+        peft_model.save_pretrained(str(root / name))
+        (root / name / "description.txt").write_text(text + "\n")
+        model = peft_model.unload()
+    return root
+
+
+@pytest.mark.slow          # ~2.5 min on 2 busy cores: child process, encoder load, 6 steps
+def test_train_your_own_hypernetwork_in_a_worker_process(qtbot, page_factory, hypernet_root,
+                                                         model_dir, tmp_path):
+    library = _make_adapter_folder(model_dir, tmp_path / "my_adapters")
+    page = page_factory(hypernet_root)
+    panel = page.train_panel
+    panel.library.set_path(str(tmp_path / "nowhere"))
+    assert not panel.start()
+    assert panel.message.kind() == "error" and "does not exist" in panel.message.text()
+    panel.library.set_path(str(library))
+    panel.steps.setValue(6)
+    assert panel.start()
+    assert panel.job.pid != __import__("os").getpid()        # a separate OS process
+    qtbot.waitUntil(lambda: not panel.timer.isActive(), timeout=300_000)
+    assert panel.job.terminal_event["event"] == "finished", panel.message.text()
+    assert panel.curves.point_count("loss") == 6
+    out = Path(panel.final["adapter_path"])
+    assert (out / "hypernetwork.json").is_file() and (out / "hypernetwork.safetensors").is_file()
+    from studio.core.runs import run_info
+
+    assert run_info(panel.run_dir).status == "finished"
+    assert panel.use_button.isVisible()
+    panel.use_button.click()
+    assert Path(page.hypernetwork_dir()) == out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPlainTextEdit, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPlainTextEdit, QSizePolicy, QVBoxLayout, QWidget
 
 from studio import paths
 from studio.ui import tasks
@@ -21,10 +21,11 @@ from studio.ui.widgets import (
 )
 
 BROWSE = "__browse__"
-EXAMPLES = [
-    "Decide whether a sentence about sports is plausible.",
-    "Classify the sentiment of a movie review as positive or negative.",
-    "Answer questions about dates: what day of the week a given date falls on.",
+EXAMPLES = [      # (chip text, task sentence)
+    ("sports plausibility", "Decide whether a sentence about sports is plausible."),
+    ("review sentiment", "Classify the sentiment of a movie review as positive or negative."),
+    ("day of the week", "Answer questions about dates: what day of the week a given date falls on."),
+    ("arithmetic", "Solve short arithmetic word problems and give the number."),
 ]
 KIND_TITLES = {"t2l": "Text-to-LoRA", "dnd": "DnD"}
 
@@ -70,15 +71,15 @@ class GeneratePage(Page):
         self.kind.changed.connect(self._on_kind)
         card.body.addWidget(self.kind)
         self.description = QPlainTextEdit()
-        self.description.setPlaceholderText("e.g. " + EXAMPLES[0])
+        self.description.setPlaceholderText("e.g. " + EXAMPLES[0][1])
         self.description.setFixedHeight(70)
         card.body.addWidget(self.description)
         self.examples_row = QHBoxLayout()
         self.examples_row.setSpacing(6)
         self.examples_row.addWidget(label("Try:", "faint"))
-        for text in EXAMPLES:
-            chip = button(text, kind="ghost")
-            chip.clicked.connect(lambda _c=False, t=text: self.description.setPlainText(t))
+        for text, sentence in EXAMPLES:
+            chip = button(text, kind="segment", tooltip=sentence)
+            chip.clicked.connect(lambda _c=False, t=sentence: self.description.setPlainText(t))
             self.examples_row.addWidget(chip)
         self.examples_row.addStretch(1)
         card.body.addLayout(self.examples_row)
@@ -94,9 +95,12 @@ class GeneratePage(Page):
         self.hypernet = QComboBox()
         self.hypernet.setMinimumWidth(380)
         self.hypernet.activated.connect(self._on_hypernet_chosen)
-        add_row(form, "Hypernetwork", self.hypernet)
+        box = QVBoxLayout()
+        box.setSpacing(4)
+        box.addWidget(self.hypernet)
         self.hypernet_info = label("", "faint", wrap=True)
-        add_row(form, "", self.hypernet_info)
+        box.addWidget(self.hypernet_info)
+        add_row(form, "Hypernetwork", box)
         self.name = QLineEdit()
         self.name.setPlaceholderText("optional run name (default: from the task)")
         add_row(form, "Run name", self.name)
@@ -119,6 +123,7 @@ class GeneratePage(Page):
                                ("size", "Adapter size"), ("kind", "Generator")], columns=4)
         self.result_card.body.addWidget(self.stats)
         self.result_path = label("", "muted", wrap=True, selectable=True)
+        self.result_path.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.result_card.body.addWidget(self.result_path)
         actions = QHBoxLayout()
         self.chat_button = button("Open in Chat", kind="primary", icon_name="chat")
@@ -247,7 +252,7 @@ class GeneratePage(Page):
         description = self.description.toPlainText().strip()
         prompts = [line for line in self.prompts.toPlainText().splitlines() if line.strip()]
         if kind == "t2l" and not description:
-            self.message.show_error("Describe the task in a sentence first, e.g. “" + EXAMPLES[0] + "”")
+            self.message.show_error("Describe the task in a sentence first, e.g. “" + EXAMPLES[0][1] + "”")
             return False
         if kind == "dnd" and not prompts:
             self.message.show_error("Paste a few example inputs of the task, one per line.")

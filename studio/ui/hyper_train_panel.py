@@ -9,7 +9,7 @@ be picked for generation with one click.
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QSizePolicy, QSpinBox, QWidget
 
 from studio.errors import UserError
 from studio.ui import theme
@@ -75,13 +75,16 @@ class HyperTrainPanel(Card):
         self.use_button.hide()
         for widget in (self.start_button, self.stop_button, self.use_button):
             actions.addWidget(widget)
-        self.status = label("", "muted")
-        actions.addWidget(self.status, 1)
+        actions.addStretch(1)
         self.body.addLayout(actions)
+        self.status = label("", "muted", wrap=True, selectable=True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.body.addWidget(self.status)
         self.message = InlineMessage()
         self.body.addWidget(self.message)
         self.curves = CurvesPanel()
         self.curves.setMinimumHeight(380)
+        self.curves.charts["tokens_per_s"].hide()     # hypernetwork steps have no token count
         self.body.addWidget(self.curves)
 
     def _on_kind(self, kind: str) -> None:
