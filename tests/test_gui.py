@@ -22,18 +22,21 @@ from PySide6.QtWidgets import QApplication, QSpinBox  # noqa: E402
 from studio.ui import tasks  # noqa: E402
 
 LOAD_TIMEOUT = 120_000          # ms: model info, tokenizer, plugin discovery
-RUN_TIMEOUT = 240_000           # ms: a training process on 2 busy CPU cores
+RUN_TIMEOUT = 600_000           # ms: a training process on 2 busy CPU cores
 TINY = {"max_steps": 30, "batch_size": 2, "grad_accum": 1, "warmup_steps": 2, "eval_every": 0,
         "save_every": 0, "learning_rate": 1e-3, "log_every": 1}
 
 
 @pytest.fixture
-def make_window(qtbot, model_dir, demo_train_path):
+def make_window(qtbot, model_dir, demo_train_path, monkeypatch):
     """Open the main window on the default model and the demo data, wait until every page has
     loaded, and close it (and anything it started) at the end."""
     from studio.ui import app as studio_app
 
     windows = []
+    # one BLAS/OpenMP thread per training process: on a shared 2-core machine more threads only
+    # fight each other (the child inherits this environment)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     def make():
         studio_app.create_app()
@@ -54,6 +57,7 @@ def make_window(qtbot, model_dir, demo_train_path):
         if page.job is not None and page.job.is_alive():
             page.job.kill()
             page.job.wait(30)
+            page.poll()
         page.timer.stop()
     tasks.wait_all(60_000)
 

@@ -47,6 +47,37 @@ def grab(app, window, name: str, out: Path) -> None:
     print(f"wrote {path}")
 
 
+METHOD_SHOTS = [
+    ("lora", {}),
+    ("lora_dash", {}),
+    ("adalora", {}),
+    ("prefix", {}),          # says it cannot be merged
+    ("bitfit", {}),          # SmolLM2 has no biases: says so, offers alternatives
+]
+
+
+def _method_shots(app, window, out: Path) -> None:
+    """The method panel (description, badges, notes, the generated form) for a few methods."""
+    panel = window.train_page.method_panel
+    wait(app, lambda: panel.facts is not None, 60, "model facts")
+    size = window.size()
+    window.resize(size.width(), 2400)        # tall enough that no form scrolls
+    for method_id, values in METHOD_SHOTS:
+        if method_id not in panel.plugins:
+            print(f"skipped method-{method_id}: no such plugin")
+            continue
+        panel.set_method(method_id, values or None)
+        if panel.form.advanced_toggle is not None:
+            panel.form.advanced_toggle.setChecked(True)
+        for _ in range(10):
+            app.processEvents()
+            time.sleep(0.02)
+        path = out / f"method-{method_id}.png"
+        panel.grab().save(str(path))
+        print(f"wrote {path}")
+    window.resize(size)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16)
@@ -87,6 +118,8 @@ def _shoot(args, out: Path) -> int:
     grab(app, window, "data", out)
 
     train = window.train_page
+    window.show_page("train")
+    train.method_panel.set_method("lora", {"r": 8, "lora_alpha": 16})
     train.training_form.set_values({"max_steps": args.steps, "batch_size": 2, "eval_every": 4,
                                     "save_every": 8, "warmup_steps": 2, "learning_rate": 1e-3})
     window.data_page.max_length.setValue(64)
@@ -115,6 +148,9 @@ def _shoot(args, out: Path) -> int:
             chat.send()
             wait(app, lambda: not chat.busy, 600, "chat answers")
             grab(app, window, "chat", out)
+
+    window.show_page("train")
+    _method_shots(app, window, out)
 
     # An invalid model folder: the inline error, not a traceback.
     window.show_page("model")

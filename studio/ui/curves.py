@@ -72,6 +72,7 @@ class _Chart(QFrame):
             self.curves[key] = self.plot.plot(
                 [], [], name=name, pen=pg.mkPen(color, width=2),
                 symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(theme.SURFACE, width=1.5))
+        self._had_data = True
         self.placeholder = pg.TextItem("waiting for data…", color=theme.FAINT, anchor=(0.5, 0.5))
         self.plot.addItem(self.placeholder, ignoreBounds=True)
         self.placeholder.setPos(0.5, 0.5)
@@ -82,6 +83,14 @@ class _Chart(QFrame):
         self.value_labels[key].setText(self.fmt.format(ys[-1]) if ys else "—")
         has_data = any(curve.xData is not None and len(curve.xData) for curve in self.curves.values())
         self.placeholder.setVisible(not has_data)
+        if has_data != self._had_data:          # no made-up 0..1 scale on an empty chart
+            self._had_data = has_data
+            item = self.plot.getPlotItem()
+            for side in ("left", "bottom"):
+                item.getAxis(side).setStyle(showValues=has_data)
+            if not has_data:
+                item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+                self.placeholder.setPos(0.5, 0.5)
 
 
 class CurvesPanel(QWidget):

@@ -229,6 +229,17 @@ class ParamForm(QWidget):
             layout.addWidget(self.advanced_box)
         self.message = InlineMessage()
         layout.addWidget(self.message)
+        self._align_captions()
+
+    def _align_captions(self) -> None:
+        """The basic and the Advanced rows are two forms: give their captions one width so the
+        fields line up."""
+        captions = [label for label in self.findChildren(QLabel) if label.property("role") == "muted"
+                    and label.parent() is not None and label.parent().objectName() == "Transparent"]
+        if captions:
+            width = max(label.sizeHint().width() for label in captions)
+            for label in captions:
+                label.setMinimumWidth(width)
 
     def _toggle_advanced(self, on: bool) -> None:
         assert self.advanced_box is not None and self.advanced_toggle is not None

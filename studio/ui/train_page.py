@@ -254,7 +254,9 @@ class TrainPage(Page):
 
     # ---- running --------------------------------------------------------------------------
     def is_running(self) -> bool:
-        return self.job is not None and self.state not in FINAL_STATES + ("idle",)
+        """A training process is alive for this page (ended or killed processes do not count)."""
+        return (self.job is not None and self.job.is_alive()
+                and self.state not in FINAL_STATES + ("idle",))
 
     def start(self) -> bool:
         if self.is_running():

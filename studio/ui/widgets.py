@@ -129,6 +129,9 @@ class InlineMessage(QLabel):
         self.setWordWrap(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        # Both roles have the same padding and border: set one from the start so the label's
+        # size hint includes them (a role set later left the box clipped to one bare line).
+        self.setProperty("role", "info")
         self.hide()
 
     def show_error(self, text: str) -> None:
@@ -286,7 +289,10 @@ def clear_layout(layout) -> None:
     while layout.count():
         item = layout.takeAt(0)
         if item.widget() is not None:
-            item.widget().deleteLater()
+            widget = item.widget()
+            widget.hide()                 # gone now, not only when the event loop gets to it
+            widget.setParent(None)
+            widget.deleteLater()
         elif item.layout() is not None:
             clear_layout(item.layout())
 
