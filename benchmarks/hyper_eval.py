@@ -1,0 +1,293 @@
+"""The honest evaluation of generated LoRAs: held-out tasks, held-out descriptions, every baseline.
+
+    python benchmarks/hyper_eval.py --library LIB --t2l T2L_DIR [--dnd DND_DIR] [--limit 30]
+                                    [--work DIR] [--out docs/text_to_lora_eval.md]
+
+LIB is a library built by `peft-studio hyper build-library` (studio/hyper/library.py): its
+"held_out" tasks were never seen by hypernetwork training, but each has its own LoRA (the oracle).
+For each held-out task, on examples that no LoRA was trained on (the library keeps the first
+`eval_examples` of each task apart and trains on the next `train_examples`; the rest are unused),
+it scores with studio.core.bigbench (multiple choice by log-likelihood, generative by exact match):
+
+  base                 the base model
+  base + description   the task description (a held-out one) in front of every prompt
+  multi-task LoRA      one LoRA trained on all training tasks' examples (same rank/modules), with
+                       as many optimizer steps as the whole library used (tasks x steps per task)
+  nearest library LoRA the training task whose descriptions are closest (sentence embedding)
+  Text-to-LoRA         generated from the held-out description
+  DnD                  generated from 8 unlabelled example inputs of the task
+  oracle LoRA          the held-out task's own LoRA (trained on its examples)
+  controls             Text-to-LoRA from another held-out task's description (shuffled) and from a
+                       random bag of words drawn from all descriptions (random)
+
+Per task: score and 95% bootstrap CI over examples. Average: mean over tasks with a stratified
+bootstrap CI; paired differences (same examples) with their CIs decide what the table shows.
+Writes a markdown report (and --json with every per-example result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from studio.errors import UserError  # noqa: E402
+
+CONDITIONS = [("base", "base model"), ("base_desc", "base + description in prompt"),
+              ("multitask", "multi-task LoRA"), ("nearest", "nearest library LoRA"),
+              ("t2l", "Text-to-LoRA"), ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
+              ("t2l_shuffled", "control: T2L, shuffled description"),
+              ("t2l_random", "control: T2L, random description")]
+
+
+# ---------------------------------------------------------------- data
+def eval_task(entry, bigbench: Path | None, limit: int):
+    """The held-out task with only examples no LoRA was trained on, and the unlabelled prompts
+    (from the oracle's training pool) DnD may read."""
+    from studio.core.bigbench import format_input, load_task
+
+    info = entry.info if isinstance(getattr(entry, "info", None), dict) else json.loads(
+        (entry.folder / "description.json").read_text(encoding="utf-8"))
+    source = Path(info.get("source", ""))
+    if not source.is_file() and bigbench is not None:
+        source = bigbench / info.get("key", entry.name) / "task.json"
+    if not source.is_file():
+        raise UserError(f"the task file of '{entry.name}' is not found ({source}).",
+                        path=entry.folder / "description.json",
+                        fix="Pass --bigbench with the BIG-bench folder the library was built from.")
+    task = load_task(source)
+    n_eval, n_train = int(info.get("eval_examples", 16)), int(info.get("train_examples", 200))
+    unseen = task.examples[:n_eval] + task.examples[n_eval + n_train:]
+    pool = task.examples[n_eval:n_eval + n_train]
+    prompts = [format_input(task, ex, random.Random(i), with_prefixes=False)
+               for i, ex in enumerate(pool[:8])]
+    return replace(task, examples=unseen[:limit]), prompts
+
+
+def descriptions(entry) -> tuple[str, str]:
+    """(description used, which set it comes from)."""
+    if entry.eval_descriptions:
+        return entry.eval_descriptions[0], "held-out paraphrase"
+    return entry.train_descriptions[0], "task description (task never trained on)"
+
+
+def random_description(all_texts: list[str], rng: random.Random, n_words: int = 12) -> str:
+    words = [w for t in all_texts for w in t.split()]
+    return " ".join(rng.choice(words) for _ in range(n_words))
+
+
+# ---------------------------------------------------------------- adapters
+def train_multitask(base, tokenizer, lib, steps: int, out: Path, lr: float = 1e-3,
+                    batch_size: int = 4, max_length: int = 128, seed: int = 0, log=print):
+    """One LoRA (the library's rank and modules) on every training task's examples."""
+    import torch
+    from peft import get_peft_model
+
+    from studio.core.data import collate, tokenize_example
+
+    if (out / "adapter" / "adapter_config.json").is_file():
+        log(f"multi-task LoRA: reusing {out / 'adapter'}")
+        return base
+    examples = [ex for e in lib.entries for ex in e.examples()]
+    tok = [tokenize_example(ex, tokenizer, max_length) for ex in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = get_peft_model(base, lib.spec.lora_config())
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    model.train()
+    losses, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, step / max(1, steps // 10))
+        loss = model(**collate(rng.sample(tok, batch_size), pad)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps:
+            log(f"multi-task LoRA: step {step}/{steps} loss {sum(losses[-10:]) / len(losses[-10:]):.4f}")
+    model.eval()
+    model.save_pretrained(str(out / "adapter"))
+    (out / "info.json").write_text(json.dumps({
+        "steps": steps, "lr": lr, "batch_size": batch_size, "examples": len(tok),
+        "tasks": [e.name for e in lib.entries], "first_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds": time.perf_counter() - start}, indent=1), encoding="utf-8")
+    return model.unload()
+
+
+def nearest_entry(lib, text: str):
+    """The training task whose (mean) description embedding is closest to `text`."""
+    import torch
+
+    from studio.hyper.encoder import default_encoder
+
+    enc = default_encoder()
+    query = enc.embed([text])[0]
+    best, best_sim = None, -2.0
+    for e in lib.entries:
+        emb = enc.embed(e.train_descriptions).mean(0)
+        sim = float(torch.nn.functional.cosine_similarity(query, emb, dim=0))
+        if sim > best_sim:
+            best, best_sim = e, sim
+    return best, best_sim
+
+
+def adapter_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).glob("adapter_model.*")) / 2**20
+
+
+# ---------------------------------------------------------------- scoring
+def score(base, tokenizer, task, adapter: Path | None, description: str | None = None):
+    """(per-example scores, result dict, base model back) for one condition."""
+    from peft import PeftModel
+
+    from studio.cli_eval import evaluate, with_description
+
+    if description is not None:
+        task = with_description(task, description)
+    model = PeftModel.from_pretrained(base, str(adapter)) if adapter else base
+    res = evaluate(model, tokenizer, task, limit=None)
+    back = model.unload() if adapter else base
+    return [r["score"] for r in res["results"]], res, back
+
+
+def stratified_ci(per_task: list[list[float]], n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% CI of the mean over tasks of each task's mean, resampling examples within tasks."""
+    rng = random.Random(seed)
+    means = []
+    for _ in range(n):
+        means.append(sum(sum(v[rng.randrange(len(v))] for _ in v) / len(v) for v in per_task)
+                     / len(per_task))
+    means.sort()
+    return means[int(0.025 * (n - 1))], means[int(0.975 * (n - 1) + 0.5)]
+
+
+def paired(per_task_a, per_task_b) -> tuple[float, float, float]:
+    diffs = [[a - b for a, b in zip(va, vb)] for va, vb in zip(per_task_a, per_task_b)]
+    mean = sum(sum(d) / len(d) for d in diffs) / len(diffs)
+    return (mean, *stratified_ci(diffs))
+
+
+# ---------------------------------------------------------------- main
+def run(args) -> dict:
+    from studio.core.models import load_model
+    from studio.hyper import api
+    from studio.hyper.library import load_library
+    from studio.paths import default_model_dir
+
+    lib = load_library(args.library)
+    held = lib.held_out_entries
+    if args.tasks:
+        held = [e for e in held if e.name in args.tasks.split(",")]
+    if not held:
+        raise UserError("the library has no held-out tasks to evaluate on.", path=args.library,
+                        fix="Build it with --held-out N (peft-studio hyper build-library).")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model_path = args.model or lib.spec.base_model or str(default_model_dir())
+    base, tokenizer = load_model(model_path)
+    log = print
+    bigbench = Path(args.bigbench) if args.bigbench else None
+    tasks = {e.name: eval_task(e, bigbench, args.limit) for e in held}
+    descs = {e.name: descriptions(e) for e in held}
+    rng = random.Random(args.seed)
+    all_texts = [d for e in lib.entries + held for d in e.train_descriptions + e.eval_descriptions]
+    names = [e.name for e in held]
+    shuffled = {n: descs[names[(i + 1) % len(names)]][0] if len(names) > 1
+                else lib.entries[0].train_descriptions[0] for i, n in enumerate(names)}
+
+    mt_steps = args.mt_steps or sum(int(e.info.get("steps", 0) or 0) for e in lib.entries) or 200
+    if not args.skip_multitask:
+        base = train_multitask(base, tokenizer, lib, mt_steps, work / "multitask", log=log)
+    t2l = api.load_hypernetwork(args.t2l) if args.t2l else None
+    dnd = api.load_hypernetwork(args.dnd) if args.dnd else None
+    api.warm_up()
+    gen_stats: dict[str, list] = {"t2l": [], "dnd": []}
+    rows: dict[str, dict] = {}
+    for entry in held:
+        name, task_prompts = entry.name, tasks[entry.name]
+        task, prompts = task_prompts
+        desc, desc_kind = descs[name]
+        adapters: dict[str, tuple[Path | None, str | None]] = {
+            "base": (None, None), "base_desc": (None, desc), "oracle": (entry.adapter_dir, None)}
+        if not args.skip_multitask:
+            adapters["multitask"] = (work / "multitask" / "adapter", None)
+        near, sim = nearest_entry(lib, desc)
+        adapters["nearest"] = (near.adapter_dir, None)
+        if t2l is not None:
+            for cond, text in (("t2l", desc), ("t2l_shuffled", shuffled[name]),
+                               ("t2l_random", random_description(all_texts, rng))):
+                res = api.generate(t2l, work / "generated" / f"{cond}-{name}", description=text,
+                                   base_model=model_path)
+                adapters[cond] = (Path(res["adapter_dir"]), None)
+                if cond == "t2l":
+                    gen_stats["t2l"].append(res)
+        if dnd is not None:
+            res = api.generate(dnd, work / "generated" / f"dnd-{name}", prompts=prompts,
+                               base_model=model_path)
+            adapters["dnd"] = (Path(res["adapter_dir"]), None)
+            gen_stats["dnd"].append(res)
+        row = {"task": name, "n": len(task.examples), "description": desc,
+               "description_kind": desc_kind, "nearest": near.name, "nearest_similarity": sim,
+               "shuffled_description": shuffled[name], "metric": None, "conditions": {}}
+        for cond, (adapter, text) in adapters.items():
+            scores, res, base = score(base, tokenizer, task, adapter, text)
+            row["metric"] = res["metric"]
+            row["conditions"][cond] = {"score": res["score"], "ci95": res["ci95"], "scores": scores,
+                                       "adapter": str(adapter) if adapter else None,
+                                       "adapter_mb": adapter_mb(adapter) if adapter else 0.0,
+                                       "chance": res.get("chance")}
+            log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
+        rows[name] = row
+    return {"rows": rows, "gen": gen_stats, "mt_steps": mt_steps, "model": model_path,
+            "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,
+            "train_tasks": [e.name for e in lib.entries],
+            "t2l_info": t2l.info() if t2l else None, "dnd_info": dnd.info() if dnd else None}
+
+
+def main(argv=None) -> int:
+    from hyper_eval_report import write_report
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--library", required=True, help="library built by peft-studio hyper build-library")
+    ap.add_argument("--t2l", help="Text-to-LoRA hypernetwork folder")
+    ap.add_argument("--dnd", help="DnD hypernetwork folder")
+    ap.add_argument("--model", help="base model folder (default: the library's)")
+    ap.add_argument("--bigbench", help="BIG-bench folder, if the task files moved since the build")
+    ap.add_argument("--tasks", default="", help="only these held-out tasks (comma list)")
+    ap.add_argument("--limit", type=int, default=30, help="examples per task (default 30)")
+    ap.add_argument("--mt-steps", type=int, default=0, help="multi-task LoRA steps (default: "
+                    "the library's total: training tasks x steps per task)")
+    ap.add_argument("--skip-multitask", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="benchmarks/results/hyper_eval_work")
+    ap.add_argument("--out", default="docs/text_to_lora_eval.md")
+    ap.add_argument("--json", default="benchmarks/results/hyper_eval.json")
+    args = ap.parse_args(argv)
+    try:
+        result = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result["command"] = "python benchmarks/hyper_eval.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_report(result, Path(args.out))
+    print(f"report: {args.out}\nresults: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Markdown report of benchmarks/hyper_eval.py: the table, the paired comparisons, plain conclusions."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from hyper_eval import CONDITIONS, paired, stratified_ci
+
+
+def _fmt(score, ci) -> str:
+    return f"{score:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _verdict(mean, lo, hi) -> str:
+    if lo > 0:
+        return "better (CI above 0)"
+    if hi < 0:
+        return "worse (CI below 0)"
+    return "no difference shown (CI includes 0)"
+
+
+def summarise(result: dict) -> dict:
+    rows = list(result["rows"].values())
+    present = [c for c, _ in CONDITIONS if all(c in r["conditions"] for r in rows)]
+    avg = {}
+    for cond in present:
+        per_task = [r["conditions"][cond]["scores"] for r in rows]
+        mean = sum(sum(v) / len(v) for v in per_task) / len(per_task)
+        avg[cond] = (mean, stratified_ci(per_task))
+    comparisons = []
+    pairs = [("t2l", "base"), ("t2l", "base_desc"), ("t2l", "multitask"), ("t2l", "nearest"),
+             ("t2l", "oracle"), ("t2l", "t2l_shuffled"), ("t2l", "t2l_random"), ("dnd", "base"),
+             ("dnd", "multitask"), ("oracle", "base"), ("multitask", "base")]
+    for a, b in pairs:
+        if a in present and b in present:
+            mean, lo, hi = paired([r["conditions"][a]["scores"] for r in rows],
+                                  [r["conditions"][b]["scores"] for r in rows])
+            comparisons.append((a, b, mean, lo, hi))
+    return {"present": present, "avg": avg, "comparisons": comparisons}
+
+
+def write_report(result: dict, out: Path) -> None:
+    titles = dict(CONDITIONS)
+    s = summarise(result)
+    rows = list(result["rows"].values())
+    lines = ["# Text-to-LoRA / DnD: honest evaluation on held-out tasks", "",
+             f"Generated {date.today().isoformat()} by `benchmarks/hyper_eval.py` on CPU. Regenerate with:", "",
+             "```", result["command"], "```", "",
+             f"- Base model: `{Path(result['model']).name}`; library: `{result['library']}` "
+             f"({len(result['train_tasks'])} training tasks: {', '.join(result['train_tasks'])}).",
+             f"- Held-out tasks (never seen by hypernetwork training; each has its own oracle LoRA): "
+             f"{', '.join(r['task'] for r in rows)}.",
+             f"- Up to {result['limit']} examples per task, none of them used to train any LoRA "
+             "(the library keeps each task's first examples apart and trains on the next ones).",
+             "- Scores: multiple choice = accuracy by log-likelihood; generative = exact match. "
+             "Brackets: 95% bootstrap CI over examples (per task) or stratified over tasks' "
+             "examples (average).",
+             f"- Multi-task LoRA: same rank and modules as the library, trained on all training "
+             f"tasks' examples for {result['mt_steps']} steps (the library's total).", ""]
+    if result.get("t2l_info"):
+        i = result["t2l_info"]
+        lines.append(f"- Text-to-LoRA: `{result['t2l']}` (head {i.get('head')}, mode {i.get('mode') or '?'}, "
+                     f"{i.get('steps') or '?'} steps, {i.get('params', 0) / 1e6:.1f} M parameters, "
+                     f"trained on {len(i.get('trained_on') or [])} tasks).")
+    if result.get("dnd_info"):
+        i = result["dnd_info"]
+        lines.append(f"- DnD: `{result['dnd']}` ({i.get('steps') or '?'} steps, "
+                     f"{i.get('params', 0) / 1e6:.1f} M parameters), 8 unlabelled inputs per task.")
+    lines += ["", "## Scores", ""]
+    header = "| condition | " + " | ".join(r["task"] for r in rows) + " | **average** |"
+    lines += [header, "|---" * (len(rows) + 2) + "|"]
+    for cond in s["present"]:
+        cells = [_fmt(r["conditions"][cond]["score"], r["conditions"][cond]["ci95"]) for r in rows]
+        mean, ci = s["avg"][cond]
+        lines.append(f"| {titles[cond]} | " + " | ".join(cells) + f" | **{_fmt(mean, ci)}** |")
+    chance = [r["conditions"]["base"].get("chance") for r in rows]
+    if any(c is not None for c in chance):
+        lines.append("| (chance) | " + " | ".join(f"{c:.3f}" if c is not None else "—" for c in chance)
+                     + " | |")
+    lines += ["", "Descriptions used (held out from hypernetwork training):", ""]
+    for r in rows:
+        lines.append(f"- **{r['task']}** ({r['description_kind']}): “{r['description']}” — nearest "
+                     f"library task: {r['nearest']} (cosine {r['nearest_similarity']:.2f}); shuffled "
+                     f"control used “{r['shuffled_description']}”.")
+    lines += ["", "## Paired differences (same examples)", "",
+              "| comparison | mean difference | 95% CI | verdict |", "|---|---|---|---|"]
+    for a, b, mean, lo, hi in s["comparisons"]:
+        lines.append(f"| {titles[a]} − {titles[b]} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] | "
+                     f"{_verdict(mean, lo, hi)} |")
+    lines += ["", "## Generation cost", "", "| generator | time per adapter (ms, encoder loaded) | "
+              "encode / emit / write (ms) | adapter size (MB) |", "|---|---|---|---|"]
+    for kind, title in (("t2l", "Text-to-LoRA"), ("dnd", "DnD")):
+        gens = result["gen"].get(kind) or []
+        if gens:
+            avg = lambda k: sum(g[k] for g in gens) / len(gens)  # noqa: E731
+            lines.append(f"| {title} | {avg('seconds') * 1e3:.0f} | {avg('encode_ms'):.0f} / "
+                         f"{avg('emit_ms'):.0f} / {avg('write_ms'):.0f} | {avg('size_mb'):.2f} |")
+    oracle_mb = [r["conditions"]["oracle"]["adapter_mb"] for r in rows]
+    lines.append(f"| (trained oracle LoRA, for size) | — | — | {sum(oracle_mb) / len(oracle_mb):.2f} |")
+    lines += ["", "## What was and was not shown", ""] + conclusions(s, titles, rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
+    comp = {(a, b): (m, lo, hi) for a, b, m, lo, hi in s["comparisons"]}
+    out = []
+    n_ex = sum(r["n"] for r in rows)
+    out.append(f"- Scale: {len(rows)} held-out task(s), {n_ex} examples in all, on a 135M-parameter "
+               "model trained and scored on CPU. Differences of a few points are within noise here.")
+    for (a, b), label in (((("t2l", "base"), "Text-to-LoRA vs the base model")),
+                          ((("t2l", "multitask"), "Text-to-LoRA vs the multi-task LoRA")),
+                          ((("t2l", "t2l_shuffled"), "true vs shuffled descriptions")),
+                          ((("t2l", "t2l_random"), "true vs random descriptions")),
+                          ((("t2l", "oracle"), "Text-to-LoRA vs the oracle")),
+                          ((("dnd", "base"), "DnD vs the base model"))):
+        if (a, b) in comp:
+            m, lo, hi = comp[(a, b)]
+            out.append(f"- {label}: {m:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) — {_verdict(m, lo, hi)}.")
+    if ("t2l", "t2l_shuffled") in comp:
+        m, lo, _ = comp[("t2l", "t2l_shuffled")]
+        out.append("- The control requirement (shuffled/random descriptions do worse than the true ones) "
+                   + ("holds with a CI above zero." if lo > 0 else
+                      "is NOT demonstrated: the generated LoRA does not measurably depend on the "
+                      "description on these tasks."))
+    out.append("- The Text-to-LoRA paper's own margin over a multi-task LoRA is 0.4–1.0 points on "
+               "much larger models and task sets; an evaluation of this size cannot resolve a "
+               "margin like that, and does not claim to.")
+    return out

@@ -1,0 +1,117 @@
+"""benchmarks/hyper_eval.py end to end on a miniature library (real model, real task files).
+
+The library here has random LoRAs and an untrained hypernetwork, so the numbers mean nothing;
+the test checks the harness: held-out examples only, every condition scored on the same
+examples, paired CIs, generation timing, and a report naming what was and was not shown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TASKS = {
+    "colours": ("Say what colour a common thing is.", [
+        ("What colour is the sky on a clear day?", "blue", ["blue", "red"]),
+        ("What colour is fresh grass?", "green", ["green", "purple"]),
+        ("What colour is snow?", "white", ["white", "black"]),
+        ("What colour is a ripe banana?", "yellow", ["yellow", "blue"]),
+        ("What colour is coal?", "black", ["black", "white"]),
+        ("What colour is a ripe tomato?", "red", ["red", "green"]),
+    ]),
+    "opposites": ("Give the opposite of a word.", [
+        ("What is the opposite of hot?", "cold", ["cold", "warm"]),
+        ("What is the opposite of up?", "down", ["down", "left"]),
+        ("What is the opposite of big?", "small", ["small", "large"]),
+        ("What is the opposite of day?", "night", ["night", "noon"]),
+        ("What is the opposite of open?", "closed", ["closed", "wide"]),
+        ("What is the opposite of yes?", "no", ["no", "maybe"]),
+    ]),
+    "capitals": ("Name the capital city of a country.", [
+        ("What is the capital of France?", "Paris", ["Paris", "Lyon"]),
+        ("What is the capital of Italy?", "Rome", ["Rome", "Milan"]),
+        ("What is the capital of Spain?", "Madrid", ["Madrid", "Seville"]),
+        ("What is the capital of Japan?", "Tokyo", ["Tokyo", "Osaka"]),
+        ("What is the capital of Germany?", "Berlin", ["Berlin", "Munich"]),
+        ("What is the capital of Egypt?", "Cairo", ["Cairo", "Giza"]),
+    ]),
+}
+HELD_OUT = ["capitals"]
+
+
+def _mini_library(model_dir, root: Path) -> Path:
+    """The build-library layout: 2 training tasks + 1 held-out, random rank-2 q/v LoRAs."""
+    import torch
+    from peft import get_peft_model
+
+    from studio.core.bigbench import task_to_examples, load_task
+    from studio.core.models import load_model
+    from studio.hyper.targets import spec_from_model
+
+    model, _ = load_model(model_dir)
+    spec = spec_from_model(model, r=2, alpha=4.0, base_model=str(model_dir))
+    for i, (name, (desc, rows)) in enumerate(TASKS.items()):
+        src = root / "bb" / name
+        src.mkdir(parents=True)
+        (src / "task.json").write_text(json.dumps({"name": name, "description": desc, "examples": [
+            {"input": q, "target_scores": {c: float(c == a) for c in choices}} for q, a, choices in rows]}))
+        folder = root / "lib" / name
+        folder.mkdir(parents=True)
+        task = load_task(src / "task.json")
+        with open(folder / "examples.jsonl", "w") as fh:
+            for ex in task_to_examples(task, 2, offset=2):
+                fh.write(json.dumps({"messages": ex.messages}) + "\n")
+        torch.manual_seed(i)
+        pm = get_peft_model(model, spec.lora_config())
+        with torch.no_grad():
+            for pname, p in pm.named_parameters():
+                if "lora_B" in pname:
+                    p.normal_(0, 0.05)
+        pm.save_pretrained(str(folder / "adapter"))
+        model = pm.unload()
+        (folder / "description.json").write_text(json.dumps({
+            "task": name, "key": name, "description": desc, "train_descriptions": [desc, "Task: " + desc],
+            "eval_descriptions": ["Please " + desc[0].lower() + desc[1:]], "source": str(src / "task.json"),
+            "steps": 2, "train_examples": 2, "eval_examples": 2}))
+    (root / "lib" / "library.json").write_text(json.dumps({
+        "base_model": str(model_dir), "spec": spec.to_dict(), "shared_init": False,
+        "tasks": [n for n in TASKS if n not in HELD_OUT], "held_out": HELD_OUT}))
+    return root / "lib"
+
+
+@pytest.mark.slow
+def test_harness_on_a_mini_library(model_dir, tmp_path):
+    import hyper_eval
+
+    from test_generate_page import _make_hypernetwork
+
+    library = _mini_library(model_dir, tmp_path)
+    t2l = _make_hypernetwork(model_dir, tmp_path / "t2l")
+    out, js = tmp_path / "report.md", tmp_path / "res.json"
+    code = hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--limit", "3",
+                            "--mt-steps", "2", "--work", str(tmp_path / "work"),
+                            "--out", str(out), "--json", str(js)])
+    assert code == 0
+    res = json.loads(js.read_text())
+    row = res["rows"]["capitals"]
+    # Only examples no LoRA trained on: the first 2 (eval) and those after the 2 training ones.
+    assert row["n"] == 3
+    assert row["description"].startswith("Please")           # the held-out paraphrase
+    assert row["nearest"] in ("colours", "opposites")
+    for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "oracle", "t2l_shuffled",
+                 "t2l_random"):
+        c = row["conditions"][cond]
+        assert len(c["scores"]) == 3 and c["ci95"][0] <= c["score"] <= c["ci95"][1], cond
+    assert row["conditions"]["oracle"]["scores"] != row["conditions"]["base"]["scores"] or \
+        row["conditions"]["oracle"]["adapter_mb"] > 0
+    assert res["gen"]["t2l"][0]["seconds"] > 0
+    text = out.read_text()
+    for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
+                   "## Paired differences", "## What was and was not shown", "hyper_eval.py"):
+        assert needle in text
