@@ -37,10 +37,28 @@ def _make_hypernetwork(model_dir, out: Path) -> Path:
     return out
 
 
+def _make_dnd(model_dir, out: Path) -> Path:
+    import torch
+
+    from studio.hyper.dnd import DnDConfig, DnDGenerator
+    from studio.hyper.targets import LoraSpec
+
+    spec = json.loads((out.parent / "t2l-smollm2-135m" / "hypernetwork.json").read_text())["spec"]
+    torch.manual_seed(0)
+    net = DnDGenerator(DnDConfig(spec=LoraSpec.from_dict(spec).to_dict(), n_prompts=4,
+                                 max_tokens=16, stages=[[4, 8, 32]], latent=16))
+    with torch.no_grad():
+        for head in net.heads:
+            head.weight.normal_(0, 0.05)
+    net.save(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def hypernet_root(model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("hypernetworks")
     _make_hypernetwork(model_dir, root / "t2l-smollm2-135m")
+    _make_dnd(model_dir, root / "dnd-smollm2-135m")
     return root
 
 
@@ -101,6 +119,25 @@ def test_generate_from_a_sentence(qtbot, page_factory, hypernet_root, model_dir)
         model = PeftModel.from_pretrained(base, res["adapter_dir"])
         after = model(input_ids=ids).logits
     assert (after - before).abs().max() > 1e-3
+
+
+def test_dnd_from_example_prompts(qtbot, page_factory, hypernet_root):
+    page = page_factory(hypernet_root)
+    qtbot.waitUntil(lambda: page.hypernetwork_dir() != "", timeout=TIMEOUT)
+    page.kind.set_value("dnd")
+    assert page.prompts.isVisible() and not page.description.isVisible()
+    assert Path(page.hypernetwork_dir()).name == "dnd-smollm2-135m"
+    assert not page.generate()                          # no prompts yet
+    assert "example inputs" in page.message.text()
+    page.prompts.setPlainText("Is this plausible? Messi scored a touchdown.\n\n"
+                              "Is this plausible? LeBron hit a three-pointer.\n")
+    assert page.generate()
+    qtbot.waitUntil(lambda: page.result is not None or bool(page.last_error), timeout=TIMEOUT)
+    assert not page.last_error, page.last_error
+    gen = json.loads((Path(page.result["adapter_dir"]) / "generated_by.json").read_text())
+    assert gen["generator"] == "dnd" and len(gen["prompts"]) == 2     # blank line dropped
+    status = json.loads((Path(page.result["run_dir"]) / "status.json").read_text())
+    assert status["method"] == "dnd" and status["status"] == "finished"
 
 
 def test_empty_sentence_is_refused(qtbot, page_factory, hypernet_root):

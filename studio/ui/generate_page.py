@@ -176,9 +176,9 @@ class GeneratePage(Page):
         self.shipped = found
         self._fill_combo()
 
-    def _fill_combo(self, select: str | None = None) -> None:
+    def _fill_combo(self, select: str | None = None, keep: bool = True) -> None:
         kind = self.kind.value()
-        current = select or self.hypernetwork_dir()
+        current = select or (self.hypernetwork_dir() if keep else "")
         self.hypernet.blockSignals(True)
         self.hypernet.clear()
         for h in self.shipped:
@@ -236,7 +236,7 @@ class GeneratePage(Page):
             if widget is not None:
                 widget.setVisible(kind == "t2l")
         self.prompts.setVisible(kind == "dnd")
-        self._fill_combo()
+        self._fill_combo(keep=False)
 
     # ---- generate ----------------------------------------------------------------------------
     def generate(self) -> bool:
