@@ -1,0 +1,207 @@
+"""studio.core.training on the real SmolLM2-135M-Instruct: LoRA lowers the loss, the adapter is a
+plain PEFT adapter that changes the output, resume continues exactly, QLoRA runs on CPU.
+
+Kept lean: 32 training examples of the demo task, 64 tokens, batch 4, a handful of steps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.core import runs
+from studio.core.recipe import Recipe
+from studio.core.training import Control, run_training
+from studio.worker import messages
+
+STEPS = 8
+
+
+def small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, *, n_train=32, n_eval=8,
+                 steps=STEPS, method="lora", **training) -> Recipe:
+    """The demo recipe cut down to seconds per step on CPU."""
+    lines = demo_train_path.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:n_train]) + "\n")
+    (tmp_path / "eval.jsonl").write_text(
+        "\n".join(demo_eval_path.read_text().splitlines()[:n_eval]) + "\n")
+    recipe = Recipe.default(model_path=model_dir, data_path=tmp_path / "train.jsonl", method=method)
+    recipe.name = "test"
+    recipe.data.eval_path = str(tmp_path / "eval.jsonl")
+    recipe.data.max_length = 64
+    recipe.method.params.update(r=8, lora_alpha=16, lora_dropout=0.0,
+                                target_modules="q_proj,v_proj")
+    t = recipe.training
+    t.max_steps, t.batch_size, t.learning_rate, t.warmup_steps = steps, 4, 1e-3, 0
+    t.lr_scheduler, t.eval_every, t.save_every = "constant", 0, 0
+    for key, value in training.items():
+        setattr(t, key, value)
+    recipe.source = recipe.save(tmp_path / "recipe.toml")
+    return Recipe.load(recipe.source).validate()
+
+
+def train(recipe, base: Path, resume_dir=None, control=None):
+    """Run in this process; returns (run_dir, events, metrics)."""
+    run_dir = resume_dir or runs.create_run(recipe, base=base)
+    events = []
+    log = runs.RunLog(run_dir)
+
+    def emit(event):
+        messages.validate_event(event)
+        json.loads(messages.encode(event))            # every event is strict JSON
+        log.append(event)
+        events.append(event)
+
+    metrics = run_training(runs.load_recipe(run_dir), run_dir, emit, control,
+                           resume=resume_dir is not None)
+    return run_dir, events, metrics
+
+
+@pytest.fixture(scope="module")
+def lora_run(model_dir, demo_train_path, demo_eval_path, tmp_path_factory):
+    """One uninterrupted LoRA run with a checkpoint halfway (shared by the tests below)."""
+    tmp = tmp_path_factory.mktemp("lora")
+    recipe = small_recipe(model_dir, tmp, demo_train_path, demo_eval_path,
+                          save_every=STEPS // 2)
+    run_dir, events, metrics = train(recipe, tmp / "runs")
+    return recipe, run_dir, events, metrics
+
+
+def _adapter_tensors(adapter_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+
+
+def test_lora_steps_lower_the_loss(lora_run, model_dir):
+    recipe, run_dir, events, metrics = lora_run
+    names = [e["event"] for e in events]
+    assert names[0] == "started" and names[-1] == "finished"
+    assert names.count("log") == STEPS and names.count("checkpoint") == 1
+    started = events[0]
+    assert started["total_steps"] == STEPS and started["resumed_from"] == 0
+    assert 0 < started["trainable_params"] < started["total_params"] / 100
+    logs = [e for e in events if e["event"] == "log"]
+    assert [e["step"] for e in logs] == list(range(1, STEPS + 1))
+    for e in logs:       # everything the GUI's curves and progress bar need
+        assert e["loss"] > 0 and e["lr"] == pytest.approx(1e-3) and e["grad_norm"] > 0
+        assert e["tokens_per_s"] > 0 and e["memory_mb"] > 100 and e["eta_s"] >= 0
+        assert e["progress"] == pytest.approx(e["step"] / STEPS)
+    first, last = logs[0]["loss"], sum(e["loss"] for e in logs[-3:]) / 3
+    print(f"\ntrain loss: first step {first:.3f}, mean of last 3 steps {last:.3f}")
+    assert last < 0.6 * first
+
+    # the held-out loss of the trained adapter is below the base model's
+    from studio.core import data
+    from studio.core.evaluate import eval_loss
+    from studio.core.models import load_model
+
+    base, tokenizer = load_model(model_dir)
+    items = [data.tokenize_example(ex, tokenizer, 64)
+             for ex in data.load_examples(recipe.data.eval_path)]
+    base_loss = eval_loss(base, [items[i:i + 4] for i in range(0, len(items), 4)])
+    print(f"eval loss: base {base_loss:.3f}, after {STEPS} steps {metrics['eval_loss']:.3f}")
+    assert metrics["eval_loss"] < 0.7 * base_loss
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["eval_loss"] == pytest.approx(metrics["eval_loss"])
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "finished" and status["step"] == STEPS
+
+
+def test_adapter_loads_with_plain_peft_and_changes_output(lora_run, model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, run_dir, events, _ = lora_run
+    adapter = run_dir / "adapter"
+    assert events[-1]["adapter_path"] == str(adapter)
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Rewrite this date as YYYY-MM-DD: 7 June 1999"}],
+        tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        base_logits = base(**ids).logits
+        base_answer = tokenizer.decode(base.generate(**ids, max_new_tokens=12, do_sample=False)[0,
+                                       ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    model.eval()
+    with torch.no_grad():
+        tuned_logits = model(**ids).logits
+        answer = tokenizer.decode(model.generate(**ids, max_new_tokens=12, do_sample=False)[0,
+                                  ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    print(f"\nbase: {base_answer!r}  adapter: {answer!r}")
+    assert (tuned_logits - base_logits).abs().max() > 0.5
+    assert answer != base_answer
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", answer.strip())   # the demo task's format, learnt
+    assert not re.fullmatch(r"\d{4}-\d{2}-\d{2}", base_answer.strip())
+
+
+def test_resume_matches_an_uninterrupted_run(lora_run, tmp_path):
+    recipe, full_dir, full_events, full_metrics = lora_run
+    ckpt = runs.latest_checkpoint(full_dir)
+    assert ckpt.name == f"step-{STEPS // 2}"
+    # a run that stopped at the checkpoint: same recipe, only the checkpoint
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    shutil.copy(full_dir / "recipe.toml", stopped / "recipe.toml")
+    shutil.copytree(ckpt, stopped / "checkpoints" / ckpt.name)
+    _, events, metrics = train(recipe, tmp_path, resume_dir=stopped)
+    assert events[0]["resumed_from"] == STEPS // 2
+    logs = [e for e in events if e["event"] == "log"]
+    assert [e["step"] for e in logs] == list(range(STEPS // 2 + 1, STEPS + 1))
+    full_logs = {e["step"]: e["loss"] for e in full_events if e["event"] == "log"}
+    for e in logs:
+        assert e["loss"] == pytest.approx(full_logs[e["step"]], rel=1e-4, abs=1e-5)
+    resumed, full = _adapter_tensors(stopped / "adapter"), _adapter_tensors(full_dir / "adapter")
+    assert resumed.keys() == full.keys()
+    worst = max(float((resumed[k] - full[k]).abs().max()) for k in full)
+    print(f"\nmax |resumed - uninterrupted| adapter weight difference: {worst:.2e}")
+    assert worst < 1e-5
+    assert metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
+
+
+def test_cancel_checkpoints_and_pause_waits(model_dir, demo_train_path, demo_eval_path, tmp_path):
+    control = Control()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if event["event"] == "log" and event["step"] == 1:
+            control.pause()
+            threading.Timer(0.5, control.cancel).start()
+
+    import threading
+
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=50)
+    run_dir = runs.create_run(recipe, base=tmp_path / "runs")
+    metrics = run_training(runs.load_recipe(run_dir), run_dir, on_event, control)
+    names = [e["event"] for e in seen]
+    assert names == ["started", "log", "paused", "checkpoint", "cancelled"]
+    assert metrics["cancelled"] and metrics["step"] == 1
+    assert seen[-1]["checkpoint"] == str(run_dir / "checkpoints" / "step-1")
+    progress = json.loads((run_dir / "checkpoints" / "step-1" / "progress.json").read_text())
+    assert progress["step"] == 1 and progress["position"] == {"epoch": 0, "index": 1}
+
+
+def test_qlora_4bit_runs_on_cpu(model_dir, demo_train_path, demo_eval_path, tmp_path):
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=2, method="qlora", batch_size=2)
+    run_dir, events, metrics = train(recipe, tmp_path / "runs")
+    started = events[0]
+    assert started["quantization"] == "4bit" and started["method"] == "qlora"
+    logs = [e for e in events if e["event"] == "log"]
+    assert len(logs) == 2 and all(e["loss"] > 0 for e in logs)
+    assert metrics["eval_loss"] is not None
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA"
+    tensors = _adapter_tensors(run_dir / "adapter")
+    assert any("lora_B" in k and float(v.abs().max()) > 0 for k, v in tensors.items())
