@@ -82,6 +82,8 @@ def _start(qtbot, window, name: str) -> Path:
     qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
     assert page.job is not None, page.message.text()
     assert page.job.pid and page.job.pid != os.getpid()       # a separate OS process
+    cmdline = Path(f"/proc/{page.job.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"studio.worker.child" in cmdline
     return page.run_dir
 
 
@@ -204,6 +206,14 @@ def test_bogus_model_folder_gives_clear_message(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: not page.is_loading(), timeout=30_000)
     assert "tokenizer" in page.error.text().lower() and "Traceback" not in page.error.text()
 
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps(
+        {"model_type": "bert", "architectures": ["BertForSequenceClassification"]}))
+    page.set_model_path(str(encoder))
+    qtbot.waitUntil(lambda: not page.is_loading(), timeout=30_000)
+    assert "not a causal language model" in page.error.text(), page.error.text()
+
     page.set_model_path(_default(window))              # back to a good model: the message goes
     qtbot.waitUntil(lambda: page.info is not None, timeout=30_000)
     assert not page.error.isVisible()
@@ -301,10 +311,12 @@ def test_bad_recipe_value_is_refused_at_start(qtbot, window):
     page = window.train_page
     runs_before = _run_count()
     page.training_form.set_values({"max_steps": 0, "epochs": 0})
+    window.show_page("train")
     assert not page.start()
     assert page.job is None and _run_count() == runs_before
-    assert "max_steps" in page.training_form.message.text() or "no length" in page.message.text() \
-        or page.training_form.message.isVisible()
+    assert page.training_form.message.isVisible()
+    assert "no length" in page.training_form.message.text()
+    assert bool(page.training_form.editors["max_steps"].property("invalid"))
 
 
 def _run_count() -> int:

@@ -120,33 +120,47 @@ def _shoot(args, out: Path) -> int:
     train = window.train_page
     window.show_page("train")
     train.method_panel.set_method("lora", {"r": 8, "lora_alpha": 16})
-    train.training_form.set_values({"max_steps": args.steps, "batch_size": 2, "eval_every": 4,
-                                    "save_every": 8, "warmup_steps": 2, "learning_rate": 1e-3})
+    train.training_form.set_values({"max_steps": args.steps, "batch_size": 2, "eval_every": 8,
+                                    "save_every": 8, "warmup_steps": 2, "learning_rate": 2e-3})
     window.data_page.max_length.setValue(64)
     window.show_page("train")
     grab(app, window, "train-idle", out)
 
     if not args.skip_run:
         assert train.start(), train.message.text()
-        wait(app, lambda: train.step >= max(3, args.steps // 2), 900, "half of the run")
+        lora_run = train.run_dir
+        wait(app, lambda: train.step >= max(3, args.steps // 2), 1800, "half of the run")
         grab(app, window, "train-running", out)
-        wait(app, lambda: train.state in ("finished", "failed", "cancelled"), 900, "the run to end")
+        wait(app, lambda: train.state in ("finished", "failed", "cancelled"), 1800, "the run to end")
         if train.state != "finished":
             print(f"run ended {train.state}: {train.message.text()}")
         grab(app, window, "train", out)
 
+        # a second run, cancelled early, so the Runs page shows more than one state
+        train.method_panel.set_method("dora")
+        train.training_form.set_values({"name": "dora-dates"})
+        assert train.start(), train.message.text()
+        wait(app, lambda: train.step >= 2, 900, "two DoRA steps")
+        train.cancel()
+        wait(app, lambda: train.state in ("cancelled", "failed"), 900, "the DoRA run to stop")
+
         window.show_page("runs")
-        wait(app, lambda: not window.runs_page.is_loading() and window.runs_page.runs, 60, "runs")
+        wait(app, lambda: not window.runs_page.is_loading() and len(window.runs_page.runs) >= 2, 60, "runs")
+        window.runs_page.select_run(lora_run)
+        wait(app, lambda: window.runs_page.curves.point_count("loss") > 0, 60, "run curves")
         grab(app, window, "runs", out)
 
-        adapter = window.runs_page.adapter_dir(window.runs_page.runs[0])
+        adapter = window.runs_page.adapter_dir(window.runs_page.selected)
         if adapter:
             window._chat_with(adapter)
             chat = window.chat_page
             chat.max_new_tokens.setValue(40)
-            chat.prompt.setPlainText("What day of the week was 14 March 2021?")
-            chat.send()
-            wait(app, lambda: not chat.busy, 600, "chat answers")
+            for prompt in ("Rewrite this date as YYYY-MM-DD: 14 March 2021",
+                           "Rewrite this date as YYYY-MM-DD: the 2nd of July, 1999"):
+                chat.prompt.setPlainText(prompt)
+                chat.send()
+                wait(app, lambda: not chat.busy, 600, "chat answers")
+            chat.prompt.clear()
             grab(app, window, "chat", out)
 
     window.show_page("train")
