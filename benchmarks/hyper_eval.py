@@ -208,6 +208,8 @@ def run(args) -> dict:
                 else lib.entries[0].train_descriptions[0] for i, n in enumerate(names)}
 
     mt_steps = args.mt_steps or sum(int(e.info.get("steps", 0) or 0) for e in lib.entries) or 200
+    if args.conditions and "multitask" not in args.conditions.split(","):
+        args.skip_multitask = True
     if not args.skip_multitask:
         base = train_multitask(base, tokenizer, lib, mt_steps, work / "multitask", log=log)
     t2l = api.load_hypernetwork(args.t2l) if args.t2l else None
@@ -241,7 +243,10 @@ def run(args) -> dict:
         row = {"task": name, "n": len(task.examples), "description": desc,
                "description_kind": desc_kind, "nearest": near.name, "nearest_similarity": sim,
                "shuffled_description": shuffled[name], "metric": None, "conditions": {}}
+        wanted = set(args.conditions.split(",")) if args.conditions else None
         for cond, (adapter, text) in adapters.items():
+            if wanted is not None and cond not in wanted:
+                continue
             scores, res, base = score(base, tokenizer, task, adapter, text)
             row["metric"] = res["metric"]
             row["conditions"][cond] = {"score": res["score"], "ci95": res["ci95"], "scores": scores,
@@ -250,7 +255,7 @@ def run(args) -> dict:
                                        "chance": res.get("chance")}
             log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
         rows[name] = row
-    return {"rows": rows, "gen": gen_stats, "mt_steps": mt_steps, "model": model_path,
+    return {"rows": rows, "gen": gen_stats, "mt_steps": None if args.skip_multitask else mt_steps, "model": model_path,
             "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,
             "train_tasks": [e.name for e in lib.entries],
             "t2l_info": t2l.info() if t2l else None, "dnd_info": dnd.info() if dnd else None}
@@ -270,6 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mt-steps", type=int, default=0, help="multi-task LoRA steps (default: "
                     "the library's total: training tasks x steps per task)")
     ap.add_argument("--skip-multitask", action="store_true")
+    ap.add_argument("--conditions", default="", help="only these conditions (comma list of: "
+                    + ", ".join(c for c, _ in CONDITIONS) + ")")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="benchmarks/results/hyper_eval_work")
     ap.add_argument("--out", default="docs/text_to_lora_eval.md")

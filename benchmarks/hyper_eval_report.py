@@ -56,8 +56,9 @@ def write_report(result: dict, out: Path) -> None:
              "- Scores: multiple choice = accuracy by log-likelihood; generative = exact match. "
              "Brackets: 95% bootstrap CI over examples (per task) or stratified over tasks' "
              "examples (average).",
-             f"- Multi-task LoRA: same rank and modules as the library, trained on all training "
-             f"tasks' examples for {result['mt_steps']} steps (the library's total).", ""]
+             (f"- Multi-task LoRA: same rank and modules as the library, trained on all training "
+              f"tasks' examples for {result['mt_steps']} steps of batch 4."
+              if result.get("mt_steps") else "- Multi-task LoRA: not run this time."), ""]
     if result.get("t2l_info"):
         i = result["t2l_info"]
         lines.append(f"- Text-to-LoRA: `{result['t2l']}` (head {i.get('head')}, mode {i.get('mode') or '?'}, "
