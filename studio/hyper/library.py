@@ -1,102 +1,44 @@
-"""A library of task LoRAs: the training data of the hypernetworks.
+"""A library of task LoRAs: what the hypernetworks are trained on.
 
-Layout of a library folder:
-    library.json                     {"base_model", "spec", "tasks": [names]}
-    <task>/description.json          task name, description, train/eval description sets,
-                                     source, training settings, losses
-    <task>/examples.jsonl            the chat-format training examples (studio.core.data format)
-    <task>/adapter/                  the final LoRA (standard PEFT folder)
-    <task>/checkpoints/step-N/       intermediate LoRAs (DnD trains on these)
+Two layouts are read:
 
-Every task LoRA starts from the same random A (one init seed for the whole library), so raw
-A/B targets of different tasks are comparable. Description "paraphrases" are template
-rewrites of the BIG-bench description (and its task_prefix); two templates are held out for
-evaluation. They are not model-written paraphrases: edit description.json to add real ones.
+1. Built by `peft-studio hyper build-library` (studio.hyper.build_library):
+       library.json                {"base_model", "spec", "tasks": [...], "held_out": [...],
+                                    "shared_init": true, "recipe": {...}}
+       <task>/description.json     description, train_descriptions, eval_descriptions, losses ...
+       <task>/examples.jsonl       chat-format examples (studio.core.data)
+       <task>/adapter/             the final LoRA (standard PEFT folder)
+       <task>/checkpoints/step-N/  intermediate LoRAs (DnD trains on these)
+   Held-out tasks have LoRAs too (the "oracle" for evaluation) but are never trained on.
 
-    python -m studio.hyper.library --bigbench DIR --out LIB --tasks a,b --steps 40
+2. Any folder of PEFT LoRA adapters with a description each ("train your own"):
+       <name>/adapter_config.json + adapter_model.safetensors   (or <name>/adapter/...)
+       <name>/description.txt      one description per line (or description.json)
+       <name>/examples.jsonl       optional; needed for SFT training and for DnD
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
-import statistics
-import time
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.core.bigbench import BigBenchTask, answer_text, format_input, load_task, task_to_examples
 from studio.errors import UserError
-from studio.hyper.targets import LoraSpec, spec_from_model
+from studio.hyper.targets import LoraSpec
 
-TEMPLATES = [
-    "{d}.",
-    "Task: {d}.",
-    "Instruction: {d}.",
-    "Your job: {dl}.",
-    "I need a model that can do this: {dl}.",
-    "Help me with the following kind of problem: {dl}.",
-    "{d}. Keywords: {kw}.",
-    "Make the assistant good at this: {dl}.",
-]
-N_EVAL_DESCRIPTIONS = 2
-
-
-def description_variants(task: BigBenchTask) -> list[str]:
-    """Template rewrites of the task description (deduplicated, order kept)."""
-    d = task.description.strip().rstrip(".").strip()
-    if not d:
-        raise UserError("the task has no description.", path=task.path, field="description",
-                        fix="Add a one-sentence description of the task.")
-    dl = d[0].lower() + d[1:] if d[:2] != d[:2].upper() else d
-    kw = ", ".join(task.keywords[:4]) or task.name.replace("_", " ")
-    out = [t.format(d=d, dl=dl, kw=kw) for t in TEMPLATES]
-    prefix = " ".join(task.task_prefix.split())
-    if 20 <= len(prefix) <= 400:
-        out.append(prefix)
-    return list(dict.fromkeys(out))
-
-
-def split_descriptions(variants: list[str], seed: int = 0) -> tuple[list[str], list[str]]:
-    """(train, eval): the eval set holds N_EVAL_DESCRIPTIONS variants never used in training."""
-    order = list(variants[1:])
-    random.Random(seed).shuffle(order)
-    held = order[:N_EVAL_DESCRIPTIONS]
-    return [v for v in variants if v not in held], held
-
-
-def pick_tasks(bigbench_dir: str | Path, n: int, seed: int = 0, min_examples: int = 40,
-               max_chars: int = 500, max_answer_chars: int = 80) -> list[Path]:
-    """Task files fit for a small-model library: a description, enough short examples."""
-    root = Path(bigbench_dir)
-    good = []
-    for path in sorted(root.rglob("task.json")):
-        try:
-            task = load_task(path)
-        except UserError:
-            continue
-        if len(task.description) < 20 or len(task.examples) < min_examples:
-            continue
-        sizes = [len(format_input(task, ex, None, with_prefixes=False)) for ex in task.examples[:50]]
-        answers = [len(answer_text(ex)) for ex in task.examples[:50]]
-        if statistics.median(sizes) <= max_chars and max(answers) <= max_answer_chars:
-            good.append(path)
-    random.Random(seed).shuffle(good)
-    return sorted(good[:n])
+_KEY_RE = re.compile(r"^base_model\.model\.(.*\.)(\d+)(\.(?:.*\.)?([A-Za-z0-9_]+))\.lora_([AB])\.weight$")
 
 
 @dataclass
 class LibraryEntry:
     name: str
     folder: Path
+    adapter_dir: Path
     description: str
     train_descriptions: list[str]
-    eval_descriptions: list[str]
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.folder / "adapter"
+    eval_descriptions: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
     def checkpoints(self) -> list[Path]:
         """Weight files of the intermediate checkpoints and the final adapter, oldest first."""
@@ -104,175 +46,137 @@ class LibraryEntry:
                        key=lambda p: int(p.parent.name.split("-")[1]))
         return steps + [self.adapter_dir / "adapter_model.safetensors"]
 
+    @property
+    def examples_path(self) -> Path:
+        return self.folder / "examples.jsonl"
+
     def examples(self):
         from studio.core.data import load_examples
 
-        return load_examples(self.folder / "examples.jsonl", fmt="chat")
+        if not self.examples_path.is_file():
+            return []
+        return load_examples(self.examples_path, fmt="chat")
 
     def prompts(self) -> list[str]:
         return [next(m["content"] for m in ex.messages if m["role"] == "user")
-                for ex in self.examples()]
+                for ex in self.examples() if ex.messages]
 
 
-def load_library(folder: str | Path) -> tuple[LoraSpec, list[LibraryEntry]]:
+@dataclass
+class Library:
+    folder: Path
+    spec: LoraSpec
+    entries: list[LibraryEntry]               # training tasks
+    held_out_entries: list[LibraryEntry] = field(default_factory=list)
+    shared_init: bool = False                 # every LoRA started from the same A
+
+    @property
+    def held_out(self) -> list[str]:
+        return [e.name for e in self.held_out_entries]
+
+
+def spec_from_adapter(adapter_dir: str | Path) -> LoraSpec:
+    """The LoraSpec of a saved PEFT LoRA adapter, from its config and tensor shapes."""
+    from safetensors import safe_open
+
+    adapter_dir = Path(adapter_dir)
+    cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise UserError("not a PEFT adapter folder (adapter_config.json + adapter_model.safetensors).",
+                        path=adapter_dir, fix="Save adapters with peft's save_pretrained (safetensors).")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise UserError(f"a {cfg.get('peft_type')} adapter; hypernetworks learn LoRAs only.",
+                        path=cfg_path, field="peft_type", fix="Use LoRA adapters.")
+    templates, shapes, layers = {}, {}, {}
+    with safe_open(str(weights), "pt") as fh:
+        for key in fh.keys():
+            m = _KEY_RE.match(key)
+            if not m:
+                continue
+            module = m.group(4)
+            templates[module] = m.group(1) + "{layer}" + m.group(3)
+            layers.setdefault(module, set()).add(int(m.group(2)))
+            shape = fh.get_slice(key).get_shape()
+            if m.group(5) == "A":
+                shapes.setdefault(module, {})["in"] = shape[1]
+            else:
+                shapes.setdefault(module, {})["out"] = shape[0]
+    if not templates:
+        raise UserError("no per-layer LoRA weights found in the adapter.", path=weights,
+                        fix="Use LoRA adapters on per-layer modules such as q_proj / v_proj.")
+    counts = {len(v) for v in layers.values()}
+    if len(counts) != 1:
+        raise UserError("the adapter's modules do not cover the same layers.", path=weights,
+                        fix="Use adapters that target the same modules in every layer.")
+    modules = sorted(templates)
+    r = int(cfg.get("r", 8))
+    return LoraSpec(modules=modules, num_layers=counts.pop(), path_templates=templates,
+                    in_features={m: shapes[m]["in"] for m in modules},
+                    out_features={m: shapes[m]["out"] for m in modules},
+                    r=r, alpha=float(cfg.get("lora_alpha", r)),
+                    use_rslora=bool(cfg.get("use_rslora", False)),
+                    base_model=str(cfg.get("base_model_name_or_path") or ""))
+
+
+def _built_entry(folder: Path, name: str) -> LibraryEntry | None:
+    desc_path = folder / name / "description.json"
+    if not desc_path.is_file() or not (folder / name / "adapter").is_dir():
+        return None       # unfinished task (interrupted build)
+    info = json.loads(desc_path.read_text(encoding="utf-8"))
+    return LibraryEntry(name, folder / name, folder / name / "adapter", info["description"],
+                        info["train_descriptions"], info.get("eval_descriptions", []), info)
+
+
+def _plain_entry(sub: Path) -> LibraryEntry | None:
+    adapter = sub if (sub / "adapter_config.json").is_file() else sub / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        return None
+    txt, js = sub / "description.txt", sub / "description.json"
+    if js.is_file():
+        try:
+            info = json.loads(js.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise UserError(f"description.json is not valid JSON ({err}).", path=js,
+                            fix="Write {\"description\": \"one sentence\"}.") from err
+        train = info.get("train_descriptions") or [info.get("description", "")]
+        evals = info.get("eval_descriptions", [])
+    elif txt.is_file():
+        train, evals = [ln.strip() for ln in txt.read_text(encoding="utf-8").splitlines()], []
+    else:
+        raise UserError("the adapter has no description.", path=sub,
+                        fix="Add description.txt with one sentence describing its task.")
+    train = [d for d in train if d and d.strip()]
+    if not train:
+        raise UserError("the description is empty.", path=js if js.is_file() else txt,
+                        field="description", fix="Write one sentence describing the task.")
+    return LibraryEntry(sub.name, sub, adapter, train[0], train, list(evals))
+
+
+def load_library(folder: str | Path) -> Library:
     folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError("the library folder does not exist.", path=folder,
+                        fix="Choose a folder of LoRA adapters with descriptions.")
     index = folder / "library.json"
-    if not index.is_file():
-        raise UserError("not a LoRA library (no library.json).", path=folder,
-                        fix="Build one with `python -m studio.hyper.library`.")
-    data = json.loads(index.read_text(encoding="utf-8"))
-    entries = []
-    for name in data.get("tasks", []):
-        desc_path = folder / name / "description.json"
-        if not desc_path.is_file() or not (folder / name / "adapter").is_dir():
-            continue        # unfinished task (interrupted build)
-        info = json.loads(desc_path.read_text(encoding="utf-8"))
-        entries.append(LibraryEntry(name, folder / name, info["description"],
-                                    info["train_descriptions"], info["eval_descriptions"]))
-    if not entries:
-        raise UserError("the library holds no finished task LoRAs.", path=folder,
-                        fix="Build (or resume building) the library first.")
-    return LoraSpec.from_dict(data["spec"]), entries
-
-
-def _batches(tokenized, batch_size, seed):
-    epoch = 0
-    while True:
-        order = list(range(len(tokenized)))
-        random.Random(seed * 7919 + epoch).shuffle(order)
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            yield [tokenized[j] for j in order[i:i + batch_size]]
-        epoch += 1
-
-
-def _mean_loss(model, tokenized, pad_id, batch_size) -> float:
-    import torch
-
-    from studio.core.data import collate
-
-    losses = []
-    with torch.no_grad():
-        for i in range(0, len(tokenized), batch_size):
-            batch = collate(tokenized[i:i + batch_size], pad_id)
-            losses.append(float(model(**batch).loss))
-    return sum(losses) / max(1, len(losses))
-
-
-def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_dir: str | Path,
-                    steps: int = 40, lr: float = 1e-3, batch_size: int = 4, max_length: int = 128,
-                    n_train: int = 200, n_eval: int = 16, checkpoint_every: int = 0,
-                    init_seed: int = 1234, seed: int = 0, log=print):
-    """Train one task LoRA on `model` (a plain base model) and save it; returns (base, info)."""
-    import torch
-    from peft import get_peft_model
-
-    from studio.core.data import collate, tokenize_example
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    held = task_to_examples(task, n_eval, seed=seed)
-    train = task_to_examples(task, n_train, seed=seed, offset=n_eval)
-    if len(train) < batch_size:
-        raise UserError(f"only {len(train)} training examples.", path=task.path, field="examples",
-                        fix="Pick a task with more examples.")
-    with open(out_dir / "examples.jsonl", "w", encoding="utf-8") as fh:
-        for ex in train:
-            fh.write(json.dumps({"messages": ex.messages}) + "\n")
-    tok_train = [tokenize_example(ex, tokenizer, max_length) for ex in train]
-    tok_eval = [tokenize_example(ex, tokenizer, max_length) for ex in held]
-    torch.manual_seed(init_seed)                      # same A init for every task LoRA
-    model = get_peft_model(model, spec.lora_config())
-    eval_before = _mean_loss(model, tok_eval, pad_id, batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model.train()
-    losses, start = [], time.perf_counter()
-    batches = _batches(tok_train, batch_size, seed)
-    for step in range(1, steps + 1):
-        for group in opt.param_groups:                # short linear warm-up, then constant
-            group["lr"] = lr * min(1.0, step / max(1, steps // 10))
-        loss = model(**collate(next(batches), pad_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        if checkpoint_every and step % checkpoint_every == 0 and step < steps:
-            model.save_pretrained(str(out_dir / "checkpoints" / f"step-{step}"))
-        log(f"{task.name}: step {step}/{steps} loss {losses[-1]:.4f}")
-    model.eval()
-    eval_after = _mean_loss(model, tok_eval, pad_id, batch_size)
-    model.save_pretrained(str(out_dir / "adapter"))
-    train_desc, eval_desc = split_descriptions(description_variants(task), seed)
-    info = {"task": task.name, "description": task.description,
-            "train_descriptions": train_desc, "eval_descriptions": eval_desc,
-            "source": str(task.path) if task.path else "", "steps": steps, "lr": lr,
-            "batch_size": batch_size, "train_examples": len(train), "eval_examples": len(held),
-            "first_loss": losses[0], "final_loss": sum(losses[-5:]) / len(losses[-5:]),
-            "eval_loss_before": eval_before, "eval_loss_after": eval_after,
-            "seconds": time.perf_counter() - start}
-    (out_dir / "description.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-    return model.unload(), info
-
-
-def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir: str | Path,
-                  steps: int = 40, r: int = 4, alpha: float = 8.0,
-                  modules=("q_proj", "v_proj"), overwrite: bool = False, log=print,
-                  **train_kwargs) -> dict:
-    """Train one LoRA per task (resumable: finished tasks are skipped) and index them."""
-    from studio.core.models import load_model
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model(model_path)
-    spec = spec_from_model(model, modules=modules, r=r, alpha=alpha,
-                           base_model=str(Path(model_path).resolve()))
-    index_path = out_dir / "library.json"
-    index = {"base_model": spec.base_model, "spec": spec.to_dict(), "tasks": []}
-    if index_path.is_file() and not overwrite:
-        old = json.loads(index_path.read_text(encoding="utf-8"))
-        if not LoraSpec.from_dict(old["spec"]).same_shapes(spec) or old["spec"]["r"] != r:
-            raise UserError("the library was built with other LoRA settings.", path=index_path,
-                            fix="Use a new output folder or pass overwrite.")
-        index["tasks"] = old["tasks"]
-    infos = {}
-    for path in task_paths:
-        task = load_task(path)
-        folder = out_dir / task.name
-        if (folder / "description.json").is_file() and not overwrite:
-            log(f"{task.name}: already built, skipped")
-            continue
-        model, infos[task.name] = train_task_lora(model, tokenizer, spec, task, folder,
-                                                  steps=steps, log=log, **train_kwargs)
-        if task.name not in index["tasks"]:
-            index["tasks"].append(task.name)
-        index_path.write_text(json.dumps(index, indent=1), encoding="utf-8")
-    index_path.write_text(json.dumps(index, indent=1), encoding="utf-8")
-    return {"library": str(out_dir), "built": infos, "tasks": index["tasks"]}
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build a library of BIG-bench task LoRAs.")
-    ap.add_argument("--bigbench", required=True, help="folder holding BIG-bench task.json files")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", default=None, help="base model folder (default: the shipped one)")
-    ap.add_argument("--tasks", default="", help="comma-separated task folder names")
-    ap.add_argument("--n-tasks", type=int, default=0, help="or pick this many tasks")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--r", type=int, default=4)
-    ap.add_argument("--checkpoint-every", type=int, default=0)
-    args = ap.parse_args(argv)
-    from studio.paths import default_model_dir
-
-    root = Path(args.bigbench)
-    paths = [root / t / "task.json" for t in args.tasks.split(",") if t] or \
-        pick_tasks(root, args.n_tasks or 8)
-    result = build_library(args.model or default_model_dir(), paths, args.out, steps=args.steps,
-                           r=args.r, alpha=2.0 * args.r, checkpoint_every=args.checkpoint_every)
-    print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    if index.is_file():
+        data = json.loads(index.read_text(encoding="utf-8"))
+        spec = LoraSpec.from_dict(data["spec"])
+        entries = [e for e in (_built_entry(folder, n) for n in data.get("tasks", [])) if e]
+        held = [e for e in (_built_entry(folder, n) for n in data.get("held_out", [])) if e]
+        shared = bool(data.get("shared_init", True))
+    else:
+        entries = [e for e in (_plain_entry(s) for s in sorted(folder.iterdir()) if s.is_dir()) if e]
+        held, shared = [], False
+        spec = spec_from_adapter(entries[0].adapter_dir) if entries else None
+        for e in entries[1:]:
+            other = spec_from_adapter(e.adapter_dir)
+            if not other.same_shapes(spec):
+                raise UserError(f"adapter '{e.name}' targets other modules or shapes than "
+                                f"'{entries[0].name}'.", path=e.adapter_dir,
+                                fix="Use LoRAs on the same modules of the same base model.")
+    if len(entries) < 2:
+        raise UserError(f"the library holds {len(entries)} finished task LoRA(s); at least 2 are needed.",
+                        path=folder, fix="Add adapters (each with a description), or finish "
+                                         "building the library (`peft-studio hyper build-library`).")
+    return Library(folder, spec, entries, held, shared)

@@ -8,11 +8,11 @@ The task embedding is the 384-d sentence embedding of the description (frozen en
   M  one query per (layer, module, A|B); one shared head emits A or B, picked by an embedding.
   S  one query per (layer, module, rank index); the head emits one rank-one component
      (a row of A and the matching column of B).
-Initialisation: the head's B part has zero weights and bias, so B = 0 at step 0; its A part
-gives kaiming-uniform values (peft's default LoRA A init: U(-1/sqrt(in), 1/sqrt(in))) — from the
-bias for L and M (plus a small weight term so queries differ), from the weights for S (whose
-bias is shared by every rank component and so cannot carry distinct rows). Step 0 therefore
-emits a standard LoRA initialisation.
+Initialisation: the head's B part has zero weights and bias, so B = 0 at step 0. Every
+(layer, module) has its own learnable base A, drawn like peft's default LoRA A init
+(kaiming-uniform, U(-1/sqrt(in), 1/sqrt(in))), to which the head adds a small task-dependent term.
+Step 0 therefore emits a standard LoRA initialisation with independent A per layer (a shared head
+bias would give every layer the same A).
 """
 
 from __future__ import annotations
@@ -107,18 +107,17 @@ class TextToLoRA(nn.Module):
         r, head, h = self.spec.r, self.config.head, self.head.in_features
         bound = 1.0 / math.sqrt(self.d_in)       # kaiming_uniform(a=sqrt(5)) on a [r, in] matrix
         n_a = {"L": r * self.d_in, "M": 0, "S": self.d_in}[head]   # head outputs that are A
-        weight_bound = (1.0 if head == "S" else 0.1) * bound / math.sqrt(h)  # std(W x) ~ std(A)
-        self.head.weight.uniform_(-weight_bound, weight_bound)
-        self.head.weight[n_a:] = 0.0
+        small = 0.1 * bound / math.sqrt(h)        # task-dependent part starts small
+        self.head.weight.uniform_(-small, small)
+        self.head.weight[n_a:] = 0.0              # B part: zero weights and bias -> B = 0
         self.head.bias.zero_()
-        if head == "L":
-            self.head.bias[:n_a].uniform_(-bound, bound)
+        n_lm = self.spec.num_layers * len(self.spec.modules)
+        self.a_base = nn.Parameter(torch.empty(n_lm, r, self.d_in).uniform_(-bound, bound))
         if head == "M":
-            # One head serves A and B queries, so the init lives in a bias per query type
-            # (A: kaiming values, B: zero) and the shared weights start at zero.
+            # One head serves A and B queries: B queries must start at exactly zero, so the
+            # shared weights start at zero and the A/B type gets its own (zero) bias.
             self.head.weight.zero_()
             self.ab_bias = nn.Parameter(torch.zeros(2, self.head.out_features))
-            self.ab_bias[0].uniform_(-bound, bound)
 
     # ------------------------------------------------------------------ forward
     def query_features(self) -> torch.Tensor:
@@ -145,30 +144,33 @@ class TextToLoRA(nn.Module):
         return out
 
     def emit(self, task_emb: torch.Tensor) -> list[Lora]:
-        """One LoRA {(layer, module): (A [r, in], B [out, r])} per task embedding."""
+        """One LoRA {(layer, module): (A [r, in], B [out, r])} per task embedding.
+
+        Sliced per module over all layers at once (slicing per (layer, module) makes autograd
+        zero-fill the whole output once per slice: far too slow)."""
         spec, r, head = self.spec, self.spec.r, self.config.head
         out = self(task_emb)
-        n_mod = len(spec.modules)
-        loras: list[Lora] = []
-        for t in range(out.shape[0]):
-            lora: Lora = {}
-            for li in range(spec.num_layers):
-                for mi, m in enumerate(spec.modules):
-                    d_in, d_out = spec.in_features[m], spec.out_features[m]
-                    if head == "L":
-                        v = out[t, li * n_mod + mi]
-                        a = v[: r * self.d_in].view(r, self.d_in)[:, :d_in]
-                        b = v[r * self.d_in:].view(self.d_out, r)[:d_out]
-                    elif head == "M":
-                        base = (li * n_mod + mi) * 2
-                        a = out[t, base].view(r, -1)[:, :d_in]
-                        b = out[t, base + 1].view(r, -1)[:, :d_out].T
-                    else:
-                        rows = out[t, (li * n_mod + mi) * r:(li * n_mod + mi + 1) * r]
-                        a = rows[:, :d_in]
-                        b = rows[:, self.d_in:self.d_in + d_out].T
-                    lora[(li, m)] = (a, b)
-            loras.append(lora)
+        n_t, n_l, n_mod = out.shape[0], spec.num_layers, len(spec.modules)
+        a_base = self.a_base.view(n_l, n_mod, r, self.d_in)
+        loras: list[Lora] = [{} for _ in range(n_t)]
+        for mi, m in enumerate(spec.modules):
+            d_in, d_out = spec.in_features[m], spec.out_features[m]
+            if head == "L":
+                v = out.view(n_t, n_l, n_mod, -1)[:, :, mi]                       # [T, L, D]
+                a = v[..., : r * self.d_in].reshape(n_t, n_l, r, self.d_in)[..., :d_in]
+                b = v[..., r * self.d_in:].reshape(n_t, n_l, self.d_out, r)[:, :, :d_out]
+            elif head == "M":
+                v = out.view(n_t, n_l, n_mod, 2, -1)[:, :, mi]                    # [T, L, 2, D]
+                a = v[:, :, 0].reshape(n_t, n_l, r, -1)[..., :d_in]
+                b = v[:, :, 1].reshape(n_t, n_l, r, -1)[..., :d_out].transpose(-1, -2)
+            else:
+                v = out.view(n_t, n_l, n_mod, r, -1)[:, :, mi]                    # [T, L, r, D]
+                a = v[..., :d_in]
+                b = v[..., self.d_in:self.d_in + d_out].transpose(-1, -2)
+            a = a + a_base[:, mi, :, :d_in]
+            for t, (a_t, b_t) in enumerate(zip(a.unbind(0), b.unbind(0))):
+                for li, (a_l, b_l) in enumerate(zip(a_t.unbind(0), b_t.unbind(0))):
+                    loras[t][(li, m)] = (a_l, b_l)
         return loras
 
     # ------------------------------------------------------------------ save / load

@@ -1,4 +1,4 @@
-"""Training Text-to-LoRA: reconstruction of library LoRAs, or SFT through the frozen base model.
+"""Losses for training Text-to-LoRA (the loop is studio.hyper.trainer): reconstruction of library LoRAs, or SFT through the frozen base model.
 
 Reconstruction: L1 between the emitted factors and target factors. LoRA factors are not unique,
 so by default (`target="svd"`) the targets are the canonical SVD factorisation of each library
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,14 +59,14 @@ def to_target(spec: LoraSpec, lora: Lora, source_scaling: float, target: str = "
     return out
 
 
-def tasks_from_library(library_dir: str | Path, spec: LoraSpec, target: str = "svd",
-                       with_examples: bool = False, with_checkpoints: bool = False
-                       ) -> list[HyperTask]:
-    from studio.hyper.library import load_library
+def tasks_from_library(library, spec: LoraSpec, target: str = "svd", with_examples: bool = False,
+                       with_checkpoints: bool = False, held_out: bool = False) -> list[HyperTask]:
+    """HyperTasks of a library's training tasks (or its held-out ones)."""
+    from studio.hyper.library import Library, load_library
 
-    _, entries = load_library(library_dir)
+    lib = library if isinstance(library, Library) else load_library(library)
     tasks = []
-    for e in entries:
+    for e in (lib.held_out_entries if held_out else lib.entries):
         _, scale = adapter_scaling(e.adapter_dir)
         tasks.append(HyperTask(
             name=e.name, descriptions=e.train_descriptions, eval_descriptions=e.eval_descriptions,
@@ -100,43 +99,30 @@ def flatten(spec: LoraSpec, lora: Lora) -> torch.Tensor:
 
 
 def reconstruction_loss(hypernet, tasks: list[HyperTask], emb: torch.Tensor) -> torch.Tensor:
-    loras = hypernet.emit(emb)
+    device = next(hypernet.parameters()).device
+    loras = hypernet.emit(emb.to(device))
     spec = hypernet.spec
-    return torch.stack([(flatten(spec, lo) - flatten(spec, t.target)).abs().mean()
+    return torch.stack([(flatten(spec, lo) - flat_target(spec, t, device)).abs().mean()
                         for lo, t in zip(loras, tasks)]).mean()
 
 
-def _pick(tasks, batch_tasks, rng, split="train"):
+def flat_target(spec: LoraSpec, task: HyperTask, device) -> torch.Tensor:
+    """The task's target LoRA flattened, cached on `device`."""
+    cached = getattr(task, "_flat", None)
+    if cached is None or cached.device != torch.device(device):
+        cached = flatten(spec, task.target).to(device)
+        task._flat = cached
+    return cached
+
+
+def pick(tasks, batch_tasks, rng, split="train"):
+    """A random batch of tasks and one random description embedding of each."""
     chosen = rng.sample(tasks, min(batch_tasks, len(tasks)))
     rows = []
     for t in chosen:
-        embs = t.embeddings if split == "train" else t.eval_embeddings
+        embs = t.embeddings if split == "train" or not len(t.eval_embeddings) else t.eval_embeddings
         rows.append(embs[rng.randrange(embs.shape[0])])
     return chosen, torch.stack(rows)
-
-
-def train_reconstruction(hypernet, tasks: list[HyperTask], steps: int = 200, lr: float = 1e-3,
-                         batch_tasks: int = 4, seed: int = 0, log=None) -> dict:
-    """Fit the hypernetwork to emit each task's target LoRA from its descriptions."""
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(hypernet.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps), eta_min=lr * 0.1)
-    hypernet.train()
-    losses, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        chosen, emb = _pick(tasks, batch_tasks, rng)
-        loss = reconstruction_loss(hypernet, chosen, emb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
-        if log:
-            log({"step": step, "loss": losses[-1]})
-    hypernet.eval()
-    return {"losses": losses, "seconds": time.perf_counter() - start}
 
 
 @torch.no_grad()
@@ -144,6 +130,9 @@ def eval_reconstruction(hypernet, tasks: list[HyperTask], split: str = "eval") -
     """Mean L1 over every task and every description of `split` (train or eval)."""
     hypernet.eval()
     total, n = 0.0, 0
+    if split == "eval" and not any(t.eval_embeddings is not None and len(t.eval_embeddings)
+                                   for t in tasks):
+        split = "train"             # a library without held-apart descriptions
     for t in tasks:
         embs = t.eval_embeddings if split == "eval" else t.embeddings
         if embs is None or embs.shape[0] == 0:
@@ -169,32 +158,11 @@ def sft_loss(hypernet, runner, tokenizer, tasks: list[HyperTask], emb: torch.Ten
     from studio.core.data import collate
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(hypernet.parameters()).device
     losses = []
-    for lora, t in zip(hypernet.emit(emb), tasks):
+    for lora, t in zip(hypernet.emit(emb.to(device)), tasks):
         toks = _tokenized(t, tokenizer, max_length)
         batch = collate(rng.sample(toks, min(batch_examples, len(toks))), pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
         losses.append(runner.loss(lora, batch))
     return torch.stack(losses).mean()
-
-
-def train_sft(hypernet, runner, tokenizer, tasks: list[HyperTask], steps: int = 100,
-              lr: float = 5e-4, batch_tasks: int = 2, batch_examples: int = 4,
-              max_length: int = 128, seed: int = 0, log=None) -> dict:
-    """SFT through the frozen base model. `runner` is a studio.hyper.functional.GeneratedLoraModel."""
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(hypernet.parameters(), lr=lr, weight_decay=1e-4)
-    hypernet.train()
-    losses, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        chosen, emb = _pick(tasks, batch_tasks, rng)
-        loss = sft_loss(hypernet, runner, tokenizer, chosen, emb, batch_examples, rng, max_length)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss))
-        if log:
-            log({"step": step, "loss": losses[-1]})
-    hypernet.eval()
-    return {"losses": losses, "seconds": time.perf_counter() - start}

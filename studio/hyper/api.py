@@ -1,0 +1,179 @@
+"""The hypernetwork API the GUI and the CLI call (contract: docs/HYPERNETWORKS.md).
+
+    hn = load_hypernetwork()                      # the shipped default Text-to-LoRA
+    generate(hn, "out/adapter", description="Decide whether a sports sentence is plausible.")
+    train_hypernetwork(library, out_dir, kind="t2l", mode="recon", head="S", steps=300,
+                       progress=print)            # studio.hyper.trainer
+
+No Qt; torch is imported on first use of a hypernetwork, not at module import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.errors import UserError
+
+KINDS = {"text_to_lora": "t2l", "dnd": "dnd"}
+SHIPPED = {"t2l": "t2l-smollm2-135m", "dnd": "dnd-smollm2-135m"}
+CONFIG_FILE = "hypernetwork.json"
+WEIGHTS_FILE = "hypernetwork.safetensors"
+
+
+def shipped_dir() -> Path:
+    from studio.paths import resources_dir
+
+    return resources_dir() / "hypernetworks"
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise UserError("not a hypernetwork folder (no hypernetwork.json).", path=folder,
+                        fix="Choose a folder saved by PEFT Studio's hypernetwork training.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"hypernetwork.json is not valid JSON ({err}).", path=path,
+                        fix="Re-save the hypernetwork.") from err
+
+
+def shipped_hypernetworks() -> list[dict]:
+    """The hypernetworks under resources/hypernetworks/, the default T2L first."""
+    root = shipped_dir()
+    found = []
+    for folder in sorted(root.glob("*/")) if root.is_dir() else []:
+        if not (folder / CONFIG_FILE).is_file():
+            continue
+        cfg = _read_config(folder)
+        card = folder / "MODEL_CARD.md"
+        found.append({"name": folder.name, "kind": KINDS.get(cfg.get("kind"), cfg.get("kind")),
+                      "path": str(folder), "base_model_type": cfg["spec"].get("model_type", ""),
+                      "card": card.read_text(encoding="utf-8") if card.is_file() else ""})
+    found.sort(key=lambda h: (h["name"] != SHIPPED["t2l"], h["kind"] != "t2l", h["name"]))
+    return found
+
+
+def default_hypernetwork_dir(kind: str = "t2l") -> Path:
+    if kind not in SHIPPED:
+        raise UserError(f"unknown hypernetwork kind '{kind}'.", field="kind", fix="Use t2l or dnd.")
+    folder = shipped_dir() / SHIPPED[kind]
+    if not (folder / CONFIG_FILE).is_file():
+        raise UserError(f"no {kind} hypernetwork is shipped with this installation.", path=folder,
+                        fix="Pass --hypernetwork DIR, or train one with `peft-studio hyper train`.")
+    return folder
+
+
+@dataclass
+class Hypernetwork:
+    kind: str                # "t2l" | "dnd"
+    net: object              # TextToLoRA | DnDGenerator
+    folder: Path
+
+    @property
+    def spec(self):
+        return self.net.spec
+
+    def info(self) -> dict:
+        cfg = self.net.config
+        weights = self.folder / WEIGHTS_FILE
+        notes = dict(getattr(cfg, "notes", {}) or {})
+        return {"kind": self.kind, "head": getattr(cfg, "head", None), "r": self.spec.r,
+                "alpha": self.spec.alpha, "use_rslora": self.spec.use_rslora,
+                "modules": list(self.spec.modules), "num_layers": self.spec.num_layers,
+                "model_type": self.spec.model_type,
+                "params": sum(p.numel() for p in self.net.parameters()),
+                "size_mb": round(weights.stat().st_size / 2**20, 2) if weights.is_file() else None,
+                "trained_on": notes.get("tasks", []), "steps": notes.get("steps"),
+                "mode": notes.get("mode"), "folder": str(self.folder)}
+
+
+def load_hypernetwork(folder: str | Path | None = None) -> Hypernetwork:
+    """Load a saved hypernetwork (kind read from its hypernetwork.json); None: the shipped T2L."""
+    folder = Path(folder) if folder else default_hypernetwork_dir("t2l")
+    kind = _read_config(folder).get("kind")
+    if kind == "text_to_lora":
+        from studio.hyper.text_to_lora import TextToLoRA
+
+        return Hypernetwork("t2l", TextToLoRA.load(folder), folder)
+    if kind == "dnd":
+        from studio.hyper.dnd import DnDGenerator
+
+        return Hypernetwork("dnd", DnDGenerator.load(folder), folder)
+    raise UserError(f"unknown hypernetwork kind '{kind}'.", path=folder / CONFIG_FILE,
+                    field="kind", fix="Use a folder saved by PEFT Studio (text_to_lora or dnd).")
+
+
+def warm_up() -> None:
+    """Load the sentence encoder now (its first load takes seconds)."""
+    from studio.hyper.encoder import default_encoder
+
+    default_encoder()
+
+
+def _size_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 3)
+
+
+def generate(hn: Hypernetwork, out_dir: str | Path, description: str | None = None,
+             prompts: list[str] | None = None, base_model=None, encoder=None) -> dict:
+    """Write a standard PEFT LoRA adapter for a task into `out_dir` (replaced if it exists).
+
+    T2L takes `description`, DnD takes `prompts`. `base_model`: the base model folder (or its
+    config), checked against the hypernetwork's shapes; it sets the adapter's base path and dtype.
+    """
+    import torch
+
+    from studio.hyper.encoder import default_encoder
+    from studio.hyper.targets import check_base_model, write_adapter
+
+    start = time.perf_counter()
+    base_path, dtype = check_base_model(hn.spec, base_model)
+    encoder = encoder or default_encoder()
+    t0 = time.perf_counter()
+    hn.net.eval()
+    if hn.kind == "t2l":
+        if not description or not description.strip():
+            raise UserError("the task description is empty.", field="description",
+                            fix="Describe the task in a sentence, e.g. 'Classify the sentiment "
+                                "of a product review as positive or negative'.")
+        description = " ".join(description.split())
+        emb = encoder.embed([description])
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            lora = hn.net.emit(emb)[0]
+        meta = {"generator": "text_to_lora", "head": hn.net.config.head, "description": description}
+    else:
+        prompts = [p for p in (prompts or []) if p and p.strip()]
+        if not prompts:
+            raise UserError("no example prompts given.", field="prompts",
+                            fix="Give a few example inputs of the task, one per line.")
+        states = hn.net.prompt_states(prompts, encoder)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            lora = hn.net(states[None])[0]
+        meta = {"generator": "dnd", "prompts": prompts[: hn.net.config.n_prompts]}
+    t2 = time.perf_counter()
+    meta["hypernetwork"] = str(hn.folder)
+    path = write_adapter(hn.spec, lora, out_dir, base_model=base_path, dtype=dtype, metadata=meta)
+    t3 = time.perf_counter()
+    result = {"adapter_dir": str(path), "kind": hn.kind, "seconds": t3 - start,
+              "encode_ms": (t1 - t0) * 1e3, "emit_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
+              "size_mb": _size_mb(path), "dtype": dtype}
+    result["description" if hn.kind == "t2l" else "prompts"] = description if hn.kind == "t2l" \
+        else prompts
+    return result
+
+
+def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon", head: str = "S",
+                       steps: int = 300, lr: float | None = None, seed: int = 0,
+                       model_path=None, progress=None, should_stop=None, **options) -> dict:
+    """Train a T2L (recon | sft) or DnD hypernetwork on a library; see studio.hyper.trainer."""
+    from studio.hyper.trainer import train_hypernetwork as _train
+
+    return _train(library, out_dir, kind=kind, mode=mode, head=head, steps=steps, lr=lr,
+                  seed=seed, model_path=model_path, progress=progress, should_stop=should_stop,
+                  **options)

@@ -1,0 +1,266 @@
+"""Build a library of task LoRAs from BIG-bench task files (the hypernetworks' training data).
+
+    peft-studio hyper build-library --bigbench DIR --tasks 12 --held-out 4 --out LIB
+
+Reproducible: the tasks come from a fixed curated list (resources/hypernetworks/
+task_descriptions.json; `--tasks N` takes its first N training tasks, or name tasks with a comma
+list), examples and LoRA inits use fixed seeds. Every task LoRA starts from the same random A (one
+init seed for the whole library), so raw A/B targets of different tasks are comparable.
+Descriptions per task: hand-written paraphrases (train and eval sets kept apart) plus the
+BIG-bench description and template rewrites of it (train only). Held-out tasks get a LoRA too
+(the "oracle" for evaluation) and are listed in library.json under "held_out"; hypernetwork
+training never sees them. Layout: studio/hyper/library.py. Resumable: finished tasks are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from studio.core.bigbench import BigBenchTask, answer_text, format_input, load_task, task_to_examples
+from studio.errors import UserError
+from studio.hyper.targets import LoraSpec, spec_from_model
+
+TEMPLATES = [
+    "{d}.",
+    "Task: {d}.",
+    "Instruction: {d}.",
+    "Your job: {dl}.",
+    "I need a model that can do this: {dl}.",
+    "Help me with the following kind of problem: {dl}.",
+    "{d}. Keywords: {kw}.",
+    "Make the assistant good at this: {dl}.",
+]
+N_EVAL_DESCRIPTIONS = 2
+
+
+def curated() -> dict:
+    """The shipped curated task list and hand-written descriptions."""
+    from studio.paths import resources_dir
+
+    path = resources_dir() / "hypernetworks" / "task_descriptions.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def description_variants(task: BigBenchTask) -> list[str]:
+    """The BIG-bench description, template rewrites of it and the task prefix (deduplicated)."""
+    d = task.description.strip().rstrip(".").strip()
+    if not d:
+        raise UserError("the task has no description.", path=task.path, field="description",
+                        fix="Add a one-sentence description of the task.")
+    dl = d[0].lower() + d[1:] if d[:2] != d[:2].upper() else d
+    kw = ", ".join(task.keywords[:4]) or task.name.replace("_", " ")
+    out = [t.format(d=d, dl=dl, kw=kw) for t in TEMPLATES]
+    prefix = " ".join(task.task_prefix.split())
+    if 20 <= len(prefix) <= 400:
+        out.append(prefix)
+    return list(dict.fromkeys(out))
+
+
+def task_descriptions(task: BigBenchTask, key: str | None, seed: int = 0
+                      ) -> tuple[list[str], list[str]]:
+    """(train, eval) descriptions. Hand-written ones when the curated list has the task (its eval
+    set is held apart); else template rewrites with N_EVAL_DESCRIPTIONS of them held out."""
+    written = curated()["descriptions"].get(key or "", {}) if key else {}
+    variants = description_variants(task)
+    if written.get("eval"):
+        train = list(dict.fromkeys(written.get("train", []) + variants))
+        return [d for d in train if d not in written["eval"]], list(written["eval"])
+    order = list(variants[1:])
+    random.Random(seed).shuffle(order)
+    held = order[:N_EVAL_DESCRIPTIONS]
+    return [v for v in variants if v not in held], held
+
+
+def pick_tasks(bigbench_dir: str | Path, n: int, seed: int = 0, min_examples: int = 40,
+               max_chars: int = 500, max_answer_chars: int = 80) -> list[Path]:
+    """Task files fit for a small-model library: a description, enough short examples."""
+    root = Path(bigbench_dir)
+    good = []
+    for path in sorted(root.rglob("task.json")):
+        try:
+            task = load_task(path)
+        except UserError:
+            continue
+        if len(task.description) < 20 or len(task.examples) < min_examples:
+            continue
+        sizes = [len(format_input(task, ex, None, with_prefixes=False)) for ex in task.examples[:50]]
+        answers = [len(answer_text(ex)) for ex in task.examples[:50]]
+        if statistics.median(sizes) <= max_chars and max(answers) <= max_answer_chars:
+            good.append(path)
+    random.Random(seed).shuffle(good)
+    return sorted(good[:n])
+
+
+def _batches(tokenized, batch_size, seed):
+    epoch = 0
+    while True:
+        order = list(range(len(tokenized)))
+        random.Random(seed * 7919 + epoch).shuffle(order)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield [tokenized[j] for j in order[i:i + batch_size]]
+        epoch += 1
+
+
+def _mean_loss(model, tokenized, pad_id, batch_size) -> float:
+    import torch
+
+    from studio.core.data import collate
+
+    losses = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(tokenized), batch_size):
+            batch = {k: v.to(device) for k, v in collate(tokenized[i:i + batch_size], pad_id).items()}
+            losses.append(float(model(**batch).loss))
+    return sum(losses) / max(1, len(losses))
+
+
+def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_dir: str | Path,
+                    steps: int = 40, lr: float = 1e-3, batch_size: int = 4, max_length: int = 128,
+                    n_train: int = 200, n_eval: int = 16, checkpoint_every: int = 0,
+                    init_seed: int = 1234, seed: int = 0, key: str | None = None, log=print):
+    """Train one task LoRA on `model` (a plain base model) and save it; returns (base, info)."""
+    import torch
+    from peft import get_peft_model
+
+    from studio.core.data import collate, tokenize_example
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    held = task_to_examples(task, n_eval, seed=seed)
+    train = task_to_examples(task, n_train, seed=seed, offset=n_eval)
+    if len(train) < batch_size:
+        raise UserError(f"only {len(train)} training examples.", path=task.path, field="examples",
+                        fix="Pick a task with more examples.")
+    with open(out_dir / "examples.jsonl", "w", encoding="utf-8") as fh:
+        for ex in train:
+            fh.write(json.dumps({"messages": ex.messages}) + "\n")
+    tok_train = [tokenize_example(ex, tokenizer, max_length) for ex in train]
+    tok_eval = [tokenize_example(ex, tokenizer, max_length) for ex in held]
+    torch.manual_seed(init_seed)                      # same A init for every task LoRA
+    model = get_peft_model(model, spec.lora_config())
+    eval_before = _mean_loss(model, tok_eval, pad_id, batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    losses, start = [], time.perf_counter()
+    device = params[0].device
+    batches = _batches(tok_train, batch_size, seed)
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:                # short linear warm-up, then constant
+            group["lr"] = lr * min(1.0, step / max(1, steps // 10))
+        batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            model.save_pretrained(str(out_dir / "checkpoints" / f"step-{step}"))
+        log(f"{task.name}: step {step}/{steps} loss {losses[-1]:.4f}")
+    model.eval()
+    eval_after = _mean_loss(model, tok_eval, pad_id, batch_size)
+    model.save_pretrained(str(out_dir / "adapter"))
+    train_desc, eval_desc = task_descriptions(task, key, seed)
+    info = {"task": task.name, "key": key or task.name, "description": task.description,
+            "train_descriptions": train_desc, "eval_descriptions": eval_desc,
+            "source": str(task.path) if task.path else "", "steps": steps, "lr": lr,
+            "batch_size": batch_size, "max_length": max_length, "init_seed": init_seed,
+            "seed": seed, "train_examples": len(train), "eval_examples": len(held),
+            "first_loss": losses[0], "final_loss": sum(losses[-5:]) / len(losses[-5:]),
+            "eval_loss_before": eval_before, "eval_loss_after": eval_after,
+            "seconds": time.perf_counter() - start}
+    (out_dir / "description.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    return model.unload(), info
+
+
+def resolve_tasks(bigbench_dir: str | Path, tasks: str | int, held_out: str | int = 4,
+                  seed: int = 0) -> tuple[list[str], list[str]]:
+    """(training task keys, held-out task keys), keys being paths under `bigbench_dir`.
+
+    `tasks`: a number (the first N of the curated list, topped up with seeded picks when it runs
+    out) or a comma-separated list of task folders; `held_out` likewise (curated held-out list)."""
+    root = Path(bigbench_dir)
+    if not root.is_dir():
+        raise UserError("the BIG-bench folder does not exist.", path=root,
+                        fix="Unpack the task files: tar xzf bigbench_tasks.tgz -C DIR.")
+    cur = curated()
+
+    def keys(value, default_list):
+        if isinstance(value, str) and not value.strip().isdigit():
+            return [k.strip().strip("/") for k in value.split(",") if k.strip()]
+        return list(default_list[: int(value)])
+
+    base = root / "bigbench_tasks" if (root / "bigbench_tasks").is_dir() else root
+    train, held = keys(tasks, cur["train_tasks"]), keys(held_out, cur["held_out_tasks"])
+    want = int(tasks) if str(tasks).strip().isdigit() else len(train)
+    if len(train) < want:               # more than the curated list: seeded picks
+        extra = [str(p.parent.relative_to(base)) for p in pick_tasks(base, want * 3, seed)]
+        train += [k for k in extra if k not in train and k not in held][: want - len(train)]
+    for k in train + held:
+        if not (base / k / "task.json").is_file():
+            raise UserError(f"task '{k}' not found.", path=base / k,
+                            fix="Check --bigbench points at the unpacked task files.")
+    overlap = set(train) & set(held)
+    if overlap:
+        raise UserError(f"tasks both trained on and held out: {sorted(overlap)}.", field="held_out",
+                        fix="Keep held-out tasks out of the training list.")
+    return [str(base / k) for k in train], [str(base / k) for k in held]
+
+
+def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir: str | Path,
+                  held_out_paths: list[str | Path] = (), steps: int = 24, r: int = 4,
+                  alpha: float = 8.0, modules=("q_proj", "v_proj"), overwrite: bool = False,
+                  log=print, **train_kwargs) -> dict:
+    """Train one LoRA per task (resumable: finished tasks are skipped) and index them."""
+    from studio.core.models import load_model
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_model(model_path)
+    spec = spec_from_model(model, modules=modules, r=r, alpha=alpha,
+                           base_model=str(Path(model_path).resolve()))
+    index_path = out_dir / "library.json"
+    recipe = {"steps": steps, "r": r, "alpha": alpha, "modules": list(modules), **train_kwargs}
+    index = {"base_model": spec.base_model, "spec": spec.to_dict(), "tasks": [], "held_out": [],
+             "shared_init": True, "recipe": recipe}
+    if index_path.is_file() and not overwrite:
+        old = json.loads(index_path.read_text(encoding="utf-8"))
+        if not LoraSpec.from_dict(old["spec"]).same_shapes(spec) or old["spec"]["r"] != r:
+            raise UserError("the library was built with other LoRA settings.", path=index_path,
+                            fix="Use a new output folder or pass overwrite.")
+        index["tasks"], index["held_out"] = old.get("tasks", []), old.get("held_out", [])
+    infos = {}
+    jobs = [(p, "tasks") for p in task_paths] + [(p, "held_out") for p in held_out_paths]
+    for n, (path, group) in enumerate(jobs, 1):
+        task = load_task(path)
+        key = _key(path)
+        folder = out_dir / task.name
+        if (folder / "description.json").is_file() and not overwrite:
+            log(f"[{n}/{len(jobs)}] {task.name}: already built, skipped")
+        else:
+            log(f"[{n}/{len(jobs)}] {task.name} ({group})")
+            model, infos[task.name] = train_task_lora(model, tokenizer, spec, task, folder,
+                                                      steps=steps, key=key, log=log,
+                                                      **train_kwargs)
+        if task.name not in index[group]:
+            index[group].append(task.name)
+        index_path.write_text(json.dumps(index, indent=1), encoding="utf-8")
+    return {"library": str(out_dir), "built": infos, "tasks": index["tasks"],
+            "held_out": index["held_out"]}
+
+
+def _key(path) -> str:
+    """'arithmetic/1_digit_multiplication' from .../bigbench_tasks/arithmetic/1_digit_multiplication"""
+    path = Path(path)
+    path = path.parent if path.name == "task.json" else path
+    parts = path.parts
+    if "bigbench_tasks" in parts:
+        return "/".join(parts[parts.index("bigbench_tasks") + 1:])
+    return path.name
