@@ -151,6 +151,7 @@ def test_train_pause_resume_cancel_then_restart_lists_run(qtbot, make_window):
     assert runs_page.select_run(run_dir)
     qtbot.waitUntil(lambda: runs_page.curves.point_count("loss") >= paused_points, timeout=30_000)
     assert runs_page.resume_button.isEnabled()            # a checkpoint to continue from
+    assert runs_page.resume_button.isVisible() and runs_page.chat_button.isVisible()
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -379,6 +380,7 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     qtbot.waitUntil(lambda: any(Path(r.path) == run_dir for r in runs.runs), timeout=30_000)
     runs.select_run(run_dir)
     qtbot.waitUntil(lambda: runs.chat_button.isEnabled(), timeout=10_000)
+    assert runs.chat_button.isVisible()
     qtbot.mouseClick(runs.chat_button, Qt.MouseButton.LeftButton)
     chat = window.chat_page
     assert window.stack.currentWidget() is chat

@@ -142,7 +142,7 @@ class ChatPage(Page):
 
         ask = Card()
         self.prompt = QPlainTextEdit()
-        self.prompt.setPlaceholderText("Type a prompt, e.g. “What day of the week was 14 March 2021?”  (Ctrl+Enter sends)")
+        self.prompt.setPlaceholderText("Type a prompt, e.g. “Rewrite this date as YYYY-MM-DD: 14 March 2021”  (Ctrl+Enter sends)")
         self.prompt.setFixedHeight(76)
         ask_row = QHBoxLayout()
         ask_row.addWidget(self.prompt, 1)
@@ -156,6 +156,7 @@ class ChatPage(Page):
         ask_row.addLayout(buttons)
         ask.body.addLayout(ask_row)
         self.status = label("", "faint")
+        self.status.hide()
         self.message = InlineMessage()
         ask.body.addWidget(self.message)
         ask.body.addWidget(self.status)
@@ -241,7 +242,7 @@ class ChatPage(Page):
         adapter = self.adapter_dir()
         self.busy = True
         self.send_button.setEnabled(False)
-        self.status.setText("Loading the model and generating…")
+        self._set_status("Loading the model and generating…")
         self.base_pane.add_turn(prompt)
         if adapter:
             self.adapter_pane.add_turn(prompt)
@@ -252,7 +253,7 @@ class ChatPage(Page):
     def _on_answer(self, result: dict) -> None:
         self.busy = False
         self.send_button.setEnabled(True)
-        self.status.setText("")
+        self._set_status("")
         self.base_pane.set_answer(result["base"])
         if result.get("adapter") is not None:
             self.adapter_pane.set_answer(result["adapter"])
@@ -260,11 +261,15 @@ class ChatPage(Page):
     def _on_error(self, exc: BaseException) -> None:
         self.busy = False
         self.send_button.setEnabled(True)
-        self.status.setText("")
+        self._set_status("")
         self.base_pane.set_answer("(no answer)")
         if self.adapter_dir():
             self.adapter_pane.set_answer("(no answer)")
         self.message.show_error(tasks.error_text(exc))
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
 
     def _clear(self) -> None:
         self.base_pane.clear()

@@ -121,6 +121,11 @@ class CurvesPanel(QWidget):
         self.data: dict[str, tuple[list, list]] = {}
         self.clear()
 
+    def set_placeholder(self, text: str) -> None:
+        """What an empty chart says (e.g. "waiting for the first step", "no run selected")."""
+        for chart in self.charts.values():
+            chart.placeholder.setText(text)
+
     def clear(self) -> None:
         self.data = {key: ([], []) for key in self.series_chart}
         for key in self.series_chart:

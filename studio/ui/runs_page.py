@@ -200,6 +200,7 @@ class RunsPage(Page):
             self.status_badge.hide()
             self.detail_line.setText("")
             self.curves.clear()
+            self.curves.set_placeholder("no run selected")
             self._update_buttons()
             return
         self.title.setText(run.name)
@@ -220,6 +221,7 @@ class RunsPage(Page):
 
     def _on_events(self, path: str, events: list) -> None:
         if self.selected is not None and str(self.selected.path) == path:
+            self.curves.set_placeholder("no steps logged yet")
             self.curves.load_events(events)
 
     def _update_buttons(self) -> None:

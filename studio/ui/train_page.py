@@ -129,6 +129,7 @@ class TrainPage(Page):
         run_card.body.addWidget(self.log_tail)
         right.addWidget(run_card)
         self.curves = CurvesPanel()
+        self.curves.set_placeholder("curves appear with the first step")
         right.addWidget(self.curves, 1)
         splitter.addWidget(right_inner)
         splitter.setStretchFactor(0, 0)

@@ -54,8 +54,9 @@ class Card(QFrame):
         self.title_label.setObjectName("CardTitle")
         self.header.addWidget(self.title_label)
         self.header.addStretch(1)
-        if title:
-            outer.addLayout(self.header)
+        outer.addLayout(self.header)          # always: pages put buttons in an untitled card's header
+        if not title:
+            self.title_label.hide()
         if hint:
             hint_label = QLabel(hint)
             hint_label.setObjectName("CardHint")
