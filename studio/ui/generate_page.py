@@ -47,6 +47,12 @@ def _list_hypernetworks() -> list[dict]:
     return api.shipped_hypernetworks()
 
 
+def _warm_up() -> None:
+    from studio.hyper import api
+
+    api.warm_up()
+
+
 def _hypernetwork_info(folder: str) -> dict:
     from studio.worker.hyper_jobs import load_cached
 
@@ -65,6 +71,7 @@ class GeneratePage(Page):
         self.result: dict | None = None
         self.shipped: list[dict] = []
         self.last_error = ""
+        self._warmed = False
 
         card = Card("Task")
         self.kind = Segmented([("t2l", "Text-to-LoRA · a sentence"), ("dnd", "DnD · example prompts")])
@@ -166,6 +173,13 @@ class GeneratePage(Page):
 
     def on_show(self) -> None:
         self._update_model_label()
+        self._maybe_warm()
+
+    def _maybe_warm(self) -> None:
+        """Load the sentence encoder (seconds) once the page is shown, so Generate is quick."""
+        if not self._warmed and self.hypernetwork_dir() and self.isVisible():
+            self._warmed = True
+            tasks.run_async(_warm_up, on_error=lambda _exc: None)
 
     # ---- hypernetworks -----------------------------------------------------------------------
     def refresh_hypernetworks(self) -> None:
@@ -216,6 +230,7 @@ class GeneratePage(Page):
             return
         self.message.clear_message()
         self.generate_button.setEnabled(not self.busy)
+        self._maybe_warm()
         tasks.run_async(_hypernetwork_info, folder, on_done=self._show_info,
                         on_error=lambda exc: self.hypernet_info.setText(tasks.error_text(exc)))
 
