@@ -115,3 +115,21 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
                    "## Paired differences", "## What was and was not shown", "hyper_eval.py"):
         assert needle in text
+
+
+def test_paired_and_stratified_statistics():
+    import hyper_eval
+    from hyper_eval_report import _verdict
+
+    a = [[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]]
+    b = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]]
+    lo, hi = hyper_eval.stratified_ci(a)
+    mean_a = (3 / 4 + 5 / 6) / 2                 # mean of task means, not of pooled examples
+    assert lo <= mean_a <= hi and 0 <= lo and hi <= 1
+    mean, dlo, dhi = hyper_eval.paired(a, b)
+    assert mean == pytest.approx(mean_a - (1 / 4 + 2 / 6) / 2)
+    assert dlo <= mean <= dhi
+    assert hyper_eval.paired(a, a) == (0.0, 0.0, 0.0)
+    assert _verdict(0.1, 0.02, 0.2).startswith("better")
+    assert _verdict(-0.1, -0.2, -0.01).startswith("worse")
+    assert _verdict(0.05, -0.02, 0.1).startswith("no difference")
