@@ -52,7 +52,7 @@ def _learning_rate(text: str) -> float | str:
 def _command_line(args) -> str:
     """The command that regenerates the report, rebuilt from the parsed options."""
     parts = ["peft-studio", "compare-methods", "--methods", args.methods, "--steps", str(args.steps)]
-    for flag in ("recipe", "model", "data", "batch_size", "runs_dir"):
+    for flag in ("recipe", "model", "data", "batch_size"):      # not --runs-dir: only a place
         value = getattr(args, flag)
         if value:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -93,13 +93,14 @@ def cmd_compare_methods(args) -> int:
                         fix="give a file name ending in .md (the .json goes beside it)")
 
     command = _command_line(args)
+    machine = method_compare.describe_machine()
     done_rows: list[dict] = []
 
     def progress(info: dict) -> None:
         if out and info.get("phase") == "done":      # a partial report survives an interruption
             done_rows.append(info["row"])
             method_compare.write_report(done_rows, out, command, None, base.resolved(),
-                                        learning_rate, planned=methods)
+                                        learning_rate, planned=methods, machine=machine)
         if args.progress_json:
             info = {k: v for k, v in info.items() if k != "row"} | (
                 {"row": info["row"]} if "row" in info else {})
@@ -123,7 +124,8 @@ def cmd_compare_methods(args) -> int:
     print()
     print(method_compare.markdown_table(rows, base_acc), flush=True)
     if out:
-        method_compare.write_report(rows, out, command, base_acc, base.resolved(), learning_rate)
+        method_compare.write_report(rows, out, command, base_acc, base.resolved(), learning_rate,
+                                    machine=machine)
         print(f"\nwrote {out} and {out.with_suffix('.json')}", flush=True)
     if args.progress_json:
         print(PROGRESS_PREFIX + json.dumps({"phase": "finished", "out": str(out) if out else None,

@@ -17,12 +17,30 @@ def is_quantized(model) -> bool:
     return any(type(m).__name__ in QUANTIZED_LAYERS for m in model.modules())
 
 
+def keep_trainable_on_cpu(model) -> None:
+    """bitsandbytes repacks a 4-bit weight for its faster CPU kernel the first time the layer runs
+    in eval mode without gradients (an evaluation, a chat turn), and never unpacks it for training;
+    that kernel has no backward, so training after it silently stops changing the loss. Turn the
+    repacking off for this model, and undo it where it already happened."""
+    for module in model.modules():
+        if type(module).__name__ != "Linear4bit":
+            continue
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+        state = getattr(module.weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                module.weight.data, state)
+
+
 def apply(model, params: dict, ctx: dict):
     if not is_quantized(model):
         raise UserError("QLoRA trains on a 4-bit quantized base model, but this model was loaded "
                         "unquantized.", field="model.quantization",
                         fix="choose 4-bit on the Model page (recipe: [model] quantization = \"4bit\"), "
                             "or pick the plain LoRA method.")
+    keep_trainable_on_cpu(model)
     from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
     # Gradient checkpointing follows the recipe (the training loop turns it on, non-reentrant);
     # peft's own default would switch it on always, which costs a third more time per step.

@@ -70,6 +70,28 @@ def method_recipe(base, method_id: str, steps: int, learning_rate: float | str =
     return recipe, notes
 
 
+def limit_eval_file(recipe, limit: int) -> None:
+    """Point the recipe at the first `limit` lines of its JSONL eval file (saved in the data folder),
+    so the runs' eval loss and the accuracy are measured on the same, affordable examples."""
+    from studio import paths
+
+    if limit <= 0 or not recipe.data.eval_path:
+        return
+    source = recipe.resolve_path(recipe.data.eval_path)
+    if source.suffix.lower() != ".jsonl" or not source.is_file():
+        return
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) <= limit:
+        return
+    folder = paths.data_dir() / "comparisons"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{source.stem}-first{limit}.jsonl"
+    text = "\n".join(lines[:limit]) + "\n"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    recipe.data.eval_path = str(target)
+
+
 def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
 
@@ -202,6 +224,7 @@ def compare_methods(base, method_ids: list[str], steps: int, eval_limit: int = 6
     for index, method_id in enumerate(method_ids):
         recipe, notes = method_recipe(base, method_id, steps, learning_rate,
                                       overrides.get(method_id))
+        limit_eval_file(recipe, eval_limit)
         recipe.validate()
         base_info = {"method": method_id, "index": index, "count": len(method_ids), "steps": steps}
         log(f"[{method_id}] training {steps} steps at lr {recipe.training.learning_rate:g}"
@@ -244,12 +267,35 @@ def baseline_accuracy(base, eval_limit: int = 60) -> float | None:
     from studio.core.models import load_model
 
     recipe = base.resolved()
+    limit_eval_file(recipe, eval_limit)
     examples = eval_examples_of(recipe, eval_limit)
     model, tokenizer = load_model(recipe.resolve_path(recipe.model.path),
                                   recipe.model.quantization or None, recipe.model.dtype)
     model.eval()
     with torch.no_grad():
         return float(exact_match(model, tokenizer, examples)["accuracy"])
+
+
+def describe_machine() -> str:
+    """Where the numbers come from: device, cores, and how busy the machine was at the start."""
+    import os
+    import platform
+
+    text = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+        else:
+            text += f", no GPU (torch uses {torch.get_num_threads()} threads)"
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        text += (f"; load average {os.getloadavg()[0]:.1f} when the comparison started "
+                 "(a load above the core count means other jobs shared the CPU and stretched the "
+                 "wall times)")
+    return text
 
 
 def _fmt(value) -> str:
@@ -281,7 +327,7 @@ def markdown_table(rows: list[dict], base_accuracy: float | None = None) -> str:
 
 def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float | None,
                  recipe, learning_rate: float | str = "method",
-                 planned: list[str] | None = None) -> None:
+                 planned: list[str] | None = None, machine: str = "") -> None:
     """Markdown table with the command that regenerates it, plus the raw rows as JSON.
 
     planned: every method of the comparison; when some have no row yet, the report says it is
@@ -306,10 +352,12 @@ def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float
         f"data: `{Path(recipe.data.path).name}`"
         + (f", evaluated on `{Path(recipe.data.eval_path).name}`" if recipe.data.eval_path else "")
         + ".\n\n"
-        "Eval accuracy = exact match of greedy answers on the eval split. Peak memory = the "
+        "Eval loss and accuracy use the first `--eval-limit` examples of the eval split; accuracy "
+        "= exact match of greedy answers. Peak memory = the "
         "training process's largest resident memory seen at a logged step (CPU) or CUDA max "
         "allocated (GPU). Wall time = the whole training process (start, model load, training, "
         "save), not the accuracy evaluation. Final train loss = mean of the last 5 logged steps.\n\n"
+        + (f"Machine: {machine}.\n\n" if machine else "")
         + markdown_table(rows, base_accuracy) + "\n"
     )
     missing = [m for m in planned or [] if m not in {r["method"] for r in rows}]
