@@ -88,7 +88,9 @@ class _Chart(QFrame):
             item = self.plot.getPlotItem()
             for side in ("left", "bottom"):
                 item.getAxis(side).setStyle(showValues=has_data)
-            if not has_data:
+            if has_data:
+                item.enableAutoRange()
+            else:
                 item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
                 self.placeholder.setPos(0.5, 0.5)
 
