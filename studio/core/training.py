@@ -201,7 +201,8 @@ def _total_steps(recipe, batches_per_epoch: int) -> int:
     t = recipe.training
     if t.max_steps > 0:
         return t.max_steps
-    return max(1, t.epochs * math.ceil(batches_per_epoch / t.grad_accum))
+    # one optimizer step takes grad_accum batches and the batch stream runs on across epochs
+    return max(1, math.ceil(t.epochs * batches_per_epoch / t.grad_accum))
 
 
 def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control | None = None,
