@@ -460,3 +460,33 @@ def test_qt_signals_keep_reference_counts():
         emitter.changed.emit(1)
     assert len(received) == 50
     assert sys.getrefcount(True) - before > -25, "this PySide6 leaks references on Signal.emit"
+
+
+def test_runs_page_curves_follow_a_selected_run(qtbot, model_dir, demo_train_path):
+    """A run selected while it trains keeps its curves current on later refreshes (run folders
+    written through the same RunLog the training process uses)."""
+    from studio.core.recipe import DataSection, MethodSection, ModelSection, Recipe
+    from studio.core.runs import RunLog, create_run
+    from studio.ui import app as studio_app
+    from studio.ui.runs_page import RunsPage
+    from studio.worker import messages
+
+    studio_app.create_app()
+    recipe = Recipe(name="follow-me", model=ModelSection(path=str(model_dir)),
+                    data=DataSection(path=str(demo_train_path)), method=MethodSection(id="lora"))
+    run_dir = create_run(recipe)
+    log = RunLog(run_dir)
+    log.append(messages.started(str(run_dir), 10, 100, 1000))
+    log.append(messages.log(1, 0.1, 2.0, 1e-4, 1.0, 100.0, 1000.0, 9.0))
+    page = RunsPage()
+    qtbot.addWidget(page)
+    page.show()
+    page.refresh()
+    qtbot.waitUntil(lambda: any(r.path == run_dir for r in page.runs), timeout=30_000)
+    page.select_run(run_dir)
+    qtbot.waitUntil(lambda: page.curves.point_count("loss") == 1, timeout=30_000)
+    for step in range(2, 6):
+        log.append(messages.log(step, 0.1, 2.0 / step, 1e-4, 1.0, 100.0, 1000.0, 9.0))
+    page.refresh()
+    qtbot.waitUntil(lambda: page.curves.point_count("loss") == 5, timeout=30_000)
+    tasks.wait_all(30_000)

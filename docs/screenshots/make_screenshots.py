@@ -100,6 +100,7 @@ def main(argv=None) -> int:
 def _shoot(args, out: Path) -> int:
     from studio.core.models import ensure_default_model
     from studio.ui import app as studio_app
+    from studio.ui import tasks
 
     ensure_default_model(log=print)
     app = studio_app.create_app()
@@ -146,8 +147,14 @@ def _shoot(args, out: Path) -> int:
 
         window.show_page("runs")
         wait(app, lambda: not window.runs_page.is_loading() and len(window.runs_page.runs) >= 2, 60, "runs")
-        window.runs_page.select_run(lora_run)
-        wait(app, lambda: window.runs_page.curves.point_count("loss") > 0, 60, "run curves")
+        runs_page = window.runs_page
+        runs_page.select_run(lora_run)
+        try:
+            wait(app, lambda: runs_page.curves.point_count("loss") > 0, 60, "run curves")
+        except TimeoutError:
+            print("runs:", [(r.name, r.status, str(r.path)) for r in runs_page.runs],
+                  "selected:", runs_page.selected, "lora run:", lora_run, "busy tasks:", tasks.busy())
+            raise
         grab(app, window, "runs", out)
 
         adapter = window.runs_page.adapter_dir(window.runs_page.selected)
@@ -173,8 +180,6 @@ def _shoot(args, out: Path) -> int:
     grab(app, window, "model-invalid", out)
 
     window.close()
-    from studio.ui import tasks
-
     tasks.wait_all(60000)
     return 0
 

@@ -189,7 +189,10 @@ class RunsPage(Page):
     def _on_select(self) -> None:
         rows = {index.row() for index in self.table.selectedIndexes()}
         run = self.runs[min(rows)] if rows and min(rows) < len(self.runs) else None
-        changed = run is None or self.selected is None or run.path != self.selected.path
+        old = self.selected
+        # reload the curves for another run, or for the same run when it moved on since
+        changed = (run is None or old is None or run.path != old.path or run.step != old.step
+                   or run.status != old.status)
         self.selected = run
         self._show_run(run, reload_curves=changed or run.status in ("running", "paused"))
 
