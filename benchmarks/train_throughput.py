@@ -28,16 +28,12 @@ freed, so treat CPU memory ratios as rough; --order swaps who goes first.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import math
 import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,168 +42,8 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Random-init shapes, built from these config dicts (no hub access). qwen2-0.5b is Qwen2-0.5B's
-# published config, smollm2-135m the shipped model's (for machines without its weights); "tiny" is
-# for smoke tests.
-SHAPES = {
-    "smollm2-135m": dict(
-        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
-        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
-        hidden_act="silu", tie_word_embeddings=True, attention_bias=False, mlp_bias=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2),
-    "qwen2-0.5b": dict(
-        model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-        hidden_act="silu", tie_word_embeddings=True, use_sliding_window=False,
-        attention_dropout=0.0, bos_token_id=151643, eos_token_id=151643),
-    "tiny": dict(
-        model_type="qwen2", vocab_size=512, hidden_size=64, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, rope_theta=10000.0, rms_norm_eps=1e-6,
-        hidden_act="silu", tie_word_embeddings=True, use_sliding_window=False,
-        attention_dropout=0.0, bos_token_id=0, eos_token_id=0),
-}
-
-
-def default_model_path() -> Path:
-    from studio import paths
-
-    return paths.default_model_dir()
-
-
-# ---- model and data ----------------------------------------------------------------------------
-
-def build_model(args, for_ours: bool):
-    """The same weights for both variants: a local folder, or a seeded random init of a shape."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    dtype = getattr(torch, args.dtype)
-    if args.shape:
-        cfg = dict(SHAPES[args.shape])
-        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        torch.manual_seed(args.seed)
-        torch.cuda.manual_seed_all(args.seed) if args.device.startswith("cuda") else None
-        with torch.device(args.device):   # initialised where it runs (fast on GPU)
-            return AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if for_ours:   # the studio's own loader, as run_training uses it
-        from studio.core.models import load_model
-
-        model, _tok = load_model(args.model, None, args.dtype, args.device)
-        return model
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
-    return model.to(args.device)
-
-
-def synthetic_ids(vocab: int, n: int, seq: int, seed: int):
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (n, seq), generator=gen)
-
-
-def vocab_size(args) -> int:
-    if args.shape:
-        return SHAPES[args.shape]["vocab_size"]
-    cfg = json.loads((Path(args.model) / "config.json").read_text())
-    return int(cfg.get("vocab_size") or cfg["text_config"]["vocab_size"])
-
-
-# ---- measuring -----------------------------------------------------------------------------------
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Memory:
-    """Peak CUDA allocation, or peak sampled RSS above the starting RSS on CPU (see module doc)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self._stop = threading.Event()
-        self._thread = None
-        self.start_mb = self.peak_mb = 0.0
-
-    def __enter__(self):
-        import torch
-
-        gc.collect()
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self.start_mb = torch.cuda.memory_allocated() / 2**20
-        else:
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-            except (OSError, AttributeError):
-                pass
-            self.start_mb = self.peak_mb = _rss_mb()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _rss_mb())
-            self._stop.wait(0.002)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.startswith("cuda"):
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = max(self.peak_mb, _rss_mb())
-        return False
-
-    @property
-    def used_mb(self) -> float:
-        return self.peak_mb - self.start_mb
-
-
-class StepTimer:
-    """Wall time from the end of step `warmup` to the end of step `total` (device synchronised)."""
-
-    def __init__(self, device: str, warmup: int, total: int, profile: bool = False):
-        self.device, self.warmup, self.total = device, warmup, total
-        self.t0 = self.t1 = None
-        self.profiler, self.profile_table = None, ""
-        if profile:
-            import torch.profiler as tp
-
-            kinds = [tp.ProfilerActivity.CPU] + (
-                [tp.ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-            self.profiler = tp.profile(activities=kinds)
-
-    def on_step_end(self, step, model=None, optimizer=None):
-        if step == self.warmup:
-            _sync(self.device)
-            if self.profiler:
-                self.profiler.__enter__()
-            self.t0 = time.perf_counter()
-        elif step == self.total:
-            _sync(self.device)
-            self.t1 = time.perf_counter()
-            if self.profiler:
-                self.profiler.__exit__(None, None, None)
-                self.profile_table = self.profiler.key_averages().table(
-                    sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
-
-    @property
-    def seconds(self) -> float:
-        return self.t1 - self.t0
+from benchmarks.bench_common import (SHAPES, Memory, StepTimer, build_model,  # noqa: E402
+                                     default_model_path, synthetic_ids, vocab_size)
 
 
 def _autocast(device: str):
@@ -395,6 +231,40 @@ def method_params(args) -> dict:
     return plugin.validate(values)
 
 
+def summarize(report: dict) -> dict:
+    """Per variant: median tokens/s over the repeats and the smallest peak memory (the first
+    variant in a process also pays one-time allocations, e.g. the cuBLAS workspace); ratios."""
+    results = {}
+    for name, rs in report["runs"].items():
+        tps = statistics.median(x["tokens_per_s"] for x in rs)
+        tokens_per_step = report["setup"]["batch"] * report["setup"]["seq"]
+        results[name] = {
+            "tokens_per_s": tps, "tokens_per_s_runs": [x["tokens_per_s"] for x in rs],
+            "seconds_per_step": tokens_per_step / tps,
+            "peak_mb": min(x["peak_mb"] for x in rs), "peak_mb_runs": [x["peak_mb"] for x in rs],
+            "memory_kind": rs[0]["memory_kind"], "trainable_params": rs[0]["trainable_params"],
+            "timed_steps": rs[0]["timed_steps"],
+            "loss_first": rs[0]["loss_first"], "loss_last": rs[0]["loss_last"]}
+    ours, base = results["ours"], results["baseline"]
+    ratios = {"tokens_per_s": ours["tokens_per_s"] / base["tokens_per_s"],
+              "peak_mb": ours["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else None}
+    return {**report, "results": results, "ratios": ratios}
+
+
+def print_report(report: dict) -> None:
+    setup, env, ratios = report["setup"], report["env"], report["ratios"]
+    print(f"\n{setup['model']} | {setup['method']} | batch {setup['batch']} x seq {setup['seq']} "
+          f"| {setup['steps']} timed steps (+{setup['warmup']} warmup) x {setup['repeats']} "
+          f"repeats | {env['device_name']} | dtype {setup['dtype']}")
+    print(f"{'variant':10s} {'tokens/s':>12s} {'s/step':>9s} {'peak MB':>10s}  memory measured as")
+    for name in ("ours", "baseline"):
+        r = report["results"][name]
+        print(f"{name:10s} {r['tokens_per_s']:12.1f} {r['seconds_per_step']:9.4f} "
+              f"{r['peak_mb']:10.1f}  {r['memory_kind']}")
+    mem = f"{ratios['peak_mb']:.3f}" if ratios["peak_mb"] is not None else "n/a"
+    print(f"ratio ours/baseline: tokens/s {ratios['tokens_per_s']:.3f}, peak memory {mem}")
+
+
 def main(argv=None) -> dict:
     import peft
     import torch
@@ -420,32 +290,16 @@ def main(argv=None) -> dict:
             print(f"  {name:9s} run {r + 1}: {res['tokens_per_s']:10.1f} tok/s "
                   f"{res['peak_mb']:9.1f} MB  loss {res['loss_first']:.3f} -> "
                   f"{res['loss_last']:.3f}", flush=True)
-    best = {name: {**max(rs, key=lambda x: x["tokens_per_s"]),
-                   "tokens_per_s_median": statistics.median(x["tokens_per_s"] for x in rs),
-                   "peak_mb": max(x["peak_mb"] for x in rs)} for name, rs in runs.items()}
-    ratios = {"tokens_per_s": best["ours"]["tokens_per_s_median"]
-              / best["baseline"]["tokens_per_s_median"],
-              "peak_mb": best["ours"]["peak_mb"] / best["baseline"]["peak_mb"]
-              if best["baseline"]["peak_mb"] > 0 else None}
     env = {"device": args.device, "device_name": torch.cuda.get_device_name(args.device)
            if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "transformers": transformers.__version__,
            "peft": peft.__version__}
     setup = {"model": args.shape or args.model, "dtype": args.dtype, "batch": args.batch,
              "seq": args.seq, "steps": args.steps, "warmup": args.warmup, "method": args.method,
-             "params": params, "grad_ckpt": args.grad_ckpt, "repeats": args.repeats}
-    report = {"env": env, "setup": setup, "results": best, "runs": runs, "ratios": ratios}
-    print(f"\n{setup['model']} | {args.method} | batch {args.batch} x seq {args.seq} | "
-          f"{args.steps} timed steps (+{args.warmup} warmup) | {env['device_name']} | "
-          f"dtype {args.dtype}")
-    print(f"{'variant':10s} {'tokens/s':>12s} {'s/step':>9s} {'peak MB':>10s}  memory measured as")
-    for name in ("ours", "baseline"):
-        b = best[name]
-        per_step = args.batch * args.seq / b["tokens_per_s_median"]
-        print(f"{name:10s} {b['tokens_per_s_median']:12.1f} "
-              f"{per_step:9.4f} {b['peak_mb']:10.1f}  {b['memory_kind']}")
-    mem_ratio = f"{ratios['peak_mb']:.3f}" if ratios["peak_mb"] is not None else "n/a"
-    print(f"ratio ours/baseline: tokens/s {ratios['tokens_per_s']:.3f}, peak memory {mem_ratio}")
+             "params": params, "grad_ckpt": args.grad_ckpt, "repeats": args.repeats,
+             "log_every": args.log_every}
+    report = summarize({"env": env, "setup": setup, "runs": runs})
+    print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
