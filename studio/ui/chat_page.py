@@ -91,7 +91,7 @@ class _AnswerPane(Card):
                          f'<p style="margin-top:0;">{html.escape(prompt)}</p>')
             shown = html.escape(reply) if reply is not None else f'<i style="color:{theme.FAINT}">thinking…</i>'
             parts.append(f'<p style="color:{theme.MUTED}; margin-bottom:4px;"><b>Model</b></p>'
-                         f'<p style="margin-top:0; white-space: pre-wrap;">{shown}</p><hr>')
+                         f'<p style="margin-top:0; margin-bottom:22px; white-space: pre-wrap;">{shown}</p>')
         self.view.setHtml("".join(parts))
         bar = self.view.verticalScrollBar()
         bar.setValue(bar.maximum())

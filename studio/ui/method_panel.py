@@ -100,7 +100,7 @@ def model_warning(plugin, facts: dict | None, values: dict) -> tuple[str, list[t
     if plugin.id == "bitfit" and facts.get("bias", 0) == 0 and not values.get("include_norms"):
         name = facts["path"].rstrip("/").split("/")[-1]
         return (f"{name} has no bias terms, so BitFit (which trains only biases) has nothing to train "
-                f"here. Instead you can train the {facts.get('norm', 0)} norm weights alongside (BitFit "
+                f"here. Instead you can train the weights of its {facts.get('norm', 0)} norm layers (BitFit "
                 "with 'Train norm weights'), or pick IA3 (learned scaling vectors, similarly tiny) or "
                 "LoRA.", [("bitfit_norms", "Train norm weights"), ("ia3", "Use IA3"), ("lora", "Use LoRA")])
     return "", []

@@ -138,6 +138,7 @@ def make_editor(spec: dict) -> QWidget:
     elif ptype == "boolean":
         editor = QCheckBox()
         editor.setChecked(bool(default))
+        editor.setMinimumHeight(32)          # centred on its caption like the other inputs
     else:
         editor = QLineEdit(str(default))
     if isinstance(editor, (QSpinBox, QDoubleSpinBox, QComboBox, QLineEdit)):
