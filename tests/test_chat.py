@@ -31,13 +31,13 @@ def base(model_dir):
 
 @pytest.fixture(scope="module")
 def adapter_dir(model_dir, tmp_path_factory):
-    """A saved LoRA (q/v, r=4) with non-zero B, made on its own copy of the model."""
+    """A saved LoRA (all linear layers, r=8) with non-zero B, made on its own copy of the model."""
     from peft import LoraConfig, get_peft_model
 
     model, _ = load_model(model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
-                                                  target_modules=["q_proj", "v_proj"]))
-    _randomise_lora(peft_model, std=0.3)
+    # q/v alone, even with large random B, leaves "Paris" in place: adapt every linear layer
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    _randomise_lora(peft_model, std=0.05)
     out = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(out)
     return out
@@ -134,7 +134,7 @@ def test_adapter_for_another_base_model(model_dir, tmp_path):
     other = LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2))
-    other.config.name_or_path = "/somewhere/TinyLlama-other"
+    other.name_or_path = "/somewhere/TinyLlama-other"     # what from_pretrained would set
     lora = get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "adapter_config.json").read_text())[
@@ -143,3 +143,19 @@ def test_adapter_for_another_base_model(model_dir, tmp_path):
         load_for_chat(model_dir, tmp_path)
     text = str(err.value)
     assert "TinyLlama-other" in text and str(tmp_path) in text and "Fix:" in text
+
+
+def test_model_without_template_is_asked_as_it_was_trained(base):
+    """No chat template: the prompt uses the same User:/Assistant: fallback as training did."""
+    import copy
+
+    from studio.core.data import Example, render_preview
+
+    _, tokenizer = base
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    prompt = build_prompt(plain, "What is 2+2?")
+    assert prompt == "User: What is 2+2?\nAssistant:"
+    trained_text = "".join(t for t, _ in render_preview(Example(messages=[
+        {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]), plain))
+    assert trained_text.startswith(prompt)

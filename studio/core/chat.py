@@ -22,20 +22,20 @@ def _model_device(model):
 
 
 def build_prompt(tokenizer, messages_or_prompt) -> str:
-    """The text the model sees: the chat template when the tokenizer has one, plain text otherwise."""
+    """The text the model sees: the conversation through the chat template plus the assistant
+    header. A model without a template gets the same User:/Assistant: fallback that training
+    used (studio.core.data), so an adapter is asked in the format it learnt."""
+    from studio.core.data import prompt_text
+
     if isinstance(messages_or_prompt, str):
         messages = [{"role": "user", "content": messages_or_prompt}]
-        plain = messages_or_prompt
     else:
         messages = list(messages_or_prompt)
         if not messages or not all(isinstance(m, dict) and "content" in m for m in messages):
             raise UserError("a chat needs a list of {'role': ..., 'content': ...} messages.",
                             field="messages", fix="Type a prompt, or pass messages with content.")
-        plain = "\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in messages) + (
-            "\nassistant:")
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return plain
+        messages = [{"role": m.get("role", "user"), "content": m["content"]} for m in messages]
+    return prompt_text(messages, tokenizer)
 
 
 def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperature=0.0,
@@ -47,9 +47,8 @@ def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperatu
     import torch
 
     text = build_prompt(tokenizer, messages_or_prompt)
-    # The chat template already writes the special tokens it wants (e.g. <|im_start|>).
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not has_template)
+    # The template writes the special tokens it wants (e.g. <|im_start|>), as in training.
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     inputs = {k: v.to(_model_device(model)) for k, v in inputs.items()}
     options = {"max_new_tokens": int(max_new_tokens), "use_cache": True,
                "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
