@@ -31,6 +31,12 @@ def _read_prompts(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _command_line() -> str:
+    import shlex
+
+    return "peft-studio " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def cmd_generate(args) -> int:
     from studio.hyper import api
 
@@ -73,7 +79,7 @@ def cmd_build_library(args) -> int:
                            steps=args.steps, r=args.r, alpha=2.0 * args.r, lr=args.lr,
                            batch_size=args.batch_size, max_length=args.max_length,
                            checkpoint_every=args.checkpoint_every, seed=args.seed,
-                           n_eval=args.eval_examples,
+                           n_eval=args.eval_examples, command=_command_line(),
                            log=lambda line: print(line, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
     return 0
@@ -120,7 +126,7 @@ def cmd_train(args) -> int:
                            steps=args.steps, lr=args.lr, seed=args.seed, model_path=args.model,
                            progress=progress, hidden=args.hidden, batch_tasks=args.batch_tasks,
                            batch_examples=args.batch_examples, encoder=encoder,
-                           device=args.device)
+                           device=args.device, command=_command_line())
     return 0
 
 

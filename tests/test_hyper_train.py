@@ -76,19 +76,22 @@ def test_t2l_recon_training_progress_and_generate(plain_library, tmp_path, model
 
     events = []
     metrics = api.train_hypernetwork(plain_library, tmp_path / "hn", kind="t2l", mode="recon",
-                                     head="M", steps=60, hidden=64, progress=events.append)
+                                     head="M", steps=40, hidden=32, eval_every=20,
+                                     progress=events.append)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "started" and kinds[-1] == "finished"
     logs = [e for e in events if e["event"] == "log"]
-    assert len(logs) == 60 and all(k in logs[0] for k in ("loss", "lr", "grad_norm", "eta_s"))
+    assert len(logs) == 40 and all(k in logs[0] for k in ("loss", "lr", "grad_norm", "eta_s"))
     first = sum(e["loss"] for e in logs[:5]) / 5
     last = sum(e["loss"] for e in logs[-5:]) / 5
-    assert last < 0.7 * first, (first, last)          # it learns the library
-    assert [e["step"] for e in events if e["event"] == "eval"][:2] == [0, 6]
+    assert last < 0.9 * first, (first, last)          # it learns the library
+    assert [e["step"] for e in events if e["event"] == "eval"] == [0, 20, 40]
     hn = api.load_hypernetwork(tmp_path / "hn")
     info = hn.info()
     assert info["kind"] == "t2l" and info["head"] == "M" and info["trained_on"] == sorted(TASKS)
     assert metrics["size_mb"] == info["size_mb"] > 0
+    card = (tmp_path / "hn" / "MODEL_CARD.md").read_text()
+    assert "| sentiment |" in card and "head M" in card
     res = api.generate(hn, tmp_path / "adapter", description="Multiply two numbers.",
                        base_model=model_dir)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
@@ -128,6 +131,7 @@ def test_dnd_training_and_generation(plain_library, tmp_path):
     assert res["kind"] == "dnd" and (tmp_path / "a" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_sft_mode_runs_through_the_base_model(plain_library, tmp_path, model_dir):
     from studio.hyper import api
 

@@ -217,7 +217,7 @@ def resolve_tasks(bigbench_dir: str | Path, tasks: str | int, held_out: str | in
 def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir: str | Path,
                   held_out_paths: list[str | Path] = (), steps: int = 24, r: int = 4,
                   alpha: float = 8.0, modules=("q_proj", "v_proj"), overwrite: bool = False,
-                  log=print, **train_kwargs) -> dict:
+                  log=print, command: str = "", **train_kwargs) -> dict:
     """Train one LoRA per task (resumable: finished tasks are skipped) and index them."""
     from studio.core.models import load_model
 
@@ -229,7 +229,7 @@ def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir:
     index_path = out_dir / "library.json"
     recipe = {"steps": steps, "r": r, "alpha": alpha, "modules": list(modules), **train_kwargs}
     index = {"base_model": spec.base_model, "spec": spec.to_dict(), "tasks": [], "held_out": [],
-             "shared_init": True, "recipe": recipe}
+             "shared_init": True, "recipe": recipe, "command": command}
     if index_path.is_file() and not overwrite:
         old = json.loads(index_path.read_text(encoding="utf-8"))
         if not LoraSpec.from_dict(old["spec"]).same_shapes(spec) or old["spec"]["r"] != r:

@@ -69,6 +69,7 @@ class Library:
     entries: list[LibraryEntry]               # training tasks
     held_out_entries: list[LibraryEntry] = field(default_factory=list)
     shared_init: bool = False                 # every LoRA started from the same A
+    command: str = ""                         # the command that built it, if recorded
 
     @property
     def held_out(self) -> list[str]:
@@ -165,9 +166,10 @@ def load_library(folder: str | Path) -> Library:
         entries = [e for e in (_built_entry(folder, n) for n in data.get("tasks", [])) if e]
         held = [e for e in (_built_entry(folder, n) for n in data.get("held_out", [])) if e]
         shared = bool(data.get("shared_init", True))
+        command = str(data.get("command", ""))
     else:
         entries = [e for e in (_plain_entry(s) for s in sorted(folder.iterdir()) if s.is_dir()) if e]
-        held, shared = [], False
+        held, shared, command = [], False, ""
         spec = spec_from_adapter(entries[0].adapter_dir) if entries else None
         for e in entries[1:]:
             other = spec_from_adapter(e.adapter_dir)
@@ -179,4 +181,4 @@ def load_library(folder: str | Path) -> Library:
         raise UserError(f"the library holds {len(entries)} finished task LoRA(s); at least 2 are needed.",
                         path=folder, fix="Add adapters (each with a description), or finish "
                                          "building the library (`peft-studio hyper build-library`).")
-    return Library(folder, spec, entries, held, shared)
+    return Library(folder, spec, entries, held, shared, command)

@@ -166,3 +166,40 @@ def sft_loss(hypernet, runner, tokenizer, tasks: list[HyperTask], emb: torch.Ten
         batch = {k: v.to(device) for k, v in batch.items()}
         losses.append(runner.loss(lora, batch))
     return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def held_out_report(hypernet, held: list[HyperTask], train: list[HyperTask]) -> dict:
+    """How close the LoRAs generated for unseen tasks (from their eval descriptions) come to
+    those tasks' own trained LoRAs, against the trivial baseline of the library's mean LoRA.
+
+    Per task: L1 of the factors (what recon training minimises) and the cosine between update
+    matrices delta W = B A summed over modules and layers (factor-order free)."""
+    if not held:
+        return {}
+    spec = hypernet.spec
+    hypernet.eval()
+
+    def delta(lora):
+        return torch.cat([(lora[k][1].float().cpu() @ lora[k][0].float().cpu()).reshape(-1)
+                          for k in spec.keys])
+
+    mean_flat = torch.stack([flatten(spec, t.target).cpu() for t in train]).mean(0)
+    mean_delta = torch.stack([delta(t.target) for t in train]).mean(0)
+    out = {}
+    for t in held:
+        embs = t.eval_embeddings if t.eval_embeddings is not None and len(t.eval_embeddings) \
+            else t.embeddings
+        device = next(hypernet.parameters()).device
+        loras = hypernet.emit(embs.to(device))
+        target_flat, target_delta = flatten(spec, t.target).cpu(), delta(t.target)
+        gen_l1 = sum(float((flatten(spec, lo).cpu() - target_flat).abs().mean()) for lo in loras)
+        gen_cos = sum(float(torch.nn.functional.cosine_similarity(delta(lo), target_delta, dim=0))
+                      for lo in loras)
+        out[t.name] = {
+            "l1_generated": gen_l1 / len(loras),
+            "l1_library_mean": float((mean_flat - target_flat).abs().mean()),
+            "cos_dw_generated": gen_cos / len(loras),
+            "cos_dw_library_mean": float(torch.nn.functional.cosine_similarity(
+                mean_delta, target_delta, dim=0))}
+    return out

@@ -48,7 +48,7 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
                        progress=None, should_stop=None, hidden: int = 256, blocks: int = 2,
                        batch_tasks: int = 4, batch_examples: int = 4, max_length: int = 128,
                        eval_every: int | None = None, target: str = "auto", n_prompts: int = 8,
-                       encoder=None, device: str | None = None) -> dict:
+                       encoder=None, device: str | None = None, command: str | None = None) -> dict:
     import torch
 
     from studio.hyper import train as T
@@ -73,7 +73,8 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
                             path=library, field="examples",
                             fix="Add examples.jsonl (chat format) to each task, or use --mode recon.")
     encoder = encoder or default_encoder()
-    T.embed_tasks(tasks, encoder)
+    held_tasks = T.tasks_from_library(lib, spec, target=target, held_out=True) if kind == "t2l" else []
+    T.embed_tasks(tasks + held_tasks, encoder)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     runner = None
@@ -81,6 +82,16 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
         from studio.hyper.text_to_lora import T2LConfig, TextToLoRA
 
         net = TextToLoRA(T2LConfig(spec=spec.to_dict(), head=head, hidden=hidden, blocks=blocks))
+        if target == "raw":
+            # Every library LoRA started from the same A: start the per-layer base A at the
+            # library's mean A (still a kaiming-uniform-like init, so B = 0 keeps step 0 a
+            # standard LoRA init) instead of learning the shared part from scratch.
+            with torch.no_grad():
+                base_a = net.a_base.view(spec.num_layers, len(spec.modules), spec.r, -1)
+                for (layer, m), _ in tasks[0].target.items():
+                    mi = spec.modules.index(m)
+                    mean_a = torch.stack([t.target[(layer, m)][0] for t in tasks]).mean(0)
+                    base_a[layer, mi, :, :mean_a.shape[1]] = mean_a
     else:
         from studio.hyper.dnd import DnDConfig, DnDGenerator, DnDData
 
@@ -173,6 +184,7 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
         if runner is not None:
             runner.unwrap()
     net.eval()
+    held_report = T.held_out_report(net, held_tasks, tasks) if held_tasks else {}
     net.cpu()
     tail = losses[-max(1, min(20, len(losses) // 5)):] if losses else [float("nan")]
     metrics = {"out_dir": str(out_dir), "kind": kind, "mode": mode,
@@ -182,9 +194,14 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
                "eval_loss": evals[-1][1], "evals": evals,
                "seconds": round(time.perf_counter() - start, 1),
                "tasks": [t.name for t in tasks], "held_out_tasks": lib.held_out,
-               "library": str(Path(library).resolve()), "params": n_params}
+               "library": str(Path(library).resolve()), "params": n_params,
+               "held_out_report": held_report}
     net.config.notes = {k: v for k, v in metrics.items() if k not in ("out_dir",)}
     net.save(out_dir)
+    from studio.hyper.card import write_model_card
+
+    lib_cmd = lib.command
+    write_model_card(out_dir, [c for c in (lib_cmd, command) if c])
     metrics["size_mb"] = round((Path(out_dir) / "hypernetwork.safetensors").stat().st_size / 2**20, 2)
     if cancelled:
         emit(_event("cancelled", step=step, checkpoint=str(out_dir)))
