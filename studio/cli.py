@@ -91,6 +91,7 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run_dir = runs.find_run(args.resume)
+        runs.check_not_running(run_dir)
         recipe = runs.load_recipe(run_dir)
         if args.recipe:
             print(f"note: resuming with the run's own recipe ({run_dir / 'recipe.toml'}); "

@@ -143,3 +143,15 @@ def test_status_of_a_run_whose_process_vanished(run_dir):
     (run_dir / "status.json").write_text(json.dumps(log.status))
     info = runs.run_info(run_dir)
     assert info.status == "failed (process died)" and info.cause
+
+
+def test_a_run_being_trained_cannot_be_started_twice(run_dir, capsys):
+    from studio import cli
+    from studio.errors import UserError
+
+    log = runs.RunLog(run_dir, pid=os.getpid())        # this process "is training" it
+    log.append(messages.started(str(run_dir), 5, 1, 2))
+    with pytest.raises(UserError, match="still being trained"):
+        Job.start(run_dir, resume=True)
+    assert cli.main(["train", "--resume", str(run_dir)]) == 2
+    assert "still being trained" in capsys.readouterr().err

@@ -84,6 +84,14 @@ def find_run(name_or_path: str | Path) -> Path:
                     fix="give a run folder (see `peft-studio runs` for the list)")
 
 
+def check_not_running(run_dir) -> None:
+    """UserError when a live process is training this run (two would write the same folder)."""
+    status = read_status(run_dir)
+    if status.get("status") in ACTIVE and pid_alive(status.get("pid"), status.get("pid_start")):
+        raise UserError(f"this run is still being trained by process {status['pid']}",
+                        path=run_dir, fix="cancel it first, or wait for it to finish")
+
+
 def checkpoints_dir(run_dir) -> Path:
     return Path(run_dir) / "checkpoints"
 

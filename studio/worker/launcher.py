@@ -77,6 +77,9 @@ class Job:
     def _start(self, run_dir, resume: bool = False) -> "Job":
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("this job is already running")
+        from studio.core.runs import check_not_running
+
+        check_not_running(run_dir)       # UserError: another process is training this run
         self.run_dir = Path(run_dir)
         self.terminal_event = None
         cmd = [self.python, "-m", "studio.worker.child", str(self.run_dir)]
