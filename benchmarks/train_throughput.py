@@ -276,7 +276,9 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     params = method_params(args)
-    import studio.core.models  # noqa: F401 - imported before any memory window opens
+    import studio.core.models  # imported before any memory window opens
+    if args.model:
+        studio.core.models.check_model_folder(args.model)   # UserError naming what is wrong
     import studio.core.training  # noqa: F401
     n_rows = (args.warmup + args.steps) * args.batch
     ids = synthetic_ids(vocab_size(args), n_rows, args.seq, args.seed)
@@ -306,4 +308,10 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from studio.errors import UserError
+
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
