@@ -281,6 +281,9 @@ def extension_modules() -> list[str]:
 
 
 def main(argv=None) -> int:
+    from studio.worker.child import quiet_library_noise
+
+    quiet_library_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", cmd_gui)

@@ -72,6 +72,14 @@ def describe_failure(err: BaseException) -> tuple[str, str]:
     return cause, tail
 
 
+def quiet_library_noise() -> None:
+    """bitsandbytes warns at import that an optional hub kernel is missing; CPU 4-bit works
+    without it (and the hub is not reachable anyway), so keep it out of the user's output."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def _private_stdout():
     """Duplicate the real stdout for events and point fd 1 at stderr for everything else."""
     fd = os.dup(1)
@@ -86,6 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    quiet_library_noise()
     channel = _private_stdout()
     emit = EventSink(run_dir, channel)
     try:
