@@ -154,6 +154,12 @@ def test_cli_train_and_generate(plain_library, tmp_path, model_dir, capsys):
     assert main(["generate", "Sort words alphabetically.", "--out", str(tmp_path / "ad"),
                  "--hypernetwork", str(tmp_path / "hn"), "--model", str(model_dir)]) == 0
     assert "generated in" in capsys.readouterr().out
+    assert main(["generate", "  ", "--out", str(tmp_path / "ad2"), "--hypernetwork",
+                 str(tmp_path / "hn")]) == 2
+    assert "description is empty" in capsys.readouterr().err
+    assert main(["generate", "x", "--out", str(tmp_path / "ad3"), "--hypernetwork",
+                 str(tmp_path / "hn"), "--model", str(tmp_path)]) == 2      # not a model folder
+    assert "config.json" in capsys.readouterr().err
     assert main(["hyper", "train", "--library", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err

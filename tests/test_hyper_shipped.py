@@ -1,0 +1,43 @@
+"""The shipped Text-to-LoRA hypernetwork: the default of `peft-studio generate`, small, and its
+adapters are standard PEFT LoRAs that change the real model's behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+
+def test_shipped_t2l_is_the_default_and_small():
+    from studio.hyper import api
+
+    shipped = api.shipped_hypernetworks()
+    assert shipped and shipped[0]["name"] == "t2l-smollm2-135m" and shipped[0]["kind"] == "t2l"
+    assert "## Rebuild" in shipped[0]["card"] and "peft-studio hyper train" in shipped[0]["card"]
+    hn = api.load_hypernetwork()                     # no folder: the shipped default
+    info = hn.info()
+    assert info["size_mb"] < 8 and info["r"] == 4 and info["modules"] == ["q_proj", "v_proj"]
+    assert info["steps"] and info["trained_on"]
+
+
+def test_cli_generate_with_the_shipped_default(tmp_path, model_dir, capsys):
+    from peft import PeftModel
+
+    from studio.cli import main
+    from studio.core.models import load_model
+
+    out = tmp_path / "sports"
+    assert main(["generate", "Decide whether a sentence about sports is plausible.",
+                 "--out", str(out), "--model", str(model_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "generated in" in printed and "ms" in printed
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(model_dir.resolve()) and cfg["r"] == 4
+    base, tok = load_model(model_dir)
+    model = PeftModel.from_pretrained(base, str(out))
+    ids = tok("Q: Was this claim true or false?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        with_adapter = model(input_ids=ids).logits
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+    assert (with_adapter - plain).abs().max() > 1e-3     # a trained, non-zero adapter
