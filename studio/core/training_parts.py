@@ -1,0 +1,192 @@
+"""The pieces the training loop is built from: pause/cancel flags, device and memory, seeding,
+data preparation and batching, optimizer and step count. (studio.core.training re-exports them.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from studio.errors import UserError
+
+IGNORE = -100
+
+
+class Control:
+    """Thread-safe pause/cancel flags: set from another thread, read by the loop between steps."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._cancelled = False
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def wait_while_paused(self, timeout: float | None = None) -> None:
+        """Block while paused (until resumed or cancelled)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._paused or self._cancelled, timeout)
+
+
+@dataclass
+class _Data:
+    train: list[dict]
+    eval: list[dict]
+    dropped: int
+    batches_per_epoch: int
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def memory_mb(device: str) -> float:
+    """Peak CUDA memory allocated on GPU; the process's resident memory on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _has_trained_token(item: dict) -> bool:
+    return any(label != IGNORE for label in item["labels"][1:])
+
+
+def prepare_data(recipe, tokenizer) -> _Data:
+    """Load, split and tokenise; drops examples left with nothing to learn after truncation."""
+    from studio.core import data
+
+    examples = data.load_examples(recipe.resolve_path(recipe.data.path), recipe.data.format)
+    if recipe.data.eval_path:
+        train_ex = examples
+        eval_ex = data.load_examples(recipe.resolve_path(recipe.data.eval_path), recipe.data.format)
+    elif recipe.data.eval_fraction > 0:
+        train_ex, eval_ex = data.split_examples(examples, recipe.data.eval_fraction,
+                                                recipe.training.seed)
+    else:
+        train_ex, eval_ex = examples, []
+    max_len = recipe.data.max_length
+    train = [data.tokenize_example(ex, tokenizer, max_len) for ex in train_ex]
+    kept = [item for item in train if _has_trained_token(item)]
+    evals = [item for item in (data.tokenize_example(ex, tokenizer, max_len) for ex in eval_ex)
+             if _has_trained_token(item)]
+    if not kept:
+        raise UserError("no training example has any trained (assistant) tokens within "
+                        f"max_length={max_len}", path=recipe.source, field="data.max_length",
+                        fix="raise max_length, or check that the data has assistant replies")
+    per_epoch = math.ceil(len(kept) / recipe.training.batch_size)
+    return _Data(kept, evals, len(train) - len(kept), per_epoch)
+
+
+def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int):
+    """Endless (epoch, index, batch) stream in the recipe's shuffled order, from a position."""
+    from studio.core.data import iter_batches
+
+    while True:
+        for offset, batch in enumerate(iter_batches(items, batch_size, seed, epoch, start=index)):
+            yield epoch, index + offset, batch
+        epoch, index = epoch + 1, 0
+
+
+class Batches:
+    """Batches collated on demand and moved to `device` (sized, iterable, indexable), so a big
+    dataset is never held as tensors all at once."""
+
+    def __init__(self, chunks: list[list[dict]], pad_id, device="cpu"):
+        from studio.core.data import collate
+
+        self._chunks = chunks
+        self._collate, self._pad, self._device = collate, pad_id, device
+
+    def __len__(self):
+        return len(self._chunks)
+
+    def __getitem__(self, i):
+        batch = self._collate(self._chunks[i], self._pad)
+        return {k: v.to(self._device, non_blocking=True) for k, v in batch.items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _default_param_groups(model, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def _make_optimizer(groups, recipe, device):
+    import torch
+
+    fused = device.startswith("cuda") and all(
+        p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    for group in groups:
+        group.pop("fused", None)
+        group.pop("foreach", None)
+    return torch.optim.AdamW(groups, lr=recipe.training.learning_rate,
+                             weight_decay=recipe.training.weight_decay,
+                             **({"fused": True} if fused else {}))
+
+
+def _total_steps(recipe, batches_per_epoch: int) -> int:
+    t = recipe.training
+    if t.max_steps > 0:
+        return t.max_steps
+    # one optimizer step takes grad_accum batches and the batch stream runs on across epochs
+    return max(1, math.ceil(t.epochs * batches_per_epoch / t.grad_accum))
