@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from studio.core.training_parts import (  # noqa: F401 - re-exported for the worker, CLI, benchmark
-    IGNORE, Batches, Control, _autocast, _default_param_groups, _make_optimizer, _total_steps,
-    memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
+    IGNORE, Batches, Control, _autocast, _Data, _default_param_groups, _make_optimizer,
+    _total_steps, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
 from studio.worker import messages
 
