@@ -381,7 +381,7 @@ def test_bitfit_without_biases_says_so_and_offers_alternatives(qtbot, window):
 
 def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     page = window.train_page
-    _tiny_setup(window, eval_fraction=0.0, max_steps=6, learning_rate=3e-3, warmup_steps=0)
+    _tiny_setup(window, eval_fraction=0.0, max_steps=4, learning_rate=4e-3, warmup_steps=0)
     run_dir = _start(qtbot, window, "gui-chat")
     qtbot.waitUntil(lambda: page.state in ("finished", "failed"), timeout=RUN_TIMEOUT)
     assert page.state == "finished", page.message.text() + page.log_tail.toPlainText()
@@ -398,7 +398,7 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     chat = window.chat_page
     assert window.stack.currentWidget() is chat
     assert Path(chat.adapter_dir()) == adapter
-    chat.max_new_tokens.setValue(24)
+    chat.max_new_tokens.setValue(16)
     prompt = "What day of the week was 14 March 2021?"
     chat.prompt.setPlainText(prompt)
     qtbot.mouseClick(chat.send_button, Qt.MouseButton.LeftButton)
@@ -411,7 +411,7 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     from studio.core import chat as core_chat
 
     model, tokenizer = core_chat.load_for_chat(window.model_page.model_path(), str(adapter))
-    expected = core_chat.compare_answers(model, tokenizer, prompt, 24, 0.0)
+    expected = core_chat.compare_answers(model, tokenizer, prompt, 16, 0.0)
     assert (base, tuned) == (expected["base"], expected["adapter"])   # greedy: the very same answers
     QApplication.processEvents()
 
