@@ -17,6 +17,7 @@ from studio.worker.launcher import Job
 from test_training import small_recipe
 
 TIMEOUT = 900          # seconds; generous because CI machines may be shared and slow
+STEPS = 8              # room for pause -> resume -> one more step -> cancel before the end
 
 
 def wait_for(job: Job, names, seen: list, timeout=TIMEOUT) -> dict:
@@ -43,7 +44,7 @@ def drain(job: Job, seen: list) -> list:
 @pytest.fixture
 def run_dir(model_dir, demo_train_path, demo_eval_path, tmp_path):
     recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=12,
-                          n_eval=4, steps=5, batch_size=2)
+                          n_eval=4, steps=STEPS, batch_size=2)
     return runs.create_run(recipe, base=tmp_path / "runs")
 
 
@@ -62,7 +63,7 @@ def test_pause_resume_cancel_then_resume_to_finish(run_dir):
     seen: list = []
     job = Job.start(run_dir)
     started = wait_for(job, "started", seen)
-    assert started["total_steps"] == 5 and started["run_dir"] == str(run_dir)
+    assert started["total_steps"] == STEPS and started["run_dir"] == str(run_dir)
     assert runs.read_status(run_dir)["pid"] == job.pid
     first = wait_for(job, "log", seen)
     assert job.pause()
@@ -86,7 +87,7 @@ def test_pause_resume_cancel_then_resume_to_finish(run_dir):
     assert step >= after["step"] and cancelled["checkpoint"].endswith(f"step-{step}")
     assert runs.latest_checkpoint(run_dir).name == f"step-{step}"
     assert runs.read_status(run_dir)["status"] == "cancelled"
-    assert step < 5, "cancel came too late for this test to mean anything"
+    assert step < STEPS, "cancel came too late for this test to mean anything"
 
     # resume the cancelled run from its checkpoint to the end
     seen2: list = []
@@ -95,11 +96,11 @@ def test_pause_resume_cancel_then_resume_to_finish(run_dir):
     assert again["resumed_from"] == step
     done = wait_for(job2, "finished", seen2)
     drain(job2, seen2)
-    assert job2.returncode == 0 and done["step"] == 5
-    assert [e["step"] for e in seen2 if e["event"] == "log"] == list(range(step + 1, 6))
+    assert job2.returncode == 0 and done["step"] == STEPS
+    assert [e["step"] for e in seen2 if e["event"] == "log"] == list(range(step + 1, STEPS + 1))
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     info = runs.list_runs(run_dir.parent)[0]
-    assert (info.status, info.step, info.total_steps) == ("finished", 5, 5)
+    assert (info.status, info.step, info.total_steps) == ("finished", STEPS, STEPS)
     # the whole history is in the run folder, in order
     logged = [e["event"] for e in runs.read_events(run_dir)]
     assert logged[0] == "started" and logged[-1] == "finished"
