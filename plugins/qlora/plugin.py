@@ -19,19 +19,22 @@ def is_quantized(model) -> bool:
 
 def keep_trainable_on_cpu(model) -> None:
     """bitsandbytes repacks a 4-bit weight for its faster CPU kernel the first time the layer runs
-    in eval mode without gradients (an evaluation, a chat turn), and never unpacks it for training;
+    in eval mode without gradients (an evaluation, a chat turn) and never unpacks it for training;
     that kernel has no backward, so training after it silently stops changing the loss. Turn the
-    repacking off for this model, and undo it where it already happened."""
+    repacking off for this model. (bitsandbytes' own inverse of the repacking does not restore the
+    weights, so a model that was already repacked is refused instead.)"""
+    packed = False
     for module in model.modules():
         if type(module).__name__ != "Linear4bit":
             continue
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
         state = getattr(module.weight, "quant_state", None)
-        if state is not None and getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
-            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                module.weight.data, state)
+        packed = packed or bool(getattr(state, "packing_format_for_cpu", False))
+    if packed:
+        raise UserError("this 4-bit model already ran an inference pass on the CPU, which repacked "
+                        "its weights for a kernel that cannot train.", field="model.quantization",
+                        fix="load the model again and add QLoRA before evaluating or chatting with it.")
 
 
 def apply(model, params: dict, ctx: dict):
