@@ -92,9 +92,13 @@ def train_multitask(base, tokenizer, lib, steps: int, out: Path, lr: float = 1e-
 
     from studio.core.data import collate, tokenize_example
 
-    if (out / "adapter" / "adapter_config.json").is_file():
-        log(f"multi-task LoRA: reusing {out / 'adapter'}")
-        return base
+    info_path = out / "info.json"
+    if (out / "adapter" / "adapter_config.json").is_file() and info_path.is_file():
+        old = json.loads(info_path.read_text(encoding="utf-8"))
+        if old.get("tasks") == [e.name for e in lib.entries] and old.get("steps") == steps \
+                and old.get("library") == str(lib.folder.resolve()):
+            log(f"multi-task LoRA: reusing {out / 'adapter'}")
+            return base
     examples = [ex for e in lib.entries for ex in e.examples()]
     tok = [tokenize_example(ex, tokenizer, max_length) for ex in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -108,7 +112,7 @@ def train_multitask(base, tokenizer, lib, steps: int, out: Path, lr: float = 1e-
     for step in range(1, steps + 1):
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, step / max(1, steps // 10))
-        loss = model(**collate(rng.sample(tok, batch_size), pad)).loss
+        loss = model(**collate(rng.sample(tok, min(batch_size, len(tok))), pad)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -120,7 +124,8 @@ def train_multitask(base, tokenizer, lib, steps: int, out: Path, lr: float = 1e-
     model.save_pretrained(str(out / "adapter"))
     (out / "info.json").write_text(json.dumps({
         "steps": steps, "lr": lr, "batch_size": batch_size, "examples": len(tok),
-        "tasks": [e.name for e in lib.entries], "first_loss": losses[0],
+        "tasks": [e.name for e in lib.entries], "library": str(lib.folder.resolve()),
+        "first_loss": losses[0],
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "seconds": time.perf_counter() - start}, indent=1), encoding="utf-8")
     return model.unload()
@@ -211,7 +216,11 @@ def run(args) -> dict:
     if args.conditions and "multitask" not in args.conditions.split(","):
         args.skip_multitask = True
     if not args.skip_multitask:
-        base = train_multitask(base, tokenizer, lib, mt_steps, work / "multitask", log=log)
+        first = lib.entries[0].info      # same batch size, lr and length as the library's LoRAs
+        base = train_multitask(base, tokenizer, lib, mt_steps, work / "multitask", log=log,
+                               lr=float(first.get("lr", 1e-3)),
+                               batch_size=int(first.get("batch_size", 4)),
+                               max_length=int(first.get("max_length", 128)))
     t2l = api.load_hypernetwork(args.t2l) if args.t2l else None
     dnd = api.load_hypernetwork(args.dnd) if args.dnd else None
     api.warm_up()
@@ -255,7 +264,10 @@ def run(args) -> dict:
                                        "chance": res.get("chance")}
             log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
         rows[name] = row
-    return {"rows": rows, "gen": gen_stats, "mt_steps": None if args.skip_multitask else mt_steps, "model": model_path,
+    mt_info = work / "multitask" / "info.json"
+    return {"rows": rows, "gen": gen_stats, "mt_steps": None if args.skip_multitask else mt_steps,
+            "mt_info": json.loads(mt_info.read_text()) if mt_info.is_file() and not args.skip_multitask
+            else None, "model": model_path,
             "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,
             "train_tasks": [e.name for e in lib.entries],
             "t2l_info": t2l.info() if t2l else None, "dnd_info": dnd.info() if dnd else None}

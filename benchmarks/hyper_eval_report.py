@@ -57,7 +57,9 @@ def write_report(result: dict, out: Path) -> None:
              "Brackets: 95% bootstrap CI over examples (per task) or stratified over tasks' "
              "examples (average).",
              (f"- Multi-task LoRA: same rank and modules as the library, trained on all training "
-              f"tasks' examples for {result['mt_steps']} steps of batch 4."
+              f"tasks' examples for {result['mt_steps']} steps (the library's total), batch "
+              f"{(result.get('mt_info') or {}).get('batch_size', '?')}, lr "
+              f"{(result.get('mt_info') or {}).get('lr', '?')} (the library's settings)."
               if result.get("mt_steps") else "- Multi-task LoRA: not run this time."), ""]
     if result.get("t2l_info"):
         i = result["t2l_info"]
