@@ -10,7 +10,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QTextBrowser, QWidget,
 )
 
 from studio import paths

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QTimer, QUrl, Qt, Signal
 from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QSplitter, QTableWidget, QTableWidgetItem,
+    QAbstractItemView, QHeaderView, QMessageBox, QSplitter, QTableWidget, QTableWidgetItem,
     QWidget,
 )
 
