@@ -1,4 +1,7 @@
-"""Markdown report of benchmarks/hyper_eval.py: the table, the paired comparisons, plain conclusions."""
+"""Markdown report of benchmarks/hyper_eval.py: the table, the paired comparisons, plain conclusions.
+
+    python benchmarks/hyper_eval_report.py RESULTS.json OUT.md     # re-render from saved results
+"""
 
 from __future__ import annotations
 
@@ -70,6 +73,10 @@ def write_report(result: dict, out: Path) -> None:
         i = result["dnd_info"]
         lines.append(f"- DnD: `{result['dnd']}` ({i.get('steps') or '?'} steps, "
                      f"{i.get('params', 0) / 1e6:.1f} M parameters), 8 unlabelled inputs per task.")
+    if not result.get("dnd_info"):
+        lines.append("- DnD: not evaluated in this run (no DnD hypernetwork was given).")
+    if not result.get("t2l_info"):
+        lines.append("- Text-to-LoRA: not evaluated in this run (no hypernetwork was given).")
     lines += ["", "## Scores", ""]
     header = "| condition | " + " | ".join(r["task"] for r in rows) + " | **average** |"
     lines += [header, "|---" * (len(rows) + 2) + "|"]
@@ -131,3 +138,10 @@ def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
                "much larger models and task sets; an evaluation of this size cannot resolve a "
                "margin like that, and does not claim to.")
     return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    write_report(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")), Path(sys.argv[2]))
