@@ -94,12 +94,14 @@ def cmd_compare_methods(args) -> int:
 
     command = _command_line(args)
     machine = method_compare.describe_machine()
+    report_recipe = base.resolved()               # names the eval file really used
+    method_compare.limit_eval_file(report_recipe, args.eval_limit)
     done_rows: list[dict] = []
 
     def progress(info: dict) -> None:
         if out and info.get("phase") == "done":      # a partial report survives an interruption
             done_rows.append(info["row"])
-            method_compare.write_report(done_rows, out, command, None, base.resolved(),
+            method_compare.write_report(done_rows, out, command, None, report_recipe,
                                         learning_rate, planned=methods, machine=machine)
         if args.progress_json:
             info = {k: v for k, v in info.items() if k != "row"} | (
@@ -124,7 +126,7 @@ def cmd_compare_methods(args) -> int:
     print()
     print(method_compare.markdown_table(rows, base_acc), flush=True)
     if out:
-        method_compare.write_report(rows, out, command, base_acc, base.resolved(), learning_rate,
+        method_compare.write_report(rows, out, command, base_acc, report_recipe, learning_rate,
                                     machine=machine)
         print(f"\nwrote {out} and {out.with_suffix('.json')}", flush=True)
     if args.progress_json:
