@@ -96,7 +96,8 @@ def _describe(event: dict) -> str | None:
         return (f"step {event['step']}  loss {event['loss']:.5f}  lr {event['lr']:.2e}  "
                 f"grad {event['grad_norm']:.3f}  ETA {event['eta_s']:.0f}s")
     if name == "eval":
-        return f"eval at step {event['step']}: loss {event['eval_loss']:.5f} (held-out descriptions)"
+        what = "held-apart prompts" if event.get("kind") == "dnd" else "held-apart descriptions"
+        return f"eval at step {event['step']}: loss {event['eval_loss']:.5f} ({what})"
     if name == "finished":
         m = event["metrics"]
         return (f"finished: {event['adapter_path']} ({m['size_mb']} MB), final loss "
@@ -110,6 +111,7 @@ def cmd_train(args) -> int:
     from studio.hyper import api
 
     def progress(event):
+        event = {**event, "kind": event.get("kind", args.kind)}
         if args.json:
             print(json.dumps(event), flush=True)
         else:

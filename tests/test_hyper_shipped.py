@@ -41,3 +41,13 @@ def test_cli_generate_with_the_shipped_default(tmp_path, model_dir, capsys):
         with model.disable_adapter():
             plain = model(input_ids=ids).logits
     assert (with_adapter - plain).abs().max() > 1e-3     # a trained, non-zero adapter
+
+
+def test_shipped_dnd_generates_from_prompts(tmp_path, model_dir):
+    from studio.hyper import api
+
+    hn = api.load_hypernetwork(api.default_hypernetwork_dir("dnd"))
+    assert hn.kind == "dnd" and hn.info()["size_mb"] < 8
+    res = api.generate(hn, tmp_path / "a", prompts=["What is 3 times 4?", "What is 7 times 2?"],
+                       base_model=model_dir)
+    assert res["kind"] == "dnd" and (tmp_path / "a" / "adapter_model.safetensors").is_file()

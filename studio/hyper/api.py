@@ -127,6 +127,17 @@ def generate(hn: Hypernetwork, out_dir: str | Path, description: str | None = No
     """
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # tiny ops: one thread is faster (and far faster on a busy CPU)
+    try:
+        return _generate(hn, out_dir, description, prompts, base_model, encoder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
+    import torch
+
     from studio.hyper.encoder import default_encoder
     from studio.hyper.targets import check_base_model, write_adapter
 

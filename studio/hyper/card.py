@@ -46,7 +46,8 @@ def write_model_card(folder: str | Path, commands: list[str] | None = None,
              f"- Training: mode {notes.get('mode')}, {notes.get('steps')} steps, lr {notes.get('lr')}, "
              f"seed {notes.get('seed')}, targets {notes.get('target')}, {notes.get('seconds')} s.",
              f"- Loss: first {_fmt(notes.get('first_loss'), '.5f')}, final {_fmt(notes.get('final_loss'), '.5f')}; "
-             f"held-apart descriptions: {_fmt(notes.get('eval_loss_start'), '.5f')} at step 0 -> "
+             f"held-apart {'descriptions' if cfg['kind'] == 'text_to_lora' else 'prompts'}: "
+             f"{_fmt(notes.get('eval_loss_start'), '.5f')} at step 0 -> "
              f"{_fmt(notes.get('eval_loss'), '.5f')}.",
              "", "## Tasks", "",
              "Training tasks (task LoRA: steps, eval loss of the base model -> with the LoRA on "
