@@ -34,6 +34,7 @@ def eval_loss(model, batches) -> float:
                 mask = batch["attention_mask"].to(device)
                 labels = batch["labels"].to(device)
                 logits = model(input_ids=input_ids, attention_mask=mask).logits
+                logits = logits[:, -labels.shape[1]:]   # prompt/P-tuning prepend virtual tokens
                 shift_logits = logits[:, :-1].float()
                 shift_labels = labels[:, 1:]
                 total += F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
