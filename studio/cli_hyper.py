@@ -80,6 +80,7 @@ def cmd_build_library(args) -> int:
                            batch_size=args.batch_size, max_length=args.max_length,
                            checkpoint_every=args.checkpoint_every, seed=args.seed,
                            n_eval=args.eval_examples, command=_command_line(),
+                           shuffle=not args.no_shuffle,
                            log=lambda line: print(line, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
     return 0
@@ -172,6 +173,9 @@ def register(subparsers) -> None:
                                                                  "training to measure its loss")
     q.add_argument("--checkpoint-every", type=int, default=8, help="keep LoRA checkpoints (DnD targets)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--no-shuffle", action="store_true",
+                   help="take examples in file order (how the shipped library was built; some "
+                        "task files are sorted by label)")
     q.set_defaults(func=cmd_build_library)
 
     q = sub.add_parser("train", help="train a hypernetwork on a LoRA library")

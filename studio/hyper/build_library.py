@@ -122,7 +122,8 @@ def _mean_loss(model, tokenized, pad_id, batch_size) -> float:
 def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_dir: str | Path,
                     steps: int = 40, lr: float = 1e-3, batch_size: int = 4, max_length: int = 128,
                     n_train: int = 200, n_eval: int = 16, checkpoint_every: int = 0,
-                    init_seed: int = 1234, seed: int = 0, key: str | None = None, log=print):
+                    init_seed: int = 1234, seed: int = 0, key: str | None = None,
+                    shuffle: bool = True, log=print):
     """Train one task LoRA on `model` (a plain base model) and save it; returns (base, info)."""
     import torch
     from peft import get_peft_model
@@ -132,6 +133,12 @@ def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if shuffle:     # some task files are sorted by label (politifact: 100 false, then true)
+        import dataclasses
+
+        order = list(task.examples)
+        random.Random(seed).shuffle(order)
+        task = dataclasses.replace(task, examples=order)
     held = task_to_examples(task, n_eval, seed=seed)
     train = task_to_examples(task, n_train, seed=seed, offset=n_eval)
     if len(train) < batch_size:
@@ -172,7 +179,7 @@ def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_di
             "train_descriptions": train_desc, "eval_descriptions": eval_desc,
             "source": str(task.path) if task.path else "", "steps": steps, "lr": lr,
             "batch_size": batch_size, "max_length": max_length, "init_seed": init_seed,
-            "seed": seed, "train_examples": len(train), "eval_examples": len(held),
+            "seed": seed, "shuffled": shuffle, "train_examples": len(train), "eval_examples": len(held),
             "first_loss": losses[0], "final_loss": sum(losses[-5:]) / len(losses[-5:]),
             "eval_loss_before": eval_before, "eval_loss_after": eval_after,
             "seconds": time.perf_counter() - start}
