@@ -5,14 +5,11 @@ itself. save() writes just those tensors (tensors.safetensors) and a small tenso
 copies them into a fresh base model; merge() is a no-op (the trained tensors are the weights).
 """
 
-import json
-from pathlib import Path
 
+from studio import tensor_subset
 from studio.errors import UserError
 
-ATTR = "studio_trained_tensors"      # names of the trained parameters, set by apply()/load()
-TENSORS_FILE = "tensors.safetensors"
-META_FILE = "tensors.json"
+ATTR = tensor_subset.ATTR           # names of the trained parameters, set by apply()/load()
 
 
 def _norm_modules(model):
@@ -57,50 +54,13 @@ def apply(model, params: dict, ctx: dict):
 
 
 def save(model, out_dir) -> None:
-    from safetensors.torch import save_file
-    names = getattr(model, ATTR, None)
-    if not names:
-        raise UserError("this model was not prepared by BitFit, nothing to save.",
-                        fix="save the model returned by the bitfit plugin's apply() or load().")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(model.named_parameters())
-    tensors = {n: params[n].detach().to("cpu").contiguous() for n in names}
-    save_file(tensors, str(out_dir / TENSORS_FILE), metadata={"format": "pt", "method": "bitfit"})
-    meta = {"method": "bitfit", "base_model": getattr(model, "name_or_path", None),
-            "num_parameters": sum(t.numel() for t in tensors.values()),
-            "tensors": {n: list(t.shape) for n, t in tensors.items()}}
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=1))
+    tensor_subset.save(model, out_dir, "bitfit", "BitFit")
 
 
 def load(base_model, adapter_dir, is_trainable: bool = False):
-    import torch
-    from safetensors.torch import load_file
-
-    adapter_dir = Path(adapter_dir)
-    path = adapter_dir / TENSORS_FILE
-    if not path.is_file():
-        raise UserError(f"not a BitFit adapter folder (no {TENSORS_FILE}).", path=adapter_dir,
-                        fix="choose the 'adapter' folder of a finished BitFit run.")
-    tensors = load_file(str(path))
-    params = dict(base_model.named_parameters())
-    for name, tensor in tensors.items():
-        if name not in params or tuple(params[name].shape) != tuple(tensor.shape):
-            raise UserError(f"this adapter was trained on another model (tensor {name} does not fit).",
-                            path=path, fix="load it on the base model it was trained on.")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            params[name].copy_(tensor.to(params[name].dtype))
-    for name, param in base_model.named_parameters():
-        param.requires_grad_(is_trainable and name in tensors)
-    setattr(base_model, ATTR, list(tensors))
-    return base_model
+    return tensor_subset.load(base_model, adapter_dir, "BitFit", is_trainable)
 
 
 def merge(model):
     """The trained tensors already live in the model: just drop the BitFit bookkeeping."""
-    for param in model.parameters():
-        param.requires_grad_(False)
-    if hasattr(model, ATTR):
-        delattr(model, ATTR)
-    return model
+    return tensor_subset.merge(model)

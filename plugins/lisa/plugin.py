@@ -13,15 +13,12 @@ Saving writes the tensors of every layer ever trained (tensors.safetensors + ten
 result is a partial full fine-tune, so merge() is a no-op.
 """
 
-import json
 import random
-from pathlib import Path
 
+from studio import tensor_subset
 from studio.errors import UserError
 
-ATTR = "studio_trained_tensors"     # names of every parameter trained so far
-TENSORS_FILE = "tensors.safetensors"
-META_FILE = "tensors.json"
+ATTR = tensor_subset.ATTR           # names of the trained parameters, set by apply()/load()
 
 
 def decoder_layers(model):
@@ -124,51 +121,13 @@ def callbacks(model, params: dict, ctx: dict) -> list:
 
 
 def save(model, out_dir) -> None:
-    from safetensors.torch import save_file
-    names = getattr(model, ATTR, None)
-    if not names:
-        raise UserError("this model was not prepared by LISA, nothing to save.",
-                        fix="save the model returned by the lisa plugin's apply() or load().")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(model.named_parameters())
-    tensors = {n: params[n].detach().to("cpu").contiguous() for n in names}
-    save_file(tensors, str(out_dir / TENSORS_FILE), metadata={"format": "pt", "method": "lisa"})
-    meta = {"method": "lisa", "base_model": getattr(model, "name_or_path", None),
-            "num_parameters": sum(t.numel() for t in tensors.values()),
-            "tensors": {n: list(t.shape) for n, t in tensors.items()}}
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=1))
+    tensor_subset.save(model, out_dir, "lisa", "LISA")
 
 
 def load(base_model, adapter_dir, is_trainable: bool = False):
-    import torch
-    from safetensors.torch import load_file
-
-    adapter_dir = Path(adapter_dir)
-    path = adapter_dir / TENSORS_FILE
-    if not path.is_file():
-        raise UserError(f"not a LISA adapter folder (no {TENSORS_FILE}).", path=adapter_dir,
-                        fix="choose the 'adapter' folder of a finished LISA run.")
-    tensors = load_file(str(path))
-    params = dict(base_model.named_parameters())
-    for name, tensor in tensors.items():
-        if name not in params or tuple(params[name].shape) != tuple(tensor.shape):
-            raise UserError(f"this adapter was trained on another model (tensor {name} does not fit).",
-                            path=path, fix="load it on the base model it was trained on.")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            params[name].copy_(tensor.to(params[name].dtype))
-    for name, param in base_model.named_parameters():
-        param.requires_grad_(is_trainable and name in tensors)
-    setattr(base_model, ATTR, list(tensors))
-    return base_model
+    return tensor_subset.load(base_model, adapter_dir, "LISA", is_trainable)
 
 
 def merge(model):
     """The trained layers already are the model's weights: drop the LISA bookkeeping."""
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for attr in (ATTR, "_lisa_layers", "_lisa_state"):
-        if attr in model.__dict__:
-            del model.__dict__[attr]
-    return model
+    return tensor_subset.merge(model, extra_attrs=("_lisa_layers", "_lisa_state"))

@@ -85,7 +85,7 @@ class CachedEncoder:
     def __init__(self, path: str | Path):
         import torch
 
-        data = torch.load(str(path), map_location="cpu")
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
         self.table = {t: e for t, e in zip(data["texts"], data["embeddings"])}
 
     def embed(self, texts: list[str]):
