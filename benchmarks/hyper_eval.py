@@ -63,6 +63,10 @@ def eval_task(entry, bigbench: Path | None, limit: int):
                         path=entry.folder / "description.json",
                         fix="Pass --bigbench with the BIG-bench folder the library was built from.")
     task = load_task(source)
+    if info.get("shuffled"):         # the build shuffled the examples before its eval/train split
+        order = list(task.examples)
+        random.Random(int(info.get("seed", 0))).shuffle(order)
+        task = replace(task, examples=order)
     n_eval, n_train = int(info.get("eval_examples", 16)), int(info.get("train_examples", 200))
     unseen = task.examples[:n_eval] + task.examples[n_eval + n_train:]
     pool = task.examples[n_eval:n_eval + n_train]
