@@ -1,23 +1,16 @@
 """OLoRA (Büyükakyüz 2024) through peft: LoRA started from a QR decomposition of each weight.
 
 OLoRA sets B0 = Q[:, :r] and A0 = R[:r] (W = QR) and trains on the residual W_res = W - s*B0A0,
-so the base weights of the training model are *changed*. To keep the saved
-adapter usable on the untouched base model, save() hands peft the initial adapter and peft
-writes the difference s*(BA - B0A0) as a standard LoRA of rank 2r
-(`save_pretrained(path_initial_model_for_weight_conversion=...)`). That folder loads with plain
-`PeftModel.from_pretrained(original_base, folder)` and merges like LoRA.
+so the base weights of the training model are *changed*; studio.residual_init saves the
+result as a standard LoRA for the original base (plain peft loads and merges it).
 """
 
-import tempfile
-from pathlib import Path
-
 from studio.plugins import apply_peft_config, parse_target_modules
-
-INITIAL_ATTR = "studio_initial_adapter"   # the adapter tensors right after initialisation
+from studio.residual_init import remember_initial, save_for_original_base
 
 
 def apply(model, params: dict, ctx: dict):
-    from peft import LoraConfig, TaskType, get_peft_model_state_dict
+    from peft import LoraConfig, TaskType
 
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
@@ -28,24 +21,9 @@ def apply(model, params: dict, ctx: dict):
         init_lora_weights="olora",
     )
     model = apply_peft_config(model, config)   # QR is deterministic: a resumed run gets the same start
-    initial = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    setattr(model, INITIAL_ATTR, initial)
-    return model
+    return remember_initial(model)
 
 
 def save(model, out_dir) -> None:
     """Write a standard LoRA adapter (rank 2r) that applies to the original base weights."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    initial = getattr(model, INITIAL_ATTR, None)
-    if initial is None:          # a converted adapter loaded by load(): already standard LoRA
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        return
-    with tempfile.TemporaryDirectory(prefix="olora-init-") as tmp:
-        init_dir = Path(tmp) / "initial"
-        init_dir.mkdir()
-        save_file(initial, str(init_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
-        model.save_pretrained(str(out_dir), safe_serialization=True,
-                              path_initial_model_for_weight_conversion=str(init_dir))
+    save_for_original_base(model, out_dir)
