@@ -15,8 +15,11 @@ from studio.errors import UserError
 PROMPT = "What is the capital of France?"
 
 
-def _randomise_lora(model, seed=0, std=0.05):
-    """A fresh LoRA has B = 0 (a no-op); give B values so the adapter changes the answers."""
+def _randomise_lora(model, seed=0, std=0.2):
+    """A fresh LoRA has B = 0 (a no-op); give B values so the adapter changes the answers.
+
+    std 0.05 left "Paris" in place for some random A matrices (A comes from the global RNG, so
+    the result depended on which tests ran first); 0.2 changes the answer for every seed tried."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -35,9 +38,10 @@ def adapter_dir(model_dir, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
 
     model, _ = load_model(model_dir)
+    torch.manual_seed(0)  # lora_A's initialisation
     # q/v alone, even with large random B, leaves "Paris" in place: adapt every linear layer
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    _randomise_lora(peft_model, std=0.05)
+    _randomise_lora(peft_model)
     out = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(out)
     return out
@@ -86,12 +90,13 @@ def test_compare_answers_with_fresh_lora(model_dir, base):
 
     base_answer = generate(*base, PROMPT, max_new_tokens=20)
     model, tokenizer = load_model(model_dir)
+    torch.manual_seed(0)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16,
                                                   target_modules="all-linear"))
     # B = 0 at initialisation: the adapter is a no-op and both answers match.
     untouched = compare_answers(peft_model, tokenizer, PROMPT, max_new_tokens=20)
     assert untouched["base"] == untouched["adapter"] == base_answer
-    _randomise_lora(peft_model, std=0.05)
+    _randomise_lora(peft_model)
     result = compare_answers(peft_model, tokenizer, PROMPT, max_new_tokens=20)
     assert result["base"] == base_answer           # the adapter really was switched off
     assert result["adapter"] != result["base"]

@@ -35,7 +35,7 @@ from studio.errors import UserError
 
 LOG = logging.getLogger("studio.lora_dash")
 
-DASH_ATTR = "dash_term"  # must not contain "lora_": peft's adapter saving keeps keys with "lora_"
+DASH_ATTR = "dash_term"  # no "lora_" in it (older peft kept every key with "lora_"); save() filters it too
 DASH_WEIGHTS = "lora_dash.safetensors"
 DASH_META = "lora_dash.json"
 FORMAT_VERSION = 1
@@ -311,7 +311,11 @@ def save(model: nn.Module, out_dir: str | Path, pre_launch_steps: int | None = N
     """The LoRA adapter in standard peft format plus the LoRA-Dash files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    # peft's own key filter changed between releases (0.21 keeps every tensor under a LoRA layer,
+    # dash terms included), so hand it a state dict without them: the adapter file stays plain LoRA.
+    marker = f".{DASH_ATTR}."
+    state = {k: v for k, v in model.state_dict().items() if marker not in k}
+    model.save_pretrained(str(out), state_dict=state)
     return save_dash(model, out, pre_launch_steps, num_directions)
 
 
