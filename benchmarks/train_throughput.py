@@ -9,7 +9,7 @@ hyperparameters, the same step count and the same precision policy; the first --
 each are run but not timed. Printed per variant: tokens/s over the timed steps and peak memory;
 then the ratios ours/baseline.
 
-"ours" drives studio.core.training's own step loop (_Loop: collation, autocast, loss scaling,
+"ours" drives studio.core.training's own step loop (StepLoop: collation, autocast, loss scaling,
 clipping, fused AdamW on CUDA, scheduler, per-step logging, plugin callbacks), set up the way
 run_training sets it up (plugin.apply, param groups, optimizer, scheduler), with the studio's
 default recipe settings (log_every=1, cosine schedule, max_grad_norm=1). Checkpointing and
@@ -47,7 +47,7 @@ from benchmarks.bench_common import (SHAPES, Memory, StepTimer, build_model,  # 
 
 
 def _autocast(device: str):
-    from studio.core.training import _autocast as ours
+    from studio.core.training import autocast_for as ours
 
     return ours(device)   # the same precision policy for both: bf16 autocast on CUDA when able
 
@@ -71,7 +71,7 @@ def run_ours(args, ids, params) -> dict:
     plugin = plugins.get_plugin(args.method)
     params = recipe.method_params()
     items = [{"input_ids": row, "labels": row} for row in ids.tolist()]
-    data = tr._Data(items, [], 0, math.ceil(len(items) / t.batch_size))
+    data = tr.TrainData(items, [], 0, math.ceil(len(items) / t.batch_size))
     events: list[dict] = []
     timer = StepTimer(args.device, args.warmup, total, args.profile)
     with Memory(args.device) as mem, tempfile.TemporaryDirectory() as run_dir:
@@ -91,12 +91,12 @@ def run_ours(args, ids, params) -> dict:
         model.train()
         callbacks = plugin.callbacks(model, params, ctx) + [timer]
         groups = (plugin.optimizer_param_groups(model, params, t.learning_rate)
-                  or tr._default_param_groups(model, t.weight_decay))
-        optimizer = tr._make_optimizer(groups, recipe, args.device)
+                  or tr.default_param_groups(model, t.weight_decay))
+        optimizer = tr.make_optimizer(groups, recipe, args.device)
         scheduler = transformers.get_scheduler(t.lr_scheduler, optimizer,
                                                num_warmup_steps=t.warmup_steps,
                                                num_training_steps=total)
-        loop = tr._Loop(recipe, Path(run_dir), events.append, tr.Control(), model, plugin,
+        loop = tr.StepLoop(recipe, Path(run_dir), events.append, tr.Control(), model, plugin,
                         optimizer, scheduler, callbacks, data, 0, args.device, total)
         loop.run(0, 0, 0)
         trainable, _ = plugins.count_parameters(model)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from studio.core.training_parts import (  # noqa: F401 - re-exported for the worker, CLI, benchmark
-    IGNORE, Batches, Control, _autocast, _Data, _default_param_groups, _make_optimizer,
-    _total_steps, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
+    IGNORE, Batches, Control, autocast_for, TrainData, default_param_groups, make_optimizer,
+    total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
 from studio.worker import messages
 
@@ -54,7 +54,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
     model, tokenizer = load_model(recipe.resolve_path(recipe.model.path), quant,
                                   recipe.model.dtype, device)
     data = prepare_data(recipe, tokenizer)
-    total_steps = _total_steps(recipe, data.batches_per_epoch)
+    total_steps = total_steps_for(recipe, data.batches_per_epoch)
     pad_id = tokenizer.pad_token_id
 
     if t.gradient_checkpointing:
@@ -84,8 +84,8 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
         groups = checkpoints.rebuild_groups(model, saved["state"], saved["optimizer"])
     else:
         groups = (plugin.optimizer_param_groups(model, params, t.learning_rate)
-                  or _default_param_groups(model, t.weight_decay))
-    optimizer = _make_optimizer(groups, recipe, device)
+                  or default_param_groups(model, t.weight_decay))
+    optimizer = make_optimizer(groups, recipe, device)
     scheduler = transformers.get_scheduler(t.lr_scheduler, optimizer,
                                            num_warmup_steps=t.warmup_steps,
                                            num_training_steps=total_steps)
@@ -109,12 +109,12 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                           device=device, method=plugin.id, quantization=quant or "",
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped))
-    loop = _Loop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
+    loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                  data, pad_id, device, total_steps)
     return loop.run(step, epoch, index)
 
 
-class _Loop:
+class StepLoop:
     """The step loop and what happens between steps (log, eval, checkpoint, pause, cancel)."""
 
     def __init__(self, recipe, run_dir, emit, control, model, plugin, optimizer, scheduler,
@@ -155,7 +155,7 @@ class _Loop:
                           self.device)
         self.model.eval()
         try:
-            with torch.no_grad(), _autocast(self.device):
+            with torch.no_grad(), autocast_for(self.device):
                 value = float(eval_loss(self.model, batches))
         finally:
             self.model.train()
@@ -204,7 +204,7 @@ class _Loop:
                 train_tokens += train_tokens_b
                 share = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_trained
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with _autocast(self.device):
+                with autocast_for(self.device):
                     out = self.model(**batch)
                 loss = out.loss.float() * share
                 loss.backward()

@@ -54,7 +54,7 @@ class Control:
 
 
 @dataclass
-class _Data:
+class TrainData:
     train: list[dict]
     eval: list[dict]
     dropped: int
@@ -95,7 +95,7 @@ def _has_trained_token(item: dict) -> bool:
     return any(label != IGNORE for label in item["labels"][1:])
 
 
-def prepare_data(recipe, tokenizer) -> _Data:
+def prepare_data(recipe, tokenizer) -> TrainData:
     """Load, split and tokenise; drops examples left with nothing to learn after truncation."""
     from studio.core import data
 
@@ -118,7 +118,7 @@ def prepare_data(recipe, tokenizer) -> _Data:
                         f"max_length={max_len}", path=recipe.source, field="data.max_length",
                         fix="raise max_length, or check that the data has assistant replies")
     per_epoch = math.ceil(len(kept) / recipe.training.batch_size)
-    return _Data(kept, evals, len(train) - len(kept), per_epoch)
+    return TrainData(kept, evals, len(train) - len(kept), per_epoch)
 
 
 def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int):
@@ -152,7 +152,7 @@ class Batches:
         return (self[i] for i in range(len(self)))
 
 
-def _autocast(device: str):
+def autocast_for(device: str):
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -160,7 +160,7 @@ def _autocast(device: str):
     return nullcontext()
 
 
-def _default_param_groups(model, weight_decay: float) -> list[dict]:
+def default_param_groups(model, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -171,7 +171,7 @@ def _default_param_groups(model, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _make_optimizer(groups, recipe, device):
+def make_optimizer(groups, recipe, device):
     import torch
 
     fused = device.startswith("cuda") and all(
@@ -184,7 +184,7 @@ def _make_optimizer(groups, recipe, device):
                              **({"fused": True} if fused else {}))
 
 
-def _total_steps(recipe, batches_per_epoch: int) -> int:
+def total_steps_for(recipe, batches_per_epoch: int) -> int:
     t = recipe.training
     if t.max_steps > 0:
         return t.max_steps
