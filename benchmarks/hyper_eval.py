@@ -14,7 +14,8 @@ it scores with studio.core.bigbench (multiple choice by log-likelihood, generati
   multi-task LoRA      one LoRA trained on all training tasks' examples (same rank/modules), with
                        as many optimizer steps as the whole library used (tasks x steps per task)
   nearest library LoRA the training task whose descriptions are closest (sentence embedding)
-  Text-to-LoRA         generated from the held-out description
+  Text-to-LoRA         generated from the held-out description (--t2l; and --t2l-recon, a second
+                       network, typically the reconstruction-trained one, scored side by side)
   DnD                  generated from 8 unlabelled example inputs of the task
   oracle LoRA          the held-out task's own LoRA (trained on its examples)
   controls             Text-to-LoRA from another held-out task's description (shuffled) and from a
@@ -42,7 +43,8 @@ from studio.errors import UserError  # noqa: E402
 
 CONDITIONS = [("base", "base model"), ("base_desc", "base + description in prompt"),
               ("multitask", "multi-task LoRA"), ("nearest", "nearest library LoRA"),
-              ("t2l", "Text-to-LoRA"), ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
+              ("t2l", "Text-to-LoRA"), ("t2l_recon", "Text-to-LoRA, reconstruction-trained"),
+              ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
               ("t2l_shuffled", "control: T2L, shuffled description"),
               ("t2l_random", "control: T2L, random description")]
 
@@ -227,8 +229,9 @@ def run(args) -> dict:
                                max_length=int(first.get("max_length", 128)))
     t2l = api.load_hypernetwork(args.t2l) if args.t2l else None
     dnd = api.load_hypernetwork(args.dnd) if args.dnd else None
+    t2l_recon = api.load_hypernetwork(args.t2l_recon) if args.t2l_recon else None
     api.warm_up()
-    gen_stats: dict[str, list] = {"t2l": [], "dnd": []}
+    gen_stats: dict[str, list] = {"t2l": [], "t2l_recon": [], "dnd": []}
     rows: dict[str, dict] = {}
     for entry in held:
         name, task_prompts = entry.name, tasks[entry.name]
@@ -248,6 +251,11 @@ def run(args) -> dict:
                 adapters[cond] = (Path(res["adapter_dir"]), None)
                 if cond == "t2l":
                     gen_stats["t2l"].append(res)
+        if t2l_recon is not None:
+            res = api.generate(t2l_recon, work / "generated" / f"t2l_recon-{name}", description=desc,
+                               base_model=model_path)
+            adapters["t2l_recon"] = (Path(res["adapter_dir"]), None)
+            gen_stats["t2l_recon"].append(res)
         if dnd is not None:
             res = api.generate(dnd, work / "generated" / f"dnd-{name}", prompts=prompts,
                                base_model=model_path)
@@ -274,7 +282,8 @@ def run(args) -> dict:
             else None, "model": model_path,
             "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,
             "train_tasks": [e.name for e in lib.entries],
-            "t2l_info": t2l.info() if t2l else None, "dnd_info": dnd.info() if dnd else None}
+            "t2l_info": t2l.info() if t2l else None, "t2l_recon": args.t2l_recon,
+            "t2l_recon_info": t2l_recon.info() if t2l_recon else None, "dnd_info": dnd.info() if dnd else None}
 
 
 def main(argv=None) -> int:
@@ -283,6 +292,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--library", required=True, help="library built by peft-studio hyper build-library")
     ap.add_argument("--t2l", help="Text-to-LoRA hypernetwork folder")
+    ap.add_argument("--t2l-recon", help="a second Text-to-LoRA folder scored beside --t2l "
+                    "(e.g. the reconstruction-trained one)")
     ap.add_argument("--dnd", help="DnD hypernetwork folder")
     ap.add_argument("--model", help="base model folder (default: the library's)")
     ap.add_argument("--bigbench", help="BIG-bench folder, if the task files moved since the build")

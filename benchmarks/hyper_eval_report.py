@@ -33,8 +33,9 @@ def summarise(result: dict) -> dict:
         avg[cond] = (mean, stratified_ci(per_task))
     comparisons = []
     pairs = [("t2l", "base"), ("t2l", "base_desc"), ("t2l", "multitask"), ("t2l", "nearest"),
-             ("t2l", "oracle"), ("t2l", "t2l_shuffled"), ("t2l", "t2l_random"), ("dnd", "base"),
-             ("dnd", "multitask"), ("oracle", "base"), ("multitask", "base")]
+             ("t2l", "oracle"), ("t2l", "t2l_shuffled"), ("t2l", "t2l_random"),
+             ("t2l_recon", "base"), ("t2l_recon", "multitask"), ("t2l_recon", "nearest"), ("t2l", "t2l_recon"),
+             ("dnd", "base"), ("dnd", "multitask"), ("dnd", "nearest"), ("oracle", "base"), ("multitask", "base")]
     for a, b in pairs:
         if a in present and b in present:
             mean, lo, hi = paired([r["conditions"][a]["scores"] for r in rows],
@@ -69,6 +70,11 @@ def write_report(result: dict, out: Path) -> None:
         lines.append(f"- Text-to-LoRA: `{result['t2l']}` (head {i.get('head')}, mode {i.get('mode') or '?'}, "
                      f"{i.get('steps') or '?'} steps, {i.get('params', 0) / 1e6:.1f} M parameters, "
                      f"trained on {len(i.get('trained_on') or [])} tasks).")
+    if result.get("t2l_recon_info"):
+        i = result["t2l_recon_info"]
+        lines.append(f"- Text-to-LoRA, second network: `{result['t2l_recon']}` (head {i.get('head')}, mode "
+                     f"{i.get('mode') or '?'}, {i.get('steps') or '?'} steps, "
+                     f"{i.get('params', 0) / 1e6:.1f} M parameters).")
     if result.get("dnd_info"):
         i = result["dnd_info"]
         lines.append(f"- DnD: `{result['dnd']}` ({i.get('steps') or '?'} steps, "
@@ -84,7 +90,7 @@ def write_report(result: dict, out: Path) -> None:
         cells = [_fmt(r["conditions"][cond]["score"], r["conditions"][cond]["ci95"]) for r in rows]
         mean, ci = s["avg"][cond]
         lines.append(f"| {titles[cond]} | " + " | ".join(cells) + f" | **{_fmt(mean, ci)}** |")
-    chance = [r["conditions"]["base"].get("chance") for r in rows]
+    chance = [next(iter(r["conditions"].values()), {}).get("chance") for r in rows]
     if any(c is not None for c in chance):
         lines.append("| (chance) | " + " | ".join(f"{c:.3f}" if c is not None else "—" for c in chance)
                      + " | |")
@@ -100,14 +106,16 @@ def write_report(result: dict, out: Path) -> None:
                      f"{_verdict(mean, lo, hi)} |")
     lines += ["", "## Generation cost", "", "| generator | time per adapter (ms, encoder loaded) | "
               "encode / emit / write (ms) | adapter size (MB) |", "|---|---|---|---|"]
-    for kind, title in (("t2l", "Text-to-LoRA"), ("dnd", "DnD")):
+    for kind, title in (("t2l", "Text-to-LoRA"), ("t2l_recon", "Text-to-LoRA (second network)"),
+                        ("dnd", "DnD")):
         gens = result["gen"].get(kind) or []
         if gens:
             avg = lambda k: sum(g[k] for g in gens) / len(gens)  # noqa: E731
             lines.append(f"| {title} | {avg('seconds') * 1e3:.0f} | {avg('encode_ms'):.0f} / "
                          f"{avg('emit_ms'):.0f} / {avg('write_ms'):.0f} | {avg('size_mb'):.2f} |")
-    oracle_mb = [r["conditions"]["oracle"]["adapter_mb"] for r in rows]
-    lines.append(f"| (trained oracle LoRA, for size) | — | — | {sum(oracle_mb) / len(oracle_mb):.2f} |")
+    oracle_mb = [r["conditions"]["oracle"]["adapter_mb"] for r in rows if "oracle" in r["conditions"]]
+    if oracle_mb:
+        lines.append(f"| (trained oracle LoRA, for size) | — | — | {sum(oracle_mb) / len(oracle_mb):.2f} |")
     lines += ["", "## What was and was not shown", ""] + conclusions(s, titles, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -124,7 +132,10 @@ def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
                           ((("t2l", "t2l_shuffled"), "true vs shuffled descriptions")),
                           ((("t2l", "t2l_random"), "true vs random descriptions")),
                           ((("t2l", "oracle"), "Text-to-LoRA vs the oracle")),
-                          ((("dnd", "base"), "DnD vs the base model"))):
+                          ((("t2l_recon", "base"), "Text-to-LoRA (second network) vs the base model")),
+                          ((("t2l_recon", "multitask"), "Text-to-LoRA (second network) vs the multi-task LoRA")),
+                          ((("dnd", "base"), "DnD vs the base model")),
+                          ((("dnd", "multitask"), "DnD vs the multi-task LoRA"))):
         if (a, b) in comp:
             m, lo, hi = comp[(a, b)]
             out.append(f"- {label}: {m:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) — {_verdict(m, lo, hi)}.")

@@ -94,7 +94,8 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     library = _mini_library(model_dir, tmp_path)
     t2l = _make_hypernetwork(model_dir, tmp_path / "t2l")
     out, js = tmp_path / "report.md", tmp_path / "res.json"
-    code = hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--limit", "3",
+    code = hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--t2l-recon", str(t2l),
+                            "--limit", "3",
                             "--mt-steps", "2", "--work", str(tmp_path / "work"),
                             "--out", str(out), "--json", str(js)])
     assert code == 0
@@ -104,13 +105,15 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     assert row["n"] == 3
     assert row["description"].startswith("Please")           # the held-out paraphrase
     assert row["nearest"] in ("colours", "opposites")
-    for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "oracle", "t2l_shuffled",
-                 "t2l_random"):
+    for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "t2l_recon", "oracle",
+                 "t2l_shuffled", "t2l_random"):
         c = row["conditions"][cond]
         assert len(c["scores"]) == 3 and c["ci95"][0] <= c["score"] <= c["ci95"][1], cond
     assert row["conditions"]["oracle"]["scores"] != row["conditions"]["base"]["scores"] or \
         row["conditions"]["oracle"]["adapter_mb"] > 0
     assert res["gen"]["t2l"][0]["seconds"] > 0
+    # the same network given twice emits the same LoRA: identical scores
+    assert row["conditions"]["t2l_recon"]["scores"] == row["conditions"]["t2l"]["scores"]
     text = out.read_text()
     for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
                    "## Paired differences", "## What was and was not shown", "hyper_eval.py"):

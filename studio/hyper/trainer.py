@@ -172,7 +172,7 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             elapsed = time.perf_counter() - loop_start
             emit(_event("log", step=step, epoch=0.0, loss=losses[-1], lr=lr_at(step),
                         grad_norm=grad_norm, tokens_per_s=0.0, memory_mb=round(_memory_mb(), 1),
