@@ -77,6 +77,16 @@ def eval_task(entry, bigbench: Path | None, limit: int):
     return replace(task, examples=unseen[:limit]), prompts
 
 
+def majority_share(task) -> float:
+    """Share of the most common correct answer: what always giving one answer would score."""
+    from collections import Counter
+
+    from studio.core.bigbench import answer_text
+
+    answers = Counter(answer_text(ex) for ex in task.examples)
+    return max(answers.values()) / max(1, len(task.examples))
+
+
 def descriptions(entry) -> tuple[str, str]:
     """(description used, which set it comes from)."""
     if entry.eval_descriptions:
@@ -261,7 +271,8 @@ def run(args) -> dict:
                                base_model=model_path)
             adapters["dnd"] = (Path(res["adapter_dir"]), None)
             gen_stats["dnd"].append(res)
-        row = {"task": name, "n": len(task.examples), "description": desc,
+        row = {"task": name, "n": len(task.examples), "majority": majority_share(task),
+               "description": desc,
                "description_kind": desc_kind, "nearest": near.name, "nearest_similarity": sim,
                "shuffled_description": shuffled[name], "metric": None, "conditions": {}}
         wanted = set(args.conditions.split(",")) if args.conditions else None

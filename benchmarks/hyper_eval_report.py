@@ -94,6 +94,10 @@ def write_report(result: dict, out: Path) -> None:
     if any(c is not None for c in chance):
         lines.append("| (chance) | " + " | ".join(f"{c:.3f}" if c is not None else "—" for c in chance)
                      + " | |")
+    if all(r.get("majority") is not None for r in rows):
+        maj = [r["majority"] for r in rows]
+        lines.append("| (always the most common answer) | " + " | ".join(f"{m:.3f}" for m in maj)
+                     + f" | {sum(maj) / len(maj):.3f} |")
     lines += ["", "Descriptions used (held out from hypernetwork training):", ""]
     for r in rows:
         lines.append(f"- **{r['task']}** ({r['description_kind']}): “{r['description']}” — nearest "

@@ -103,6 +103,7 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     row = res["rows"]["capitals"]
     # Only examples no LoRA trained on: the first 2 (eval) and those after the 2 training ones.
     assert row["n"] == 3
+    assert abs(row["majority"] - 1 / 3) < 1e-9            # three different capitals
     assert row["description"].startswith("Please")           # the held-out paraphrase
     assert row["nearest"] in ("colours", "opposites")
     for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "t2l_recon", "oracle",
@@ -116,7 +117,8 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     assert row["conditions"]["t2l_recon"]["scores"] == row["conditions"]["t2l"]["scores"]
     text = out.read_text()
     for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
-                   "## Paired differences", "## What was and was not shown", "hyper_eval.py"):
+                   "## Paired differences", "## What was and was not shown", "hyper_eval.py",
+                   "(always the most common answer)"):
         assert needle in text
 
 
