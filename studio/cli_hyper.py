@@ -129,7 +129,8 @@ def cmd_train(args) -> int:
                            steps=args.steps, lr=args.lr, seed=args.seed, model_path=args.model,
                            progress=progress, hidden=args.hidden, batch_tasks=args.batch_tasks,
                            batch_examples=args.batch_examples, encoder=encoder,
-                           device=args.device, command=_command_line())
+                           device=args.device, command=_command_line(),
+                           init_from=args.init_from)
     return 0
 
 
@@ -195,6 +196,8 @@ def register(subparsers) -> None:
                                         "studio.hyper.encoder.CachedEncoder) instead of the encoder")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--model", help="base model folder for --mode sft (default: the library's)")
+    q.add_argument("--init-from", help="t2l: start from this saved network (same head/hidden), "
+                                       "e.g. SFT after reconstruction training")
     q.add_argument("--log-every", type=int, default=1)
     q.add_argument("--json", action="store_true", help="one JSON event per line")
     q.set_defaults(func=cmd_train)

@@ -118,6 +118,27 @@ def test_should_stop_saves_and_reports_cancelled(plain_library, tmp_path):
     assert api.load_hypernetwork(tmp_path / "hn").info()["steps"] == 3
 
 
+def test_init_from_continues_a_saved_network(plain_library, tmp_path):
+    """--init-from (e.g. SFT after recon) starts from the saved weights, not from scratch."""
+    from studio.errors import UserError
+    from studio.hyper import api
+
+    first = api.train_hypernetwork(plain_library, tmp_path / "a", head="S", steps=30, hidden=32)
+    second = api.train_hypernetwork(plain_library, tmp_path / "b", head="S", steps=1, hidden=32,
+                                    lr=1e-9, init_from=tmp_path / "a")
+    fresh = api.train_hypernetwork(plain_library, tmp_path / "c", head="S", steps=1, hidden=32,
+                                   lr=1e-9)
+    assert abs(second["eval_loss_start"] - first["eval_loss"]) < 1e-4 * first["eval_loss"]
+    assert fresh["eval_loss_start"] > first["eval_loss"]
+    assert second["init_from"] == str(tmp_path / "a")
+    with pytest.raises(UserError, match="another shape"):
+        api.train_hypernetwork(plain_library, tmp_path / "d", head="S", steps=1, hidden=64,
+                               init_from=tmp_path / "a")
+    with pytest.raises(UserError, match="not a saved hypernetwork"):
+        api.train_hypernetwork(plain_library, tmp_path / "e", steps=1, hidden=32,
+                               init_from=tmp_path)
+
+
 def test_dnd_training_and_generation(plain_library, tmp_path):
     from studio.hyper import api
 

@@ -43,12 +43,36 @@ def _check_args(kind, mode, head, steps):
         raise UserError("steps must be at least 1.", field="steps", fix="Use e.g. 300.")
 
 
+def _start_from(net, folder) -> None:
+    """Copy the weights of a saved T2L network of the same shape into `net` (e.g. SFT after recon:
+    SFT from scratch on a small library tends to ignore the description and emit one LoRA)."""
+    from studio.hyper.text_to_lora import TextToLoRA
+
+    folder = Path(folder)
+    if not (folder / "hypernetwork.safetensors").is_file():
+        raise UserError("is not a saved hypernetwork (no hypernetwork.safetensors).", path=folder,
+                        field="init_from", fix="Pick a folder written by peft-studio hyper train.")
+    old = TextToLoRA.load(folder)
+    mine, theirs = net.state_dict(), old.state_dict()
+    if old.config.head != net.config.head or \
+            {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
+        raise UserError(f"has another shape (head {old.config.head}, hidden {old.config.hidden}) "
+                        f"than the network being trained (head {net.config.head}, hidden "
+                        f"{net.config.hidden}).", path=folder, field="init_from",
+                        fix="Train with the same --head and --hidden, or start from scratch.")
+    if not old.spec.same_shapes(net.spec):
+        raise UserError("emits LoRAs of another shape than this library's.", path=folder,
+                        field="init_from", fix="Start from a network trained on this base model.")
+    net.load_state_dict(theirs)
+
+
 def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon", head: str = "S",
                        steps: int = 300, lr: float | None = None, seed: int = 0, model_path=None,
                        progress=None, should_stop=None, hidden: int = 256, blocks: int = 2,
                        batch_tasks: int = 4, batch_examples: int = 4, max_length: int = 128,
                        eval_every: int | None = None, target: str = "auto", n_prompts: int = 8,
-                       encoder=None, device: str | None = None, command: str | None = None) -> dict:
+                       encoder=None, device: str | None = None, command: str | None = None,
+                       init_from=None) -> dict:
     import torch
 
     from studio.hyper import train as T
@@ -56,6 +80,9 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
     from studio.hyper.library import load_library
 
     _check_args(kind, mode, head, steps)
+    if init_from and kind != "t2l":
+        raise UserError("starting from a saved network is for Text-to-LoRA only.", field="init_from",
+                        fix="Leave --init-from out for DnD.")
     emit = progress or (lambda event: None)
     lr = float(lr or DEFAULT_LR[(kind, mode)])
     start = time.perf_counter()
@@ -92,6 +119,8 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
                     mi = spec.modules.index(m)
                     mean_a = torch.stack([t.target[(layer, m)][0] for t in tasks]).mean(0)
                     base_a[layer, mi, :, :mean_a.shape[1]] = mean_a
+        if init_from:
+            _start_from(net, init_from)
     else:
         from studio.hyper.dnd import DnDConfig, DnDGenerator, DnDData
 
@@ -195,6 +224,7 @@ def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon",
                "seconds": round(time.perf_counter() - start, 1),
                "tasks": [t.name for t in tasks], "held_out_tasks": lib.held_out,
                "library": str(Path(library).resolve()), "params": n_params,
+               "init_from": str(init_from) if init_from else None,
                "held_out_report": held_report}
     net.config.notes = {k: v for k, v in metrics.items() if k not in ("out_dir",)}
     net.save(out_dir)
