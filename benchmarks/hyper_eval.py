@@ -168,6 +168,28 @@ def adapter_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).glob("adapter_model.*")) / 2**20
 
 
+def input_sensitivity(adapter_dirs: list, spec) -> dict | None:
+    """How different the LoRAs a generator made for different tasks are: mean and min pairwise
+    cosine of their weight updates (B A over all layers), and the mean relative distance from
+    their average. Cosines near 1 mean the generator ignores its input (one LoRA for all)."""
+    import torch
+
+    from studio.hyper.targets import read_adapter
+
+    if len(adapter_dirs) < 2:
+        return None
+    flats = []
+    for folder in adapter_dirs:
+        lora = read_adapter(folder, spec)
+        flats.append(torch.cat([(b @ a).reshape(-1) for a, b in (lora[k] for k in spec.keys)]))
+    d = torch.stack(flats)
+    n = torch.nn.functional.normalize(d, dim=1)
+    cos = (n @ n.T)[~torch.eye(len(flats), dtype=torch.bool)]
+    rel = ((d - d.mean(0, keepdim=True)).norm(dim=1) / d.norm(dim=1).clamp_min(1e-12)).mean()
+    return {"mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "spread": float(rel),
+            "n": len(flats)}
+
+
 # ---------------------------------------------------------------- scoring
 def score(base, tokenizer, task, adapter: Path | None, description: str | None = None):
     """(per-example scores, result dict, base model back) for one condition."""
@@ -287,8 +309,12 @@ def run(args) -> dict:
                                        "chance": res.get("chance")}
             log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
         rows[name] = row
+    sensitivity = {}
+    for cond in ("t2l", "t2l_recon", "dnd", "oracle"):
+        dirs = [r["conditions"][cond]["adapter"] for r in rows.values() if cond in r["conditions"]]
+        sensitivity[cond] = input_sensitivity(dirs, lib.spec)
     mt_info = work / "multitask" / "info.json"
-    return {"rows": rows, "gen": gen_stats, "mt_steps": None if args.skip_multitask else mt_steps,
+    return {"rows": rows, "gen": gen_stats, "sensitivity": sensitivity, "mt_steps": None if args.skip_multitask else mt_steps,
             "mt_info": json.loads(mt_info.read_text()) if mt_info.is_file() and not args.skip_multitask
             else None, "model": model_path,
             "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,

@@ -120,6 +120,17 @@ def write_report(result: dict, out: Path) -> None:
     oracle_mb = [r["conditions"]["oracle"]["adapter_mb"] for r in rows if "oracle" in r["conditions"]]
     if oracle_mb:
         lines.append(f"| (trained oracle LoRA, for size) | — | — | {sum(oracle_mb) / len(oracle_mb):.2f} |")
+    sens = {k: v for k, v in (result.get("sensitivity") or {}).items() if v}
+    if sens:
+        lines += ["", "## Does the generated LoRA depend on its input?", "",
+                  "Pairwise cosine between the weight updates (B A, all layers) of the LoRAs made "
+                  "for the different held-out tasks; near 1 = the same LoRA whatever the input. "
+                  "Spread = mean |dW - mean dW| / |dW|. The oracle row (separately trained LoRAs) "
+                  "is the reference.", "",
+                  "| adapters | tasks | mean cosine | min cosine | spread |", "|---|---|---|---|---|"]
+        for cond, v in sens.items():
+            lines.append(f"| {titles.get(cond, cond)} | {v['n']} | {v['mean_cos']:.3f} | "
+                         f"{v['min_cos']:.3f} | {v['spread']:.3f} |")
     lines += ["", "## What was and was not shown", ""] + conclusions(s, titles, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -115,6 +115,8 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     assert res["gen"]["t2l"][0]["seconds"] > 0
     # the same network given twice emits the same LoRA: identical scores
     assert row["conditions"]["t2l_recon"]["scores"] == row["conditions"]["t2l"]["scores"]
+    # one held-out task: no pairs to compare, so no sensitivity line (and no crash)
+    assert res["sensitivity"]["t2l"] is None
     text = out.read_text()
     for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
                    "## Paired differences", "## What was and was not shown", "hyper_eval.py",
@@ -138,3 +140,33 @@ def test_paired_and_stratified_statistics():
     assert _verdict(0.1, 0.02, 0.2).startswith("better")
     assert _verdict(-0.1, -0.2, -0.01).startswith("worse")
     assert _verdict(0.05, -0.02, 0.1).startswith("no difference")
+
+
+def test_input_sensitivity_tells_one_lora_for_all_from_distinct_ones(tmp_path):
+    """Cosine ~1 when a generator emits the same update for every task; lower for distinct ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    import hyper_eval
+    from studio.hyper.targets import LoraSpec
+
+    spec = LoraSpec(modules=["q_proj"], num_layers=2,
+                    path_templates={"q_proj": "model.layers.{layer}.self_attn.q_proj"},
+                    in_features={"q_proj": 8}, out_features={"q_proj": 6}, r=2)
+    gen = torch.Generator().manual_seed(0)
+
+    def write(name, scale_noise):
+        shared = torch.ones(6, 2)
+        tensors = {}
+        for layer, m in spec.keys:
+            tensors[spec.saved_key(layer, m, "A")] = torch.ones(2, 8)
+            tensors[spec.saved_key(layer, m, "B")] = shared + scale_noise * torch.randn(6, 2, generator=gen)
+        (tmp_path / name).mkdir()
+        save_file(tensors, str(tmp_path / name / "adapter_model.safetensors"))
+        return tmp_path / name
+
+    same = hyper_eval.input_sensitivity([write(f"s{i}", 0.0) for i in range(3)], spec)
+    distinct = hyper_eval.input_sensitivity([write(f"d{i}", 3.0) for i in range(3)], spec)
+    assert same["mean_cos"] == pytest.approx(1.0) and same["spread"] == pytest.approx(0.0, abs=1e-6)
+    assert distinct["mean_cos"] < 0.9 and distinct["spread"] > 0.2 and distinct["n"] == 3
+    assert hyper_eval.input_sensitivity([tmp_path / "s0"], spec) is None
