@@ -309,6 +309,10 @@ def run(args) -> dict:
                                        "chance": res.get("chance")}
             log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
         rows[name] = row
+        if getattr(args, "json", None):   # an interrupted evaluation keeps the tasks it finished
+            partial = Path(args.json).with_suffix(".partial.json")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"rows": rows, "gen": gen_stats}, indent=1), encoding="utf-8")
     sensitivity = {}
     for cond in ("t2l", "t2l_recon", "dnd", "oracle"):
         dirs = [r["conditions"][cond]["adapter"] for r in rows.values() if cond in r["conditions"]]
@@ -355,6 +359,7 @@ def main(argv=None) -> int:
         a for a in (argv if argv is not None else sys.argv[1:]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    Path(args.json).with_suffix(".partial.json").unlink(missing_ok=True)
     write_report(result, Path(args.out))
     print(f"report: {args.out}\nresults: {args.json}")
     return 0

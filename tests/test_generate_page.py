@@ -212,6 +212,20 @@ def _make_adapter_folder(model_dir, root: Path) -> Path:
     return root
 
 
+def test_train_panel_refuses_a_bad_start_from_folder(qtbot, page_factory, hypernet_root, tmp_path,
+                                                     model_dir):
+    """Start from (SFT after recon) must be a saved network; checked before any process starts."""
+    page = page_factory(hypernet_root)
+    panel = page.train_panel
+    panel.library.set_path(str(_make_adapter_folder(model_dir, tmp_path / "my_adapters")))
+    panel.init_from.set_path(str(tmp_path / "not-a-network"))
+    assert not panel.start() and panel.job is None
+    assert panel.message.kind() == "error" and "not a saved hypernetwork" in panel.message.text()
+    panel.kind.set_value("dnd")
+    assert not panel.init_from.isEnabled()      # DnD has no Start from
+    assert panel._options() == {}
+
+
 @pytest.mark.slow          # ~2.5 min on 2 busy cores: child process, encoder load, 6 steps
 def test_train_your_own_hypernetwork_in_a_worker_process(qtbot, page_factory, hypernet_root,
                                                          model_dir, tmp_path):

@@ -61,6 +61,10 @@ class HyperTrainPanel(Card):
         theme.fix_spin(self.steps)
         row.addWidget(self.steps, 1)
         add_row(form, "Training", row)
+        self.init_from = PathPicker("folder", "Choose a saved Text-to-LoRA network to start from",
+                                    placeholder="optional: a saved Text-to-LoRA network of the same "
+                                                "head (e.g. SFT after recon)")
+        add_row(form, "Start from", self.init_from)
         self.body.addLayout(form)
 
         actions = QHBoxLayout()
@@ -90,6 +94,7 @@ class HyperTrainPanel(Card):
     def _on_kind(self, kind: str) -> None:
         self.mode.setEnabled(kind == "t2l")
         self.head.setEnabled(kind == "t2l")
+        self.init_from.setEnabled(kind == "t2l")
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_alive()
@@ -108,7 +113,8 @@ class HyperTrainPanel(Card):
         try:
             run_dir = create_train_run(self.library.path(), kind=self.kind.value(),
                                        mode=self.mode.currentData(), head=self.head.currentData(),
-                                       steps=self.steps.value(), model_path=self.page.model_path())
+                                       steps=self.steps.value(), model_path=self.page.model_path(),
+                                       **self._options())
         except UserError as err:
             self.message.show_error(str(err))
             return False
@@ -122,6 +128,10 @@ class HyperTrainPanel(Card):
         self.status.setText("Starting the training process…")
         self._refresh_runs()
         return True
+
+    def _options(self) -> dict:
+        start_from = self.init_from.path() if self.kind.value() == "t2l" else ""
+        return {"init_from": start_from} if start_from else {}
 
     def stop(self) -> None:
         if self.is_running():

@@ -173,6 +173,14 @@ def create_train_run(library: str | Path, kind: str = "t2l", mode: str = "recon"
         raise UserError("steps must be at least 1.", field="steps", fix="e.g. 300 steps.")
     if kind == "dnd":
         mode = "recon"                  # DnD learns from the library's checkpoints only
+        options.pop("init_from", None)
+    if options.get("init_from"):
+        start = Path(options["init_from"]).expanduser()
+        if not (start / "hypernetwork.safetensors").is_file():
+            raise UserError("is not a saved hypernetwork (no hypernetwork.safetensors).", path=start,
+                            field="start from", fix="Pick a folder written by hypernetwork training, "
+                                                    "or leave Start from empty.")
+        options["init_from"] = str(start.resolve())
     label = name.strip() or f"hypernet-{kind}{'-' + mode if kind == 't2l' else ''}-{library.name}"
     run_dir = _new_run_dir(label, runs_base)
     out = Path(out_dir) if out_dir else run_dir / "hypernetwork"
