@@ -14,8 +14,8 @@ it scores with studio.core.bigbench (multiple choice by log-likelihood, generati
   multi-task LoRA      one LoRA trained on all training tasks' examples (same rank/modules), with
                        as many optimizer steps as the whole library used (tasks x steps per task)
   nearest library LoRA the training task whose descriptions are closest (sentence embedding)
-  Text-to-LoRA         generated from the held-out description (--t2l; and --t2l-recon, a second
-                       network, typically the reconstruction-trained one, scored side by side)
+  Text-to-LoRA         generated from the held-out description (--t2l; and --t2l-second, a second
+                       network, e.g. another training mode, scored side by side)
   DnD                  generated from 8 unlabelled example inputs of the task
   oracle LoRA          the held-out task's own LoRA (trained on its examples)
   controls             Text-to-LoRA from another held-out task's description (shuffled) and from a
@@ -43,7 +43,7 @@ from studio.errors import UserError  # noqa: E402
 
 CONDITIONS = [("base", "base model"), ("base_desc", "base + description in prompt"),
               ("multitask", "multi-task LoRA"), ("nearest", "nearest library LoRA"),
-              ("t2l", "Text-to-LoRA"), ("t2l_recon", "Text-to-LoRA, reconstruction-trained"),
+              ("t2l", "Text-to-LoRA"), ("t2l_second", "Text-to-LoRA, second network"),
               ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
               ("t2l_shuffled", "control: T2L, shuffled description"),
               ("t2l_random", "control: T2L, random description")]
@@ -261,9 +261,9 @@ def run(args) -> dict:
                                max_length=int(first.get("max_length", 128)))
     t2l = api.load_hypernetwork(args.t2l) if args.t2l else None
     dnd = api.load_hypernetwork(args.dnd) if args.dnd else None
-    t2l_recon = api.load_hypernetwork(args.t2l_recon) if args.t2l_recon else None
+    t2l_second = api.load_hypernetwork(args.t2l_second) if args.t2l_second else None
     api.warm_up()
-    gen_stats: dict[str, list] = {"t2l": [], "t2l_recon": [], "dnd": []}
+    gen_stats: dict[str, list] = {"t2l": [], "t2l_second": [], "dnd": []}
     rows: dict[str, dict] = {}
     for entry in held:
         name, task_prompts = entry.name, tasks[entry.name]
@@ -283,11 +283,11 @@ def run(args) -> dict:
                 adapters[cond] = (Path(res["adapter_dir"]), None)
                 if cond == "t2l":
                     gen_stats["t2l"].append(res)
-        if t2l_recon is not None:
-            res = api.generate(t2l_recon, work / "generated" / f"t2l_recon-{name}", description=desc,
+        if t2l_second is not None:
+            res = api.generate(t2l_second, work / "generated" / f"t2l_second-{name}", description=desc,
                                base_model=model_path)
-            adapters["t2l_recon"] = (Path(res["adapter_dir"]), None)
-            gen_stats["t2l_recon"].append(res)
+            adapters["t2l_second"] = (Path(res["adapter_dir"]), None)
+            gen_stats["t2l_second"].append(res)
         if dnd is not None:
             res = api.generate(dnd, work / "generated" / f"dnd-{name}", prompts=prompts,
                                base_model=model_path)
@@ -314,17 +314,18 @@ def run(args) -> dict:
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps({"rows": rows, "gen": gen_stats}, indent=1), encoding="utf-8")
     sensitivity = {}
-    for cond in ("t2l", "t2l_recon", "dnd", "oracle"):
+    for cond in ("t2l", "t2l_second", "dnd", "oracle"):
         dirs = [r["conditions"][cond]["adapter"] for r in rows.values() if cond in r["conditions"]]
         sensitivity[cond] = input_sensitivity(dirs, lib.spec)
     mt_info = work / "multitask" / "info.json"
-    return {"rows": rows, "gen": gen_stats, "sensitivity": sensitivity, "mt_steps": None if args.skip_multitask else mt_steps,
+    return {"rows": rows, "gen": gen_stats, "sensitivity": sensitivity,
+            "mt_steps": None if args.skip_multitask else mt_steps,
             "mt_info": json.loads(mt_info.read_text()) if mt_info.is_file() and not args.skip_multitask
             else None, "model": model_path,
             "library": str(args.library), "t2l": args.t2l, "dnd": args.dnd, "limit": args.limit,
             "train_tasks": [e.name for e in lib.entries],
-            "t2l_info": t2l.info() if t2l else None, "t2l_recon": args.t2l_recon,
-            "t2l_recon_info": t2l_recon.info() if t2l_recon else None, "dnd_info": dnd.info() if dnd else None}
+            "t2l_info": t2l.info() if t2l else None, "t2l_second": args.t2l_second,
+            "t2l_second_info": t2l_second.info() if t2l_second else None, "dnd_info": dnd.info() if dnd else None}
 
 
 def main(argv=None) -> int:
@@ -333,8 +334,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--library", required=True, help="library built by peft-studio hyper build-library")
     ap.add_argument("--t2l", help="Text-to-LoRA hypernetwork folder")
-    ap.add_argument("--t2l-recon", help="a second Text-to-LoRA folder scored beside --t2l "
-                    "(e.g. the reconstruction-trained one)")
+    ap.add_argument("--t2l-second", help="a second Text-to-LoRA folder scored beside --t2l "
+                    "(e.g. one trained in the other mode)")
     ap.add_argument("--dnd", help="DnD hypernetwork folder")
     ap.add_argument("--model", help="base model folder (default: the library's)")
     ap.add_argument("--bigbench", help="BIG-bench folder, if the task files moved since the build")

@@ -34,7 +34,7 @@ def summarise(result: dict) -> dict:
     comparisons = []
     pairs = [("t2l", "base"), ("t2l", "base_desc"), ("t2l", "multitask"), ("t2l", "nearest"),
              ("t2l", "oracle"), ("t2l", "t2l_shuffled"), ("t2l", "t2l_random"),
-             ("t2l_recon", "base"), ("t2l_recon", "multitask"), ("t2l_recon", "nearest"), ("t2l", "t2l_recon"),
+             ("t2l_second", "base"), ("t2l_second", "multitask"), ("t2l_second", "nearest"), ("t2l", "t2l_second"),
              ("dnd", "base"), ("dnd", "multitask"), ("dnd", "nearest"), ("oracle", "base"), ("multitask", "base")]
     for a, b in pairs:
         if a in present and b in present:
@@ -70,9 +70,9 @@ def write_report(result: dict, out: Path) -> None:
         lines.append(f"- Text-to-LoRA: `{result['t2l']}` (head {i.get('head')}, mode {i.get('mode') or '?'}, "
                      f"{i.get('steps') or '?'} steps, {i.get('params', 0) / 1e6:.1f} M parameters, "
                      f"trained on {len(i.get('trained_on') or [])} tasks).")
-    if result.get("t2l_recon_info"):
-        i = result["t2l_recon_info"]
-        lines.append(f"- Text-to-LoRA, second network: `{result['t2l_recon']}` (head {i.get('head')}, mode "
+    if result.get("t2l_second_info"):
+        i = result["t2l_second_info"]
+        lines.append(f"- Text-to-LoRA, second network: `{result['t2l_second']}` (head {i.get('head')}, mode "
                      f"{i.get('mode') or '?'}, {i.get('steps') or '?'} steps, "
                      f"{i.get('params', 0) / 1e6:.1f} M parameters).")
     if result.get("dnd_info"):
@@ -110,7 +110,7 @@ def write_report(result: dict, out: Path) -> None:
                      f"{_verdict(mean, lo, hi)} |")
     lines += ["", "## Generation cost", "", "| generator | time per adapter (ms, encoder loaded) | "
               "encode / emit / write (ms) | adapter size (MB) |", "|---|---|---|---|"]
-    for kind, title in (("t2l", "Text-to-LoRA"), ("t2l_recon", "Text-to-LoRA (second network)"),
+    for kind, title in (("t2l", "Text-to-LoRA"), ("t2l_second", "Text-to-LoRA (second network)"),
                         ("dnd", "DnD")):
         gens = result["gen"].get(kind) or []
         if gens:
@@ -147,8 +147,8 @@ def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
                           ((("t2l", "t2l_shuffled"), "true vs shuffled descriptions")),
                           ((("t2l", "t2l_random"), "true vs random descriptions")),
                           ((("t2l", "oracle"), "Text-to-LoRA vs the oracle")),
-                          ((("t2l_recon", "base"), "Text-to-LoRA (second network) vs the base model")),
-                          ((("t2l_recon", "multitask"), "Text-to-LoRA (second network) vs the multi-task LoRA")),
+                          ((("t2l_second", "base"), "Text-to-LoRA (second network) vs the base model")),
+                          ((("t2l_second", "multitask"), "Text-to-LoRA (second network) vs the multi-task LoRA")),
                           ((("dnd", "base"), "DnD vs the base model")),
                           ((("dnd", "multitask"), "DnD vs the multi-task LoRA"))):
         if (a, b) in comp:

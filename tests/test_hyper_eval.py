@@ -94,7 +94,7 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     library = _mini_library(model_dir, tmp_path)
     t2l = _make_hypernetwork(model_dir, tmp_path / "t2l")
     out, js = tmp_path / "report.md", tmp_path / "res.json"
-    code = hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--t2l-recon", str(t2l),
+    code = hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--t2l-second", str(t2l),
                             "--limit", "3",
                             "--mt-steps", "2", "--work", str(tmp_path / "work"),
                             "--out", str(out), "--json", str(js)])
@@ -106,7 +106,7 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     assert abs(row["majority"] - 1 / 3) < 1e-9            # three different capitals
     assert row["description"].startswith("Please")           # the held-out paraphrase
     assert row["nearest"] in ("colours", "opposites")
-    for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "t2l_recon", "oracle",
+    for cond in ("base", "base_desc", "multitask", "nearest", "t2l", "t2l_second", "oracle",
                  "t2l_shuffled", "t2l_random"):
         c = row["conditions"][cond]
         assert len(c["scores"]) == 3 and c["ci95"][0] <= c["score"] <= c["ci95"][1], cond
@@ -114,7 +114,7 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
         row["conditions"]["oracle"]["adapter_mb"] > 0
     assert res["gen"]["t2l"][0]["seconds"] > 0
     # the same network given twice emits the same LoRA: identical scores
-    assert row["conditions"]["t2l_recon"]["scores"] == row["conditions"]["t2l"]["scores"]
+    assert row["conditions"]["t2l_second"]["scores"] == row["conditions"]["t2l"]["scores"]
     # one held-out task: no pairs to compare, so no sensitivity line (and no crash)
     assert res["sensitivity"]["t2l"] is None
     text = out.read_text()
