@@ -110,7 +110,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
-                 data, pad_id, device, total_steps)
+                    data, pad_id, device, total_steps)
     return loop.run(step, epoch, index)
 
 
