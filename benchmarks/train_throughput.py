@@ -97,7 +97,7 @@ def run_ours(args, ids, params) -> dict:
                                                num_warmup_steps=t.warmup_steps,
                                                num_training_steps=total)
         loop = tr.StepLoop(recipe, Path(run_dir), events.append, tr.Control(), model, plugin,
-                        optimizer, scheduler, callbacks, data, 0, args.device, total)
+                           optimizer, scheduler, callbacks, data, 0, args.device, total)
         loop.run(0, 0, 0)
         trainable, _ = plugins.count_parameters(model)
         del model, optimizer, scheduler, loop, callbacks, groups
