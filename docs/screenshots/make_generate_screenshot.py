@@ -106,6 +106,8 @@ def _shoot(args, out: Path, home: Path) -> int:
         from PySide6.QtWidgets import QScrollArea
 
         area = page.findChild(QScrollArea)
+        area.verticalScrollBar().setValue(panel.mapTo(area.widget(), panel.rect().topLeft()).y())
+        grab(app, window, "generate-train-form", out)
         area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
         grab(app, window, "generate-train", out)
     window.close()
