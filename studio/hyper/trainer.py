@@ -43,19 +43,27 @@ def _check_args(kind, mode, head, steps):
         raise UserError("steps must be at least 1.", field="steps", fix="Use e.g. 300.")
 
 
+def check_start_from(folder) -> Path:
+    """The resolved folder of a saved hypernetwork to start training from; UserError otherwise
+    (the GUI calls this before starting the job, the trainer again when it loads it)."""
+    folder = Path(folder).expanduser()
+    if not (folder / "hypernetwork.safetensors").is_file():
+        raise UserError("is not a saved hypernetwork (no hypernetwork.safetensors).", path=folder,
+                        field="init_from", fix="Pick a folder written by hypernetwork training "
+                                               "(peft-studio hyper train or the Generate page), "
+                                               "or leave it empty.")
+    return folder.resolve()
+
+
 def _start_from(net, folder) -> None:
     """Copy the weights of a saved T2L network of the same shape into `net` (e.g. SFT after recon:
     SFT from scratch on a small library tends to ignore the description and emit one LoRA)."""
     from studio.hyper.text_to_lora import TextToLoRA
 
-    folder = Path(folder)
-    if not (folder / "hypernetwork.safetensors").is_file():
-        raise UserError("is not a saved hypernetwork (no hypernetwork.safetensors).", path=folder,
-                        field="init_from", fix="Pick a folder written by peft-studio hyper train.")
+    folder = check_start_from(folder)
     old = TextToLoRA.load(folder)
     mine, theirs = net.state_dict(), old.state_dict()
-    if old.config.head != net.config.head or \
-            {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
+    if {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
         raise UserError(f"has another shape (head {old.config.head}, hidden {old.config.hidden}) "
                         f"than the network being trained (head {net.config.head}, hidden "
                         f"{net.config.hidden}).", path=folder, field="init_from",

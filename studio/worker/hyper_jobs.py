@@ -175,12 +175,9 @@ def create_train_run(library: str | Path, kind: str = "t2l", mode: str = "recon"
         mode = "recon"                  # DnD learns from the library's checkpoints only
         options.pop("init_from", None)
     if options.get("init_from"):
-        start = Path(options["init_from"]).expanduser()
-        if not (start / "hypernetwork.safetensors").is_file():
-            raise UserError("is not a saved hypernetwork (no hypernetwork.safetensors).", path=start,
-                            field="start from", fix="Pick a folder written by hypernetwork training, "
-                                                    "or leave Start from empty.")
-        options["init_from"] = str(start.resolve())
+        from studio.hyper.trainer import check_start_from
+
+        options["init_from"] = str(check_start_from(options["init_from"]))
     label = name.strip() or f"hypernet-{kind}{'-' + mode if kind == 't2l' else ''}-{library.name}"
     run_dir = _new_run_dir(label, runs_base)
     out = Path(out_dir) if out_dir else run_dir / "hypernetwork"
