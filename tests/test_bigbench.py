@@ -157,6 +157,37 @@ def test_choice_logprobs_match_a_manual_forward(model_and_tokenizer):
     assert lp > lp2                                 # " Paris" beats " Rome" (trailing space moved)
 
 
+def test_shared_context_scoring_equals_one_row_per_pair(model_and_tokenizer):
+    """The prompt-cache path (one context pass per example) gives the padded path's numbers:
+    one- and multi-token choices, more choices than a batch, two examples, an empty context."""
+    model, tok = model_and_tokenizer
+    q1, q2 = "Question: what is 12 times 7?\nAnswer:", "The sky on a clear day is"
+    choices = [" 84", " 74", " eighty-four", " 1 2 x 7", " 96", " none of these answers"]
+    pairs = [(q1, c) for c in choices] + [(q2, " blue"), (q2, " green and yellow")] + [("", "Hi")]
+    shared = bb.choice_logprobs(model, tok, pairs, batch_size=4, share_context=True)
+    padded = bb.choice_logprobs(model, tok, pairs, batch_size=4, share_context=False)
+    assert [n for _, n in shared] == [n for _, n in padded]
+    assert max(n for _, n in shared) > 1
+    for (a, _), (b, _) in zip(shared, padded):
+        assert a == pytest.approx(b, abs=1e-3)
+    assert len({round(a, 3) for a, _ in shared}) == len(shared)   # real, distinct scores
+
+
+def test_prompt_learning_adapters_score_without_the_shared_cache(model_and_tokenizer):
+    """Prefix tuning brings its own past_key_values: scoring must not mix in a prompt cache."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    model, tok = model_and_tokenizer
+    assert not bb._is_prompt_learning(model)
+    peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM",
+                                                          num_virtual_tokens=4))
+    assert bb._is_prompt_learning(peft_model)       # (prefix tuning leaves `model` untouched)
+    pairs = [("The capital of France is", " Paris"), ("The capital of France is", " Rome")]
+    got = bb.choice_logprobs(peft_model, tok, pairs)
+    want = bb.choice_logprobs(peft_model, tok, pairs, share_context=False)
+    assert [a for a, _ in got] == pytest.approx([a for a, _ in want], abs=1e-4)
+
+
 def test_evaluate_multiple_choice_on_real_model(tmp_path, model_and_tokenizer):
     model, tok = model_and_tokenizer
     path = write(tmp_path, MC_TASK)

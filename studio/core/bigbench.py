@@ -242,42 +242,115 @@ def _render_prompt(tokenizer, prompt: str, chat: bool) -> str:
     return prompt
 
 
-def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
-                    max_length: int = 512, add_special_tokens: bool = False
-                    ) -> list[tuple[float, int]]:
-    """(sum log p(continuation | context), number of continuation tokens) for each pair.
+def _is_prompt_learning(model) -> bool:
+    """PEFT prefix/prompt/P-tuning models feed their own past_key_values: no prompt cache."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
-    add_special_tokens: let the tokenizer add its BOS to the context (plain prompts; a rendered
-    chat template already holds its special tokens).
-    """
-    import torch
 
-    device = _device(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    seqs = []
+def _pair_ids(tokenizer, pairs, max_length, add_special_tokens, pad_id):
+    """(context ids, continuation ids) per pair, the context cut from the left to fit."""
+    out = []
     for context, cont in pairs:
         if context.endswith(" ") and not cont.startswith(" "):   # keep the space with the answer
             context, cont = context[:-1], " " + cont
         ctx_ids = tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"]
         cont_ids = tokenizer(cont, add_special_tokens=False)["input_ids"] or [pad_id]
-        ids = (ctx_ids + cont_ids)[-max_length:]
-        seqs.append((ids, min(len(cont_ids), len(ids) - 1)))
-    out: list[tuple[float, int]] = []
+        cont_ids = cont_ids[-(max_length - 1):]
+        if not ctx_ids:                     # nothing to condition the first token on: unscored
+            ctx_ids, cont_ids = cont_ids[:1], cont_ids[1:] or [pad_id]
+        out.append((ctx_ids[len(ctx_ids) + len(cont_ids) - max_length:]
+                    if len(ctx_ids) + len(cont_ids) > max_length else ctx_ids, cont_ids))
+    return out
+
+
+def _score_padded(model, seqs, batch_size, pad_id, device) -> list[tuple[float, int]]:
+    """Every (context, continuation) as its own padded row: works for any model."""
+    import torch
+
+    out = []
+    for start in range(0, len(seqs), batch_size):
+        chunk = [(ctx + cont, len(cont)) for ctx, cont in seqs[start:start + batch_size]]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(chunk):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            mask[i, :len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for i, (ids, n_cont) in enumerate(chunk):
+            pos = torch.arange(len(ids) - n_cont - 1, len(ids) - 1, device=device)
+            tgt = input_ids[i, len(ids) - n_cont:len(ids)].to(device)
+            out.append((float(logp[i, pos, tgt].sum()), n_cont))
+    return out
+
+
+def _score_shared(model, ctx, conts, batch_size, pad_id, device) -> list[tuple[float, int]]:
+    """All continuations of one context: the context runs once, its KV cache is shared.
+
+    A multiple-choice example with k choices costs one context pass instead of k; continuations
+    of one token need no second pass at all.
+    """
+    import copy
+
+    import torch
+
+    first = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+    first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+    scores = [float(first_logp[c[0]]) for c in conts]
+    longer = [j for j, c in enumerate(conts) if len(c) > 1]
+    for start in range(0, len(longer), batch_size):
+        rows = longer[start:start + batch_size]
+        width = max(len(conts[j]) for j in rows) - 1          # the last token is never an input
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.ones((len(rows), len(ctx) + width), dtype=torch.long)
+        for i, j in enumerate(rows):
+            ids = conts[j][:-1]
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            mask[i, len(ctx) + len(ids):] = 0
+        cache = copy.deepcopy(first.past_key_values)
+        cache.batch_repeat_interleave(len(rows))
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       past_key_values=cache, use_cache=True).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for i, j in enumerate(rows):
+            tgt = torch.tensor(conts[j][1:], device=device)
+            scores[j] += float(logp[i, torch.arange(len(tgt), device=device), tgt].sum())
+    return [(s, len(c)) for s, c in zip(scores, conts)]
+
+
+def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
+                    max_length: int = 512, add_special_tokens: bool = False,
+                    share_context: bool | None = None) -> list[tuple[float, int]]:
+    """(sum log p(continuation | context), number of continuation tokens) for each pair.
+
+    add_special_tokens: let the tokenizer add its BOS to the context (plain prompts; a rendered
+    chat template already holds its special tokens).
+    share_context: pairs with the same context (the choices of one multiple-choice example) run
+    the context once and share its KV cache; None = whenever the model allows it (not for PEFT
+    prompt-learning adapters, which bring their own cache). Same numbers either way, up to float
+    rounding.
+    """
+    import torch
+
+    device = _device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = _pair_ids(tokenizer, pairs, max_length, add_special_tokens, pad_id)
+    if share_context is None:
+        share_context = not _is_prompt_learning(model)
     with torch.inference_mode():
-        for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (ids, _) in enumerate(chunk):
-                input_ids[i, :len(ids)] = torch.tensor(ids)
-                mask[i, :len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for i, (ids, n_cont) in enumerate(chunk):
-                pos = torch.arange(len(ids) - n_cont - 1, len(ids) - 1, device=device)
-                tgt = input_ids[i, len(ids) - n_cont:len(ids)].to(device)
-                out.append((float(logp[i, pos, tgt].sum()), n_cont))
+        if not share_context:
+            return _score_padded(model, seqs, batch_size, pad_id, device)
+        groups: dict[tuple, list[int]] = {}
+        for i, (ctx, _) in enumerate(seqs):
+            groups.setdefault(tuple(ctx), []).append(i)
+        out: list[tuple[float, int] | None] = [None] * len(seqs)
+        for ctx, members in groups.items():
+            scored = _score_shared(model, list(ctx), [seqs[i][1] for i in members],
+                                   batch_size, pad_id, device)
+            for i, result in zip(members, scored):
+                out[i] = result
     return out
 
 
