@@ -244,10 +244,10 @@ def run(args) -> dict:
     bigbench = Path(args.bigbench) if args.bigbench else None
     tasks = {e.name: eval_task(e, bigbench, args.limit) for e in held}
     descs = {e.name: descriptions(e) for e in held}
-    rng = random.Random(args.seed)
-    all_texts = [d for e in lib.entries + held for d in e.train_descriptions + e.eval_descriptions]
-    names = [e.name for e in held]
-    shuffled = {n: descs[names[(i + 1) % len(names)]][0] if len(names) > 1
+    every = lib.held_out_entries    # controls come from the whole held-out list, so a run split
+    all_texts = [d for e in lib.entries + every for d in e.train_descriptions + e.eval_descriptions]
+    names = [e.name for e in every]  # by --tasks gets the same ones as a single run
+    shuffled = {n: descriptions(every[(i + 1) % len(every)])[0] if len(every) > 1
                 else lib.entries[0].train_descriptions[0] for i, n in enumerate(names)}
 
     mt_steps = args.mt_steps or sum(int(e.info.get("steps", 0) or 0) for e in lib.entries) or 200
@@ -277,7 +277,8 @@ def run(args) -> dict:
         adapters["nearest"] = (near.adapter_dir, None)
         if t2l is not None:
             for cond, text in (("t2l", desc), ("t2l_shuffled", shuffled[name]),
-                               ("t2l_random", random_description(all_texts, rng))):
+                               ("t2l_random", random_description(
+                                   all_texts, random.Random(f"{args.seed}-{name}")))):
                 res = api.generate(t2l, work / "generated" / f"{cond}-{name}", description=text,
                                    base_model=model_path)
                 adapters[cond] = (Path(res["adapter_dir"]), None)
@@ -328,6 +329,111 @@ def run(args) -> dict:
             "t2l_second_info": t2l_second.info() if t2l_second else None, "dnd_info": dnd.info() if dnd else None}
 
 
+# ---------------------------------------------------------------- parallel runs
+def task_cost(entry, bigbench, limit) -> float:
+    """Rough scoring cost of a task: examples x prompt length x (choices, or generated tokens)."""
+    task, _ = eval_task(entry, bigbench, limit)
+    n = max(1, len(task.examples))
+    length = sum(len(ex.input) for ex in task.examples) / n
+    per = (1 + 0.3 * sum(len(ex.target_scores) for ex in task.examples) / n
+           if task.is_multiple_choice else 6.0)
+    return n * (length + 40) * per
+
+
+def split_tasks(costs: dict[str, float], parts: int) -> list[list[str]]:
+    """Longest first, each to the least loaded part."""
+    bins: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(parts)]
+    for name in sorted(costs, key=costs.get, reverse=True):
+        i = min(range(parts), key=lambda j: bins[j][0])
+        bins[i] = (bins[i][0] + costs[name], bins[i][1] + [name])
+    return [names for _, names in bins if names]
+
+
+def child_args(args, tasks: list[str], json_path: Path) -> list[str]:
+    out = ["--library", str(args.library), "--limit", str(args.limit), "--seed", str(args.seed),
+           "--work", str(args.work), "--tasks", ",".join(tasks), "--json", str(json_path),
+           "--out", str(json_path.with_suffix(".md")), "--parallel", "1", "--skip-multitask"]
+    for flag, value in (("--t2l", args.t2l), ("--t2l-second", args.t2l_second), ("--dnd", args.dnd),
+                        ("--model", args.model), ("--bigbench", args.bigbench),
+                        ("--mt-steps", args.mt_steps or None)):
+        if value:
+            out += [flag, str(value)]
+    conditions = args.conditions.split(",") if args.conditions else [c for c, _ in CONDITIONS]
+    if not args.skip_multitask and "multitask" in conditions:
+        out.remove("--skip-multitask")      # the parent trained it: children find it cached
+    if args.conditions:
+        out += ["--conditions", args.conditions]
+    return out
+
+
+def run_parallel(args) -> dict:
+    """Train the multi-task LoRA once, then score the held-out tasks in `args.parallel` processes,
+    each on its own CPU core(s) with its own threads, and merge their results."""
+    import os
+    import subprocess
+
+    from studio.core.models import load_model
+    from studio.hyper.library import load_library
+    from studio.paths import default_model_dir
+
+    lib = load_library(args.library)
+    held = [e for e in lib.held_out_entries if not args.tasks or e.name in args.tasks.split(",")]
+    if not held:
+        raise UserError("the library has no held-out tasks to evaluate on.", path=args.library,
+                        fix="Build it with --held-out N (peft-studio hyper build-library).")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    wanted = args.conditions.split(",") if args.conditions else [c for c, _ in CONDITIONS]
+    if not args.skip_multitask and "multitask" in wanted:
+        model_path = args.model or lib.spec.base_model or str(default_model_dir())
+        base, tokenizer = load_model(model_path)
+        first = lib.entries[0].info
+        train_multitask(base, tokenizer, lib, args.mt_steps or sum(
+            int(e.info.get("steps", 0) or 0) for e in lib.entries) or 200, work / "multitask",
+            lr=float(first.get("lr", 1e-3)), batch_size=int(first.get("batch_size", 4)),
+            max_length=int(first.get("max_length", 128)))
+        del base
+    bigbench = Path(args.bigbench) if args.bigbench else None
+    groups = split_tasks({e.name: task_cost(e, bigbench, args.limit) for e in held}, args.parallel)
+    cores = sorted(os.sched_getaffinity(0))
+    per = max(1, len(cores) // len(groups))
+    procs = []
+    for i, names in enumerate(groups):
+        mine = set(cores[i * per:(i + 1) * per]) or set(cores)
+        env = dict(os.environ, OMP_NUM_THREADS=str(len(mine)), PYTHONUNBUFFERED="1")
+        part = work / f"part-{i}.json"
+        print(f"process {i}: cores {sorted(mine)}: {', '.join(names)}", flush=True)
+        procs.append((part, subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *child_args(args, names, part)],
+            env=env, preexec_fn=lambda m=mine: os.sched_setaffinity(0, m))))
+    failed = [str(part) for part, p in procs if p.wait() != 0]
+    if failed:
+        raise UserError(f"{len(failed)} scoring process(es) failed; finished tasks are kept in "
+                        f"{', '.join(f.replace('.json', '.partial.json') for f in failed)}.",
+                        path=work, fix="Read the output above, fix, and rerun (adapters are cached).")
+    return merge_results([json.loads(part.read_text(encoding="utf-8")) for part, _ in procs],
+                         order=[e.name for e in held], lib=lib, skip_multitask=args.skip_multitask)
+
+
+def merge_results(parts: list[dict], order: list[str], lib=None, skip_multitask=False) -> dict:
+    """One result from runs over disjoint task sets (same networks and settings)."""
+    merged = dict(parts[0])
+    rows = {name: row for part in parts for name, row in part["rows"].items()}
+    merged["rows"] = {name: rows[name] for name in order if name in rows}
+    merged["gen"] = {k: [g for part in parts for g in part["gen"].get(k, [])]
+                     for k in parts[0]["gen"]}
+    if not skip_multitask:
+        merged["mt_steps"] = next((p["mt_steps"] for p in parts if p.get("mt_steps")), None)
+        merged["mt_info"] = next((p["mt_info"] for p in parts if p.get("mt_info")), None)
+    if lib is not None:
+        merged["sensitivity"] = {}
+        for cond in ("t2l", "t2l_second", "dnd", "oracle"):
+            dirs = [r["conditions"][cond]["adapter"] for r in merged["rows"].values()
+                    if cond in r["conditions"]]
+            merged["sensitivity"][cond] = input_sensitivity(dirs, lib.spec)
+    return merged
+
+
 def main(argv=None) -> int:
     from hyper_eval_report import write_report
 
@@ -347,12 +453,14 @@ def main(argv=None) -> int:
     ap.add_argument("--conditions", default="", help="only these conditions (comma list of: "
                     + ", ".join(c for c, _ in CONDITIONS) + ")")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parallel", type=int, default=1, help="score the tasks in N processes, each "
+                    "pinned to its share of the CPU cores (on a 2-core machine: 2)")
     ap.add_argument("--work", default="benchmarks/results/hyper_eval_work")
     ap.add_argument("--out", default="docs/text_to_lora_eval.md")
     ap.add_argument("--json", default="benchmarks/results/hyper_eval.json")
     args = ap.parse_args(argv)
     try:
-        result = run(args)
+        result = run_parallel(args) if args.parallel > 1 else run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -117,6 +117,15 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
     assert row["conditions"]["t2l_second"]["scores"] == row["conditions"]["t2l"]["scores"]
     # one held-out task: no pairs to compare, so no sensitivity line (and no crash)
     assert res["sensitivity"]["t2l"] is None
+    # the same run split into processes (here one task: one child process) merges to the same rows
+    js2 = tmp_path / "res2.json"
+    assert hyper_eval.main(["--library", str(library), "--t2l", str(t2l), "--t2l-second", str(t2l),
+                            "--limit", "3", "--mt-steps", "2", "--work", str(tmp_path / "work"),
+                            "--out", str(tmp_path / "r2.md"), "--json", str(js2),
+                            "--parallel", "2"]) == 0
+    row2 = json.loads(js2.read_text())["rows"]["capitals"]
+    for cond, c in row["conditions"].items():
+        assert row2["conditions"][cond]["scores"] == c["scores"], cond
     text = out.read_text()
     for needle in ("## Scores", "Text-to-LoRA", "multi-task LoRA", "oracle per-task LoRA",
                    "## Paired differences", "## What was and was not shown", "hyper_eval.py",
@@ -140,6 +149,26 @@ def test_paired_and_stratified_statistics():
     assert _verdict(0.1, 0.02, 0.2).startswith("better")
     assert _verdict(-0.1, -0.2, -0.01).startswith("worse")
     assert _verdict(0.05, -0.02, 0.1).startswith("no difference")
+
+
+def test_parallel_split_balances_and_merge_keeps_library_order():
+    import hyper_eval
+
+    groups = hyper_eval.split_tasks({"a": 10.0, "b": 6.0, "c": 5.0, "d": 1.0}, 2)
+    assert sorted(sum(groups, [])) == ["a", "b", "c", "d"]
+    assert sorted(groups) == [["a", "d"], ["b", "c"]]        # loads 11 and 11
+    assert hyper_eval.split_tasks({"a": 1.0}, 4) == [["a"]]   # no empty processes
+
+    def part(names, mt):
+        return {"rows": {n: {"task": n, "conditions": {}} for n in names},
+                "gen": {"t2l": [{"seconds": len(names)}], "dnd": []},
+                "mt_steps": 8 if mt else None, "mt_info": {"steps": 8} if mt else None}
+
+    merged = hyper_eval.merge_results([part(["c", "a"], False), part(["b"], True)],
+                                      order=["a", "b", "c"])
+    assert list(merged["rows"]) == ["a", "b", "c"]
+    assert [g["seconds"] for g in merged["gen"]["t2l"]] == [2, 1]
+    assert merged["mt_steps"] == 8 and merged["mt_info"] == {"steps": 8}
 
 
 def test_input_sensitivity_tells_one_lora_for_all_from_distinct_ones(tmp_path):
