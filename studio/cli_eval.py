@@ -1,6 +1,7 @@
 """`peft-studio eval TASK.json`: score a model (optionally with an adapter) on any BIG-bench task.
 
-    peft-studio eval path/to/task.json [--model DIR] [--adapter DIR] [--description-in-prompt]
+    peft-studio eval path/to/task.json [--model DIR] [--adapter DIR [--against-base]]
+                     [--description-in-prompt]
                      [--limit N] [--offset K] [--seed S] [--format chat|plain] [--json OUT]
 
 Multiple-choice tasks (`target_scores`) are scored by the log-likelihood of each choice;
@@ -19,6 +20,9 @@ from pathlib import Path
 from studio.errors import UserError
 
 
+PROGRESS_PREFIX = "@progress "      # --progress-json lines, read by the GUI's evaluation dialog
+
+
 def with_description(task, description: str | None = None):
     """A copy of `task` whose prompts start with `description` (default: the task's own)."""
     import dataclasses
@@ -33,7 +37,8 @@ def with_description(task, description: str | None = None):
 
 
 def evaluate(model, tokenizer, task, limit: int | None = 50, offset: int = 0, seed: int = 0,
-             description_in_prompt: bool = False, chat: bool | None = None) -> dict:
+             description_in_prompt: bool = False, chat: bool | None = None,
+             progress=None) -> dict:
     """Score one loaded model on one task (a BigBenchTask). The same call the harness uses."""
     from studio.core.bigbench import evaluate_task
 
@@ -44,10 +49,44 @@ def evaluate(model, tokenizer, task, limit: int | None = 50, offset: int = 0, se
                         path=task.path, field="offset", fix="Use a smaller offset.")
     start = time.perf_counter()
     result = evaluate_task(model, tokenizer, task, max_examples=limit, seed=seed, chat=chat,
-                           offset=offset)
+                           offset=offset, progress=progress)
     result["seconds"] = time.perf_counter() - start
     result["description_in_prompt"] = description_in_prompt
     return result
+
+
+def against_base(model, tokenizer, task, progress=None, **kwargs) -> dict:
+    """The adapter on `model` and the base model (adapter switched off) on the same examples,
+    with the paired difference and its 95% bootstrap CI. progress(done, total) counts both
+    passes; kwargs go to evaluate()."""
+    from studio.core.bigbench import bootstrap_ci
+    from studio.core.chat import with_adapter_disabled
+
+    def part(offset_frac):
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset_frac * total + done, 2 * total)
+
+    with with_adapter_disabled(model):
+        base = evaluate(model, tokenizer, task, progress=part(0), **kwargs)
+    adapted = evaluate(model, tokenizer, task, progress=part(1), **kwargs)
+    diffs = [a["score"] - b["score"] for a, b in zip(adapted["results"], base["results"])]
+    mean = sum(diffs) / len(diffs)
+    lo, hi = bootstrap_ci(diffs, seed=kwargs.get("seed", 0))
+    verdict = ("better than the base model" if lo > 0 else "worse than the base model" if hi < 0
+               else "no difference from the base model shown (the CI includes 0)")
+    return {"base": base, "with_adapter": adapted,
+            "difference": {"mean": mean, "ci95": [lo, hi], "verdict": verdict, "n": len(diffs)}}
+
+
+def format_comparison(result: dict) -> str:
+    d = result["difference"]
+    lo, hi = d["ci95"]
+    return "\n".join([
+        "base model:", "  " + format_summary(result["base"]).replace("\n", "\n  "),
+        "with the adapter:", "  " + format_summary(result["with_adapter"]).replace("\n", "\n  "),
+        f"adapter - base, same {d['n']} examples: {d['mean']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f})"
+        f": {d['verdict']}"])
 
 
 def format_summary(result: dict) -> str:
@@ -78,13 +117,26 @@ def cmd_eval(args) -> int:
     if args.description_in_prompt:
         with_description(task)                  # fail before loading the model
     model_path = args.model or str(default_model_dir())
+    if args.against_base and not args.adapter:
+        raise UserError("--against-base compares an adapter with its base model, and no adapter "
+                        "was given.", field="against-base", fix="Add --adapter DIR.")
     model, tokenizer = load_for_chat(model_path, args.adapter or None)
     chat = None if args.format == "auto" else args.format == "chat"
-    result = evaluate(model, tokenizer, task, limit=args.limit or None, offset=args.offset,
-                      seed=args.seed, description_in_prompt=args.description_in_prompt, chat=chat)
+    options = dict(limit=args.limit or None, offset=args.offset, seed=args.seed,
+                   description_in_prompt=args.description_in_prompt, chat=chat)
+    if getattr(args, "progress_json", False):
+        def progress(done, total):
+            print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total}), flush=True)
+        print(PROGRESS_PREFIX + json.dumps({"done": 0, "total": 1, "phase": "loaded"}), flush=True)
+        options["progress"] = progress
+    if args.against_base:
+        result = against_base(model, tokenizer, task, **options)
+        print(format_comparison(result))
+    else:
+        result = evaluate(model, tokenizer, task, **options)
+        print(format_summary(result))
     result.update(model=str(model_path), adapter=args.adapter or None,
                   task_path=str(task.path))
-    print(format_summary(result))
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +152,9 @@ def register(subparsers) -> None:
     p.add_argument("task", help="a BIG-bench task.json (or the folder holding it)")
     p.add_argument("--model", help="base model folder (default: the installed default model)")
     p.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the model")
+    p.add_argument("--against-base", action="store_true",
+                   help="also score the base model on the same examples and report the paired "
+                        "difference (adapter - base) with its 95%% CI")
     p.add_argument("--description-in-prompt", action="store_true",
                    help="put the task's description in front of every prompt")
     p.add_argument("--limit", type=int, default=50, help="examples to score (default 50; 0 = all)")
@@ -108,4 +163,6 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("auto", "chat", "plain"), default="auto",
                    help="chat template (auto when the tokenizer has one) or BIG-bench's plain Q:/A:")
     p.add_argument("--json", metavar="OUT", help="also write every per-example result here")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print '@progress {json}' lines as examples are scored (for the GUI)")
     p.set_defaults(func=cmd_eval)

@@ -127,3 +127,36 @@ def test_user_errors_exit_2(tmp_path, capsys, args, needle):
     assert cli.main([subst.get(a, a) for a in args]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_against_base_pairs_the_same_examples(model_dir, tmp_path, random_adapter, capsys):
+    """--against-base: base and adapter on the same examples; the difference and its CI come from
+    the per-example pairs, and the base half equals a plain run without the adapter."""
+    task = _write(tmp_path, MC_TASK, "opposites")
+    both, alone = tmp_path / "both.json", tmp_path / "alone.json"
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--adapter", str(random_adapter),
+                     "--against-base", "--progress-json", "--json", str(both)]) == 0
+    text = capsys.readouterr().out
+    assert "base model:" in text and "with the adapter:" in text and "adapter - base" in text
+    progress = [json.loads(line[len("@progress "):]) for line in text.splitlines()
+                if line.startswith("@progress ")]
+    assert progress and progress[-1]["done"] == progress[-1]["total"]
+    assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(alone)]) == 0
+    capsys.readouterr()
+    res, plain = json.loads(both.read_text()), json.loads(alone.read_text())
+    assert [x for r in res["base"]["results"] for x in r["logprobs"]] == pytest.approx(
+        [x for r in plain["results"] for x in r["logprobs"]], abs=1e-4)
+    diffs = [a["score"] - b["score"] for a, b in zip(res["with_adapter"]["results"],
+                                                     res["base"]["results"])]
+    d = res["difference"]
+    assert d["n"] == 6 and d["mean"] == pytest.approx(sum(diffs) / 6)
+    assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    changed = [abs(a - b) for ra, rb in zip(res["with_adapter"]["results"], res["base"]["results"])
+               for a, b in zip(ra["logprobs"], rb["logprobs"])]
+    assert max(changed) > 0.1                       # the adapter really was on for the second half
+
+
+def test_against_base_needs_an_adapter(tmp_path, capsys):
+    task = _write(tmp_path, MC_TASK, "opposites")
+    assert cli.main(["eval", str(task), "--against-base"]) == 2
+    assert "--adapter" in capsys.readouterr().err

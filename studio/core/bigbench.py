@@ -322,7 +322,7 @@ def _score_shared(model, ctx, conts, batch_size, pad_id, device) -> list[tuple[f
 
 def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
                     max_length: int = 512, add_special_tokens: bool = False,
-                    share_context: bool | None = None) -> list[tuple[float, int]]:
+                    share_context: bool | None = None, progress=None) -> list[tuple[float, int]]:
     """(sum log p(continuation | context), number of continuation tokens) for each pair.
 
     add_special_tokens: let the tokenizer add its BOS to the context (plain prompts; a rendered
@@ -330,7 +330,7 @@ def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: 
     share_context: pairs with the same context (the choices of one multiple-choice example) run
     the context once and share its KV cache; None = whenever the model allows it (not for PEFT
     prompt-learning adapters, which bring their own cache). Same numbers either way, up to float
-    rounding.
+    rounding. progress: called with (pairs scored, all pairs) as scoring goes; it may raise to stop.
     """
     import torch
 
@@ -341,7 +341,13 @@ def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: 
         share_context = not _is_prompt_learning(model)
     with torch.inference_mode():
         if not share_context:
-            return _score_padded(model, seqs, batch_size, pad_id, device)
+            out = []
+            for start in range(0, len(seqs), batch_size):
+                out += _score_padded(model, seqs[start:start + batch_size], batch_size, pad_id,
+                                     device)
+                if progress is not None:
+                    progress(len(out), len(seqs))
+            return out
         groups: dict[tuple, list[int]] = {}
         for i, (ctx, _) in enumerate(seqs):
             groups.setdefault(tuple(ctx), []).append(i)
@@ -351,11 +357,13 @@ def choice_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: 
                                    batch_size, pad_id, device)
             for i, result in zip(members, scored):
                 out[i] = result
+            if progress is not None:
+                progress(sum(r is not None for r in out), len(seqs))
     return out
 
 
 def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-              add_special_tokens: bool = False) -> list[str]:
+              add_special_tokens: bool = False, progress=None) -> list[str]:
     import torch
 
     device = _device(model)
@@ -373,6 +381,8 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
                                      pad_token_id=tokenizer.pad_token_id)
                 texts += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
                                                 skip_special_tokens=True)
+                if progress is not None:
+                    progress(len(texts), len(prompts))
     finally:
         tokenizer.padding_side = old_side
     return texts
@@ -380,11 +390,12 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
 
 def evaluate_task(model, tokenizer, task: BigBenchTask, max_examples: int | None = 60,
                   seed: int = 0, chat: bool | None = None, batch_size: int = 8,
-                  max_new_tokens: int = 48, offset: int = 0) -> dict:
+                  max_new_tokens: int = 48, offset: int = 0, progress=None) -> dict:
     """Score `model` on `task`. Returns per-example results, the score and a bootstrap 95% CI.
 
     chat=None uses the tokenizer's chat template when it has one (the prompt becomes the user
     turn; the answer follows the assistant header), else BIG-bench's plain prompt format.
+    progress(done, total) is called as scoring goes (it may raise to stop the evaluation).
     """
     if chat is None:
         chat = bool(getattr(tokenizer, "chat_template", None))
@@ -405,7 +416,7 @@ def evaluate_task(model, tokenizer, task: BigBenchTask, max_examples: int | None
                 pairs += [(prompt, c) for c in choices]
                 prompts.append(text)
             scored = choice_logprobs(model, tokenizer, pairs, batch_size=batch_size,
-                                     add_special_tokens=not chat)
+                                     add_special_tokens=not chat, progress=progress)
             for ex, text, (first, choices) in zip(examples, prompts, spans):
                 part = scored[first:first + len(choices)]
                 best = max(range(len(choices)), key=lambda j: part[j][0])
@@ -425,7 +436,8 @@ def evaluate_task(model, tokenizer, task: BigBenchTask, max_examples: int | None
         else:
             texts = [format_input(task, ex, rng, with_prefixes=not chat) for ex in examples]
             outs = _generate(model, tokenizer, [_render_prompt(tokenizer, t, chat) for t in texts],
-                             max_new_tokens, batch_size, add_special_tokens=not chat)
+                             max_new_tokens, batch_size, add_special_tokens=not chat,
+                             progress=progress)
             for ex, text, out in zip(examples, texts, outs):
                 pred = postprocess(task, out)
                 em = float(any(_normalise(pred) == _normalise(t) for t in ex.targets))

@@ -99,9 +99,13 @@ class RunsPage(Page):
         self.resume_button = button("Resume", icon_name="play", tooltip="Continue from the last checkpoint")
         self.open_button = button("Open folder", icon_name="folder")
         self.chat_button = button("Chat with adapter", icon_name="chat")
+        self.eval_button = button("Evaluate on task…", icon_name="check",
+                                  tooltip="Score this adapter and the base model on a BIG-bench "
+                                          "task file, with a paired confidence interval")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
         for widget, slot in ((self.resume_button, self._resume), (self.open_button, self._open),
-                             (self.chat_button, self._chat), (self.delete_button, self._delete)):
+                             (self.chat_button, self._chat), (self.eval_button, self._evaluate),
+                             (self.delete_button, self._delete)):
             widget.clicked.connect(slot)
             detail.add_header_widget(widget)
         self.detail_line = label("", "muted", wrap=True, selectable=True)
@@ -233,7 +237,9 @@ class RunsPage(Page):
         self.resume_button.setEnabled(run is not None and not active and run.status != "finished"
                                       and self._checkpoint(run) is not None)
         self.open_button.setEnabled(run is not None)
-        self.chat_button.setEnabled(run is not None and self.adapter_dir(run) is not None)
+        has_adapter = run is not None and self.adapter_dir(run) is not None
+        self.chat_button.setEnabled(has_adapter)
+        self.eval_button.setEnabled(has_adapter and not active)
         self.delete_button.setEnabled(run is not None and not active)
 
     @staticmethod
@@ -265,6 +271,16 @@ class RunsPage(Page):
         adapter = self.adapter_dir(self.selected) if self.selected is not None else None
         if adapter:
             self.chat_requested.emit(adapter)
+
+    def _evaluate(self) -> None:
+        from studio.ui.eval_dialog import EvalDialog
+
+        adapter = self.adapter_dir(self.selected) if self.selected is not None else None
+        if adapter:
+            model = self.selected.model if self.selected.model and Path(
+                self.selected.model).is_dir() else None
+            self.eval_dialog = EvalDialog(self.window(), adapter_dir=adapter, model_path=model)
+            self.eval_dialog.show()
 
     def _delete(self) -> None:
         run = self.selected

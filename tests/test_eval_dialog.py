@@ -1,0 +1,81 @@
+"""The evaluation dialog (Runs page "Evaluate on task…", Tools > Evaluate on a task), driven headless.
+
+It runs the real CLI in a background process on the shipped model with a random LoRA, reads the
+saved results and shows base vs adapter with the paired difference, and every example.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from test_eval_cli import MC_TASK, _write, random_adapter  # noqa: E402,F401 - shared fixture
+
+TIMEOUT = 240_000
+
+
+def test_dialog_scores_adapter_against_base(qtbot, model_dir, tmp_path, random_adapter):  # noqa: F811
+    from studio import paths
+    from studio.ui import app as studio_app
+    from studio.ui.eval_dialog import EXAMPLE_COLUMNS, EvalDialog
+
+    studio_app.create_app()
+    task = _write(tmp_path, MC_TASK, "opposites")
+    dialog = EvalDialog(adapter_dir=str(random_adapter), model_path=str(model_dir),
+                        python=sys.executable)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.run_button.isEnabled() and "task.json" in dialog.problem()
+    dialog.task.set_path(str(task.parent))                 # a task folder is accepted too
+    assert dialog.problem() == "" and dialog.run_button.isEnabled()
+    dialog.limit.setValue(4)
+    dialog.start()
+    assert dialog.is_running() and not dialog.run_button.isEnabled()
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=TIMEOUT)
+    assert dialog.result is not None, dialog.message.text() + "\n".join(dialog._log)
+    assert dialog.status.text().startswith("Done. Saved:")
+    saved = json.loads(dialog.out_path.read_text())
+    assert dialog.out_path.parent == paths.data_dir() / "evals"   # not inside a run folder
+    assert saved["difference"]["n"] == 4
+    titles = [dialog.summary.item(r, 0).text() for r in range(dialog.summary.rowCount())]
+    assert titles == ["Base model", "With adapter", "Adapter − base"]
+    assert dialog.summary.item(0, 1).text() == f"{saved['base']['score']:.3f}"
+    assert dialog.summary.item(2, 1).text() == f"{saved['difference']['mean']:+.3f}"
+    assert dialog.examples.rowCount() == 4 and dialog.examples.columnCount() == len(EXAMPLE_COLUMNS)
+    first = saved["with_adapter"]["results"][0]
+    assert dialog.examples.item(0, 4).text().endswith(first["prediction"])
+    changes = [dialog.examples.item(r, 5).text() for r in range(4)]
+    want = ["" if a["score"] == b["score"] else "fixed" if a["score"] > b["score"] else "broke"
+            for a, b in zip(saved["with_adapter"]["results"], saved["base"]["results"])]
+    assert changes == want
+    assert f"fixed {want.count('fixed')} example(s)" in dialog.verdict.text()
+    assert dialog.progress.value() == 1000
+    # the task is remembered for next time (in the studio's own settings file)
+    again = EvalDialog(adapter_dir=str(random_adapter), python=sys.executable)
+    qtbot.addWidget(again)
+    assert again.task.path() == str(task.parent)
+
+
+def test_dialog_names_what_is_wrong(qtbot, tmp_path):
+    from studio.ui import app as studio_app
+    from studio.ui.eval_dialog import EvalDialog, results_folder
+
+    studio_app.create_app()
+    dialog = EvalDialog(adapter_dir=str(tmp_path), python=sys.executable)
+    qtbot.addWidget(dialog)
+    assert "adapter_config.json" in dialog.problem() and str(tmp_path) in dialog.problem()
+    (tmp_path / "adapter_config.json").write_text("{}")
+    dialog.adapter.set_path(str(tmp_path))
+    dialog.task.set_path(str(tmp_path / "nope.json"))
+    assert "nope.json" in dialog.problem() and not dialog.run_button.isEnabled()
+    dialog.start()                                              # refused, nothing started
+    assert dialog.process is None
+    from studio import paths
+    run = paths.runs_dir() / "my-run"
+    (run / "checkpoints" / "step-10").mkdir(parents=True)
+    assert results_folder(str(run / "adapter")) == run / "evals"
+    assert results_folder(str(run / "checkpoints" / "step-10")) == run / "evals"
