@@ -106,6 +106,16 @@ def test_generate_from_a_sentence(qtbot, page_factory, hypernet_root, model_dir)
     assert run_dir in listed and listed[run_dir].adapter_path == res["adapter_dir"]
     gen = json.loads((Path(res["adapter_dir"]) / "generated_by.json").read_text())
     assert gen["description"] == "Decide whether a sentence about sports is plausible."
+    # "Evaluate on task…" opens the evaluation dialog on this adapter, results kept in the run
+    assert page.eval_button.isVisible() and page.eval_button.isEnabled()
+    dialog = page.evaluate()
+    qtbot.addWidget(dialog)
+    assert dialog.adapter.path() == res["adapter_dir"]
+    assert dialog.model_path == page.model_path()
+    from studio.ui.eval_dialog import results_folder
+
+    assert results_folder(res["adapter_dir"]) == run_dir / "evals"
+    dialog.close()
 
     # A standard adapter: plain peft loads it, and it changes the model's logits.
     import torch

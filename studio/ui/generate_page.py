@@ -135,11 +135,15 @@ class GeneratePage(Page):
         actions = QHBoxLayout()
         self.chat_button = button("Open in Chat", kind="primary", icon_name="chat")
         self.chat_button.clicked.connect(self.open_in_chat)
+        self.eval_button = button("Evaluate on task…", icon_name="check",
+                                  tooltip="Score the generated adapter and the base model on a "
+                                          "BIG-bench task file, with a paired confidence interval")
+        self.eval_button.clicked.connect(self.evaluate)
         self.runs_button = button("Show in Runs", icon_name="runs")
         self.runs_button.clicked.connect(self._show_runs)
         self.folder_button = button("Open folder", icon_name="folder")
         self.folder_button.clicked.connect(self._open_folder)
-        for widget in (self.chat_button, self.runs_button, self.folder_button):
+        for widget in (self.chat_button, self.eval_button, self.runs_button, self.folder_button):
             actions.addWidget(widget)
         actions.addStretch(1)
         self.result_card.body.addLayout(actions)
@@ -310,6 +314,17 @@ class GeneratePage(Page):
         self.window_ref.show_page("chat")
         chat = getattr(self.window_ref, "chat_page", None) or self.window_ref.pages["chat"]
         chat.set_adapter(self.result["adapter_dir"])
+
+    def evaluate(self):
+        """The evaluation dialog on the generated adapter (and this page's base model)."""
+        from studio.ui.eval_dialog import EvalDialog
+
+        if not self.result:
+            return None
+        self.eval_dialog = EvalDialog(self.window(), adapter_dir=self.result["adapter_dir"],
+                                      model_path=self.model_path() or None)
+        self.eval_dialog.show()
+        return self.eval_dialog
 
     def _show_runs(self) -> None:
         if self.window_ref is not None:
