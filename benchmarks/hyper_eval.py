@@ -87,6 +87,82 @@ def majority_share(task) -> float:
     return max(answers.values()) / max(1, len(task.examples))
 
 
+def answers(task) -> list[str]:
+    """The correct answer of each scored example (balanced accuracy needs them per class)."""
+    from studio.core.bigbench import answer_text
+
+    return [answer_text(ex) for ex in task.examples]
+
+
+def balanced_accuracy(scores: list[float], labels: list[str]) -> float:
+    """Mean over answer classes of the accuracy within the class: 0.5 for any constant answer on
+    a two-class task, whatever the label mix (plain accuracy rewards leaning to the common label)."""
+    by: dict[str, list[float]] = {}
+    for s, label in zip(scores, labels):
+        by.setdefault(label, []).append(s)
+    return sum(sum(v) / len(v) for v in by.values()) / len(by)
+
+
+def is_classification(labels: list[str], max_classes: int = 6) -> bool:
+    """A fixed small label set (true/false, sentiment, ...), not per-example answers (arithmetic)."""
+    classes = set(labels)
+    return 2 <= len(classes) <= max_classes and len(labels) >= 4 * len(classes)
+
+
+def paired_balanced(a: list[float], b: list[float], labels: list[str], n: int = 1000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """Balanced accuracy of a minus b on the same examples, with a 95% CI from resampling examples
+    within each class."""
+    rng = random.Random(seed)
+    idx: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        idx.setdefault(label, []).append(i)
+    mean = balanced_accuracy(a, labels) - balanced_accuracy(b, labels)
+    draws = []
+    for _ in range(n):
+        total = 0.0
+        for members in idx.values():
+            pick = [members[rng.randrange(len(members))] for _ in members]
+            total += sum(a[i] - b[i] for i in pick) / len(pick)
+        draws.append(total / len(idx))
+    draws.sort()
+    return mean, draws[int(0.025 * (n - 1))], draws[int(0.975 * (n - 1) + 0.5)]
+
+
+def _draws(a, b, labels, balanced: bool, rng: random.Random, n: int) -> list[float]:
+    """Bootstrap draws of the paired difference on one task (class-stratified when balanced)."""
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels if balanced else ["all"] * len(a)):
+        groups.setdefault(label, []).append(i)
+    out = []
+    for _ in range(n):
+        total = 0.0
+        for members in groups.values():
+            pick = [members[rng.randrange(len(members))] for _ in members]
+            total += sum(a[i] - b[i] for i in pick) / len(pick)
+        out.append(total / len(groups))
+    return out
+
+
+def adjusted_paired(rows: list[dict], a: str, b: str, n: int = 1000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """a minus b averaged over tasks, with classification tasks scored by balanced accuracy (so
+    shifting the label prior earns nothing) and the rest by their own metric; 95% CI from
+    resampling examples within each task (and class)."""
+    rng = random.Random(seed)
+    means, all_draws = [], []
+    for r in rows:
+        va, vb, labels = r["conditions"][a]["scores"], r["conditions"][b]["scores"], r.get("answers")
+        balanced = bool(labels) and is_classification(labels)
+        if balanced:
+            means.append(balanced_accuracy(va, labels) - balanced_accuracy(vb, labels))
+        else:
+            means.append(sum(x - y for x, y in zip(va, vb)) / len(va))
+        all_draws.append(_draws(va, vb, labels or [], balanced, rng, n))
+    avg = sorted(sum(d[i] for d in all_draws) / len(all_draws) for i in range(n))
+    return sum(means) / len(means), avg[int(0.025 * (n - 1))], avg[int(0.975 * (n - 1) + 0.5)]
+
+
 def descriptions(entry) -> tuple[str, str]:
     """(description used, which set it comes from)."""
     if entry.eval_descriptions:
@@ -295,6 +371,7 @@ def run(args) -> dict:
             adapters["dnd"] = (Path(res["adapter_dir"]), None)
             gen_stats["dnd"].append(res)
         row = {"task": name, "n": len(task.examples), "majority": majority_share(task),
+               "answers": answers(task),
                "description": desc,
                "description_kind": desc_kind, "nearest": near.name, "nearest_similarity": sim,
                "shuffled_description": shuffled[name], "metric": None, "conditions": {}}
@@ -308,6 +385,10 @@ def run(args) -> dict:
                                        "adapter": str(adapter) if adapter else None,
                                        "adapter_mb": adapter_mb(adapter) if adapter else 0.0,
                                        "chance": res.get("chance")}
+            if res["metric"] == "exact_match":     # partial credit: is the answer getting closer?
+                row["conditions"][cond]["rouge_l"] = res["rouge_l"]
+                row["conditions"][cond]["rouge_scores"] = [r["rouge_l"] for r in res["results"]]
+                row["conditions"][cond]["predictions"] = [r["prediction"] for r in res["results"][:5]]
             log(f"{name:32s} {cond:14s} {res['score']:.3f}  CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}")
         rows[name] = row
         if getattr(args, "json", None):   # an interrupted evaluation keeps the tasks it finished

@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from hyper_eval import CONDITIONS, paired, stratified_ci
+from hyper_eval import (CONDITIONS, adjusted_paired, balanced_accuracy, is_classification,
+                        paired, paired_balanced, stratified_ci)
 
 
 def _fmt(score, ci) -> str:
@@ -108,6 +109,54 @@ def write_report(result: dict, out: Path) -> None:
     for a, b, mean, lo, hi in s["comparisons"]:
         lines.append(f"| {titles[a]} − {titles[b]} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] | "
                      f"{_verdict(mean, lo, hi)} |")
+    per_task = [(a, b) for a, b in (("t2l", "base"), ("t2l", "t2l_shuffled"), ("t2l", "multitask"),
+                                    ("t2l", "nearest"), ("dnd", "base"), ("oracle", "base"))
+                if a in s["present"] and b in s["present"]]
+    if per_task and len(rows) > 1:
+        lines += ["", "## Paired differences per task", "",
+                  "Mean difference on the same examples [95% bootstrap CI]; ✓ = CI above 0, "
+                  "✗ = CI below 0.", "",
+                  "| task | " + " | ".join(f"{titles[a]} − {titles[b]}" for a, b in per_task) + " |",
+                  "|---" * (len(per_task) + 1) + "|"]
+        for r in rows:
+            cells = []
+            for a, b in per_task:
+                mean, lo, hi = paired([r["conditions"][a]["scores"]], [r["conditions"][b]["scores"]])
+                mark = " ✓" if lo > 0 else " ✗" if hi < 0 else ""
+                cells.append(f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]{mark}")
+            lines.append(f"| {r['task']} | " + " | ".join(cells) + " |")
+    cls_rows = [r for r in rows if r.get("answers") and is_classification(r["answers"])]
+    if cls_rows:
+        lines += balanced_section(s, titles, cls_rows)
+        lines += ["", "### All tasks, label mix removed", "",
+                  "The paired comparisons again, averaged over all tasks, with the classification "
+                  "tasks above scored by balanced accuracy (the others keep their metric). This "
+                  "is the comparison that leaning towards a common label cannot win.", "",
+                  "| comparison | mean difference | 95% CI | verdict |", "|---|---|---|---|"]
+        for a, b, *_ in s["comparisons"]:
+            mean, lo, hi = adjusted_paired(rows, a, b)
+            lines.append(f"| {titles[a]} − {titles[b]} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] | "
+                         f"{_verdict(mean, lo, hi)} |")
+    gen_rows = [r for r in rows if any("rouge_scores" in c for c in r["conditions"].values())]
+    if gen_rows:
+        lines += ["", "## Generative tasks: ROUGE-L (partial credit)", "",
+                  "Exact match counts only word-for-word answers; ROUGE-L (longest common "
+                  "subsequence F-measure, [95% CI]) shows whether an answer moved closer. Paired "
+                  "differences against the base model in the last columns.", "",
+                  "| condition | " + " | ".join(r["task"] for r in gen_rows) + " | "
+                  + " | ".join(f"− base, {r['task']}" for r in gen_rows) + " |",
+                  "|---" * (2 * len(gen_rows) + 1) + "|"]
+        for cond in s["present"]:
+            if not all("rouge_scores" in r["conditions"][cond] for r in gen_rows):
+                continue
+            cells, diffs = [], []
+            for r in gen_rows:
+                v = r["conditions"][cond]["rouge_scores"]
+                cells.append(_fmt(sum(v) / len(v), stratified_ci([v])))
+                mean, lo, hi = paired([v], [r["conditions"]["base"]["rouge_scores"]])
+                diffs.append("—" if cond == "base" else f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+                             + (" ✓" if lo > 0 else " ✗" if hi < 0 else ""))
+            lines.append(f"| {titles[cond]} | " + " | ".join(cells + diffs) + " |")
     lines += ["", "## Generation cost", "", "| generator | time per adapter (ms, encoder loaded) | "
               "encode / emit / write (ms) | adapter size (MB) |", "|---|---|---|---|"]
     for kind, title in (("t2l", "Text-to-LoRA"), ("t2l_second", "Text-to-LoRA (second network)"),
@@ -136,6 +185,31 @@ def write_report(result: dict, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def balanced_section(s: dict, titles: dict, rows: list) -> list[str]:
+    """Classification tasks scored so that leaning towards the common label earns nothing."""
+    out = ["", "## Classification tasks: balanced accuracy (label mix removed)", "",
+           "Mean over answer classes of the accuracy within each class: any constant answer "
+           "scores 1 / classes, so a LoRA that only shifts the model towards the more common "
+           "label gains nothing here. Tasks: " + ", ".join(
+               f"{r['task']} ({len(set(r['answers']))} classes)" for r in rows) + ". Paired "
+           "differences against the base model (examples resampled within each class).", "",
+           "| condition | " + " | ".join(r["task"] for r in rows) + " | mean | "
+           + " | ".join(f"− base, {r['task']}" for r in rows) + " |",
+           "|---" * (2 * len(rows) + 2) + "|"]
+    for cond in s["present"]:
+        cells, diffs = [], []
+        for r in rows:
+            v, labels = r["conditions"][cond]["scores"], r["answers"]
+            cells.append(f"{balanced_accuracy(v, labels):.3f}")
+            mean, lo, hi = paired_balanced(v, r["conditions"]["base"]["scores"], labels)
+            diffs.append("—" if cond == "base" else f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+                         + (" ✓" if lo > 0 else " ✗" if hi < 0 else ""))
+        mean_ba = sum(float(c) for c in cells) / len(cells)
+        out.append(f"| {titles[cond]} | " + " | ".join(cells) + f" | {mean_ba:.3f} | "
+                   + " | ".join(diffs) + " |")
+    return out
+
+
 def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
     comp = {(a, b): (m, lo, hi) for a, b, m, lo, hi in s["comparisons"]}
     out = []
@@ -154,8 +228,21 @@ def conclusions(s: dict, titles: dict, rows: list) -> list[str]:
         if (a, b) in comp:
             m, lo, hi = comp[(a, b)]
             out.append(f"- {label}: {m:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) — {_verdict(m, lo, hi)}.")
+    cls = [r["task"] for r in rows if r.get("answers") and is_classification(r["answers"])]
+    if cls:
+        out.append(f"- Label mix: {len(cls)} task(s) are classification ({', '.join(cls)}); plain "
+                   "accuracy there also rewards leaning towards the more common label. With "
+                   "those tasks scored by balanced accuracy instead:")
+        for a, b in (("t2l", "base"), ("t2l", "multitask"), ("t2l", "nearest"),
+                     ("t2l", "t2l_shuffled"), ("t2l", "t2l_random"), ("dnd", "base")):
+            if (a, b) in comp:
+                m, lo, hi = adjusted_paired(rows, a, b)
+                out.append(f"  - {titles[a]} − {titles[b]}: {m:+.3f} (95% CI {lo:+.3f} to "
+                           f"{hi:+.3f}) — {_verdict(m, lo, hi)}.")
     if ("t2l", "t2l_shuffled") in comp:
         m, lo, _ = comp[("t2l", "t2l_shuffled")]
+        if cls:
+            m, lo, _ = adjusted_paired(rows, "t2l", "t2l_shuffled")
         out.append("- The control requirement (shuffled/random descriptions do worse than the true ones) "
                    + ("holds with a CI above zero." if lo > 0 else
                       "is NOT demonstrated: the generated LoRA does not measurably depend on the "

@@ -199,3 +199,33 @@ def test_input_sensitivity_tells_one_lora_for_all_from_distinct_ones(tmp_path):
     assert same["mean_cos"] == pytest.approx(1.0) and same["spread"] == pytest.approx(0.0, abs=1e-6)
     assert distinct["mean_cos"] < 0.9 and distinct["spread"] > 0.2 and distinct["n"] == 3
     assert hyper_eval.input_sensitivity([tmp_path / "s0"], spec) is None
+
+
+def test_balanced_accuracy_gives_nothing_for_leaning_to_the_common_label():
+    """A model that answers 'true' everywhere scores 0.69 accuracy on a 69%-true task but 0.5
+    balanced; the label-adjusted comparison then shows no gain over one answering 'false'."""
+    import hyper_eval
+
+    labels = ["true"] * 69 + ["false"] * 31
+    always_true = [1.0] * 69 + [0.0] * 31
+    always_false = [0.0] * 69 + [1.0] * 31
+    assert hyper_eval.balanced_accuracy(always_true, labels) == 0.5
+    assert hyper_eval.balanced_accuracy(always_false, labels) == 0.5
+    reads = [1.0] * 60 + [0.0] * 9 + [1.0] * 25 + [0.0] * 6   # right on most of both classes
+    assert hyper_eval.balanced_accuracy(reads, labels) == pytest.approx((60 / 69 + 25 / 31) / 2)
+    assert hyper_eval.is_classification(labels)
+    assert not hyper_eval.is_classification([str(i) for i in range(100)])   # arithmetic answers
+
+    def row(a, b, answers):
+        return {"answers": answers, "conditions": {"a": {"scores": a}, "b": {"scores": b}}}
+
+    rows = [row(always_true, always_false, labels)]
+    mean, lo, hi = hyper_eval.adjusted_paired(rows, "a", "b")
+    assert mean == 0.0 and lo <= 0.0 <= hi                   # plain accuracy would say +0.38
+    mean, lo, hi = hyper_eval.adjusted_paired(rows + [row(reads, always_false, labels)], "a", "b")
+    assert mean == pytest.approx((0.5 - 0.5 + hyper_eval.balanced_accuracy(reads, labels) - 0.5) / 2)
+    assert lo > 0                                           # reading the claims does show
+    # tasks without a fixed label set keep plain accuracy
+    nums = [str(i) for i in range(40)]
+    mean, _, _ = hyper_eval.adjusted_paired([row([1.0] * 40, [0.0] * 40, nums)], "a", "b")
+    assert mean == 1.0
