@@ -1,7 +1,7 @@
 """The honest evaluation of generated LoRAs: held-out tasks, held-out descriptions, every baseline.
 
     python benchmarks/hyper_eval.py --library LIB --t2l T2L_DIR [--dnd DND_DIR] [--limit 30]
-                                    [--work DIR] [--out docs/text_to_lora_eval.md]
+                                    [--work DIR] [--parallel N] [--out docs/text_to_lora_eval_report.md]
 
 LIB is a library built by `peft-studio hyper build-library` (studio/hyper/library.py): its
 "held_out" tasks were never seen by hypernetwork training, but each has its own LoRA (the oracle).
@@ -537,7 +537,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel", type=int, default=1, help="score the tasks in N processes, each "
                     "pinned to its share of the CPU cores (on a 2-core machine: 2)")
     ap.add_argument("--work", default="benchmarks/results/hyper_eval_work")
-    ap.add_argument("--out", default="docs/text_to_lora_eval.md")
+    ap.add_argument("--out", default="docs/text_to_lora_eval_report.md")
     ap.add_argument("--json", default="benchmarks/results/hyper_eval.json")
     args = ap.parse_args(argv)
     try:
