@@ -490,3 +490,15 @@ def test_runs_page_curves_follow_a_selected_run(qtbot, model_dir, demo_train_pat
     page.refresh()
     qtbot.waitUntil(lambda: page.curves.point_count("loss") == 5, timeout=30_000)
     tasks.wait_all(30_000)
+
+
+def test_every_icon_is_valid_svg(qtbot):
+    """An invalid SVG (e.g. a repeated attribute) renders as an empty gap next to a button's text."""
+    from PySide6.QtSvg import QSvgRenderer
+
+    from studio import paths
+
+    icons = sorted((paths.resources_dir() / "icons").glob("*.svg"))
+    assert icons
+    bad = [p.name for p in icons if not QSvgRenderer(str(p)).isValid()]
+    assert not bad, bad

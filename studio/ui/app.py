@@ -73,7 +73,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
 
 TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
-    ("Evaluate on a task…", "check", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
+    ("Evaluate on a task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
 

@@ -135,7 +135,7 @@ class GeneratePage(Page):
         actions = QHBoxLayout()
         self.chat_button = button("Open in Chat", kind="primary", icon_name="chat")
         self.chat_button.clicked.connect(self.open_in_chat)
-        self.eval_button = button("Evaluate on task…", icon_name="check",
+        self.eval_button = button("Evaluate on task…", icon_name="evaluate",
                                   tooltip="Score the generated adapter and the base model on a "
                                           "BIG-bench task file, with a paired confidence interval")
         self.eval_button.clicked.connect(self.evaluate)

@@ -99,7 +99,7 @@ class RunsPage(Page):
         self.resume_button = button("Resume", icon_name="play", tooltip="Continue from the last checkpoint")
         self.open_button = button("Open folder", icon_name="folder")
         self.chat_button = button("Chat with adapter", icon_name="chat")
-        self.eval_button = button("Evaluate on task…", icon_name="check",
+        self.eval_button = button("Evaluate on task…", icon_name="evaluate",
                                   tooltip="Score this adapter and the base model on a BIG-bench "
                                           "task file, with a paired confidence interval")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
