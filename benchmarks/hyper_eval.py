@@ -113,20 +113,9 @@ def paired_balanced(a: list[float], b: list[float], labels: list[str], n: int = 
                     ) -> tuple[float, float, float]:
     """Balanced accuracy of a minus b on the same examples, with a 95% CI from resampling examples
     within each class."""
-    rng = random.Random(seed)
-    idx: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        idx.setdefault(label, []).append(i)
-    mean = balanced_accuracy(a, labels) - balanced_accuracy(b, labels)
-    draws = []
-    for _ in range(n):
-        total = 0.0
-        for members in idx.values():
-            pick = [members[rng.randrange(len(members))] for _ in members]
-            total += sum(a[i] - b[i] for i in pick) / len(pick)
-        draws.append(total / len(idx))
-    draws.sort()
-    return mean, draws[int(0.025 * (n - 1))], draws[int(0.975 * (n - 1) + 0.5)]
+    draws = sorted(_draws(a, b, labels, True, random.Random(seed), n))
+    return (balanced_accuracy(a, labels) - balanced_accuracy(b, labels),
+            draws[int(0.025 * (n - 1))], draws[int(0.975 * (n - 1) + 0.5)])
 
 
 def _draws(a, b, labels, balanced: bool, rng: random.Random, n: int) -> list[float]:

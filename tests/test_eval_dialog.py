@@ -79,3 +79,22 @@ def test_dialog_names_what_is_wrong(qtbot, tmp_path):
     (run / "checkpoints" / "step-10").mkdir(parents=True)
     assert results_folder(str(run / "adapter")) == run / "evals"
     assert results_folder(str(run / "checkpoints" / "step-10")) == run / "evals"
+
+
+def test_stop_ends_the_evaluation_process(qtbot, tmp_path):
+    from studio.ui import app as studio_app
+    from studio.ui.eval_dialog import EvalDialog
+
+    studio_app.create_app()
+    (tmp_path / "adapter_config.json").write_text("{}")
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(MC_TASK))
+    dialog = EvalDialog(adapter_dir=str(tmp_path), python=sys.executable)
+    qtbot.addWidget(dialog)
+    dialog.task.set_path(str(task))
+    dialog.start()
+    assert dialog.is_running() and dialog.stop_button.isEnabled()
+    dialog.stop()
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=30_000)
+    qtbot.waitUntil(lambda: dialog.status.text() == "Stopped.", timeout=10_000)
+    assert dialog.run_button.isEnabled() and dialog.result is None

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QDialog, QFormLayout, QGridLayout, QGroupBox,
     QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import paths
+from studio.ui.cli_process import CliProcess
 
 PROGRESS_PREFIX = "@progress "          # same as studio.cli_compare.PROGRESS_PREFIX
 DEFAULT_METHODS = ("lora", "dora", "ia3", "lora_dash")
@@ -53,10 +54,9 @@ class CompareDialog(QDialog):
         self.resize(1100, 760)
         self.model_path, self.data_path = model_path, data_path
         self.python = python or sys.executable
-        self.process: QProcess | None = None
+        self.process: CliProcess | None = None
         self.out_path: Path | None = None
         self.rows: list[dict] = []
-        self._buffer = b""
         self._build()
 
     # ---- layout ---------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class CompareDialog(QDialog):
         return [pid for pid, check in self.checks.items() if check.isChecked()]
 
     def is_running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process is not None and self.process.is_running()
 
     def _update_buttons(self) -> None:
         running = self.is_running()
@@ -192,36 +192,21 @@ class CompareDialog(QDialog):
         self.table.setRowCount(0)
         self.log.clear()
         self.progress.setValue(0)
-        self._buffer = b""
         args = self.command()
-        self.process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("PYTHONPATH", str(paths.REPO_ROOT) + (
-            ":" + env.value("PYTHONPATH") if env.value("PYTHONPATH") else ""))
-        self.process.setProcessEnvironment(env)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        self.process.readyReadStandardOutput.connect(self._read)
+        self.process = CliProcess(self, self.python)
+        self.process.line.connect(self.handle_line)
         self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(self._error)
+        self.process.failed_to_start.connect(self._failed_to_start)
         self.log.appendPlainText("$ peft-studio " + " ".join(args[2:]))
         self.status.setText(f"Starting: {len(self.selected())} method(s), "
                             f"{self.steps.value()} steps each …")
-        self.process.start(self.python, args)
+        self.process.start(args)
         self._update_buttons()
 
     def stop(self) -> None:
         if self.is_running():
             self.status.setText("Stopping …")
-            self.process.terminate()          # SIGTERM: the CLI kills its training process too
-            if not self.process.waitForFinished(15000):
-                self.process.kill()
-
-    def _read(self) -> None:
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self.handle_line(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            self.process.stop(grace_ms=15000)   # SIGTERM: the CLI kills its training process too
 
     def handle_line(self, line: str) -> None:
         """One line of the CLI's output: progress JSON updates the bar/table, the rest is log."""
@@ -266,11 +251,7 @@ class CompareDialog(QDialog):
                 item.setToolTip(row["cause"])
             self.table.setItem(r, c, item)
 
-    def _finished(self, code: int, _status) -> None:
-        self._read()
-        if self._buffer:
-            self.handle_line(self._buffer.decode("utf-8", errors="replace"))
-            self._buffer = b""
+    def _finished(self, code: int) -> None:
         if code == 0:
             if self.progress.value() < 1000:
                 self.status.setText(f"Done. Report: {self.out_path}")
@@ -285,10 +266,9 @@ class CompareDialog(QDialog):
             self.status.setText(f"Stopped (exit code {code}); {len(self.rows)} method(s) finished.")
         self._update_buttons()
 
-    def _error(self, error) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self.status.setText(f"Could not start {self.python}")
-            self._update_buttons()
+    def _failed_to_start(self) -> None:
+        self.status.setText(f"Could not start {self.python}")
+        self._update_buttons()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.stop()

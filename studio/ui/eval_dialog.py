@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, QSettings, Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from studio import paths
 from studio.ui import theme
+from studio.ui.cli_process import CliProcess
 from studio.ui.widgets import InlineMessage, PathPicker, button
 
 PROGRESS_PREFIX = "@progress "          # same as studio.cli_eval.PROGRESS_PREFIX
@@ -70,11 +71,12 @@ class EvalDialog(QDialog):
         self.resize(1100, 760)
         self.model_path = model_path
         self.python = python or sys.executable
-        self.process: QProcess | None = None
+        self.process: CliProcess | None = None
         self.out_path: Path | None = None
         self.result: dict | None = None
-        self._buffer = b""
         self._log: list[str] = []
+        self._stopped = False
+        self._hint = ""
         self._build(adapter_dir)
 
     # ---- layout ---------------------------------------------------------------------------
@@ -165,7 +167,7 @@ class EvalDialog(QDialog):
 
     # ---- state ----------------------------------------------------------------------------
     def is_running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process is not None and self.process.is_running()
 
     def problem(self) -> str:
         """Why Evaluate cannot start yet ('' when it can)."""
@@ -190,10 +192,12 @@ class EvalDialog(QDialog):
             widget.setEnabled(not running)
         if not running:
             self.run_button.setToolTip(problem)
-            if problem and (self.adapter.path() or self.task.path()):
-                self.status.setText(problem)
-            elif not problem and not self.result:
-                self.status.setText("Ready.")
+            # the status line shows what is missing, but never hides how the last run ended
+            hint = problem if problem and (self.adapter.path() or self.task.path()) else \
+                "" if problem else "Ready."
+            if self.status.text() in ("", "Ready.", self._hint):
+                self.status.setText(hint)
+            self._hint = hint
 
     # ---- running --------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -221,34 +225,22 @@ class EvalDialog(QDialog):
         self.verdict.setText("")
         self.message.clear_message()
         self.progress.setValue(0)
-        self._buffer, self._log = b"", []
+        self._log, self._stopped = [], False
         args = self.command()
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("PYTHONPATH", str(paths.REPO_ROOT) + (
-            ":" + env.value("PYTHONPATH") if env.value("PYTHONPATH") else ""))
-        self.process.setProcessEnvironment(env)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        self.process.readyReadStandardOutput.connect(self._read)
+        self.process = CliProcess(self, self.python)
+        self.process.line.connect(self.handle_line)
         self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(self._error)
+        self.process.failed_to_start.connect(self._failed_to_start)
         self.status.setText("Loading the model …")
-        self.process.start(self.python, args)
+        self.process.start(args)
         self._update_buttons()
 
     def stop(self) -> None:
         if self.is_running():
             self.status.setText("Stopping …")
-            self.process.kill()
-            self.process.waitForFinished(10000)
-
-    def _read(self) -> None:
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self.handle_line(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            self._stopped = True
+            self.process.stop()
 
     def handle_line(self, line: str) -> None:
         if not line.startswith(PROGRESS_PREFIX):
@@ -268,11 +260,7 @@ class EvalDialog(QDialog):
                      else "the adapter")
             self.status.setText(f"Scoring {which} … {100 * done / total:.0f}%")
 
-    def _finished(self, code: int, _status) -> None:
-        self._read()
-        if self._buffer:
-            self.handle_line(self._buffer.decode("utf-8", errors="replace"))
-            self._buffer = b""
+    def _finished(self, code: int) -> None:
         if code == 0 and self.out_path is not None and self.out_path.is_file():
             try:
                 self.show_result(json.loads(self.out_path.read_text(encoding="utf-8")))
@@ -285,17 +273,17 @@ class EvalDialog(QDialog):
             errors = [line for line in self._log if line.startswith("error")]
             self.message.show_error((errors or self._log or ["invalid settings"])[-1])
             self.status.setText("Not started.")
+        elif self._stopped:
+            self.status.setText("Stopped.")
         else:
-            self.status.setText("Stopped." if code in (9, -9, 137) or code < 0 else
-                                f"The evaluation process failed (exit code {code}).")
-            if code not in (9, -9, 137) and self._log:
+            self.status.setText(f"The evaluation process failed (exit code {code}).")
+            if self._log:
                 self.message.show_error("\n".join(self._log[-6:]))
         self._update_buttons()
 
-    def _error(self, error) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self.status.setText(f"Could not start {self.python}")
-            self._update_buttons()
+    def _failed_to_start(self) -> None:
+        self.status.setText(f"Could not start {self.python}")
+        self._update_buttons()
 
     # ---- results --------------------------------------------------------------------------
     def show_result(self, result: dict) -> None:
