@@ -98,3 +98,49 @@ def test_stop_ends_the_evaluation_process(qtbot, tmp_path):
     qtbot.waitUntil(lambda: not dialog.is_running(), timeout=30_000)
     qtbot.waitUntil(lambda: dialog.status.text() == "Stopped.", timeout=10_000)
     assert dialog.run_button.isEnabled() and dialog.result is None
+
+
+def test_runs_page_lists_a_runs_saved_evaluations(qtbot, model_dir, demo_train_path):
+    """Evaluations saved in a run's evals/ show under its details, newest first; a half-written
+    file (an interrupted evaluation) is skipped, not fatal."""
+    import os
+    import time
+
+    from studio.core.recipe import DataSection, MethodSection, ModelSection, Recipe
+    from studio.core.runs import create_run, format_evaluation, list_evaluations
+    from studio.ui import app as studio_app
+    from studio.ui import tasks
+    from studio.ui.runs_page import RunsPage
+
+    studio_app.create_app()
+    recipe = Recipe(name="evaluated", model=ModelSection(path=str(model_dir)),
+                    data=DataSection(path=str(demo_train_path)), method=MethodSection(id="lora"))
+    run_dir = create_run(recipe)
+    evals = run_dir / "evals"
+    evals.mkdir()
+
+    def result(task, score):
+        return {"task": task, "n": 50, "metric": "multiple_choice_grade", "score": score,
+                "ci95": [score - 0.1, score + 0.1], "results": []}
+
+    (evals / "old.json").write_text(json.dumps(result("plain_task", 0.4)))
+    os.utime(evals / "old.json", (time.time() - 100, time.time() - 100))
+    (evals / "new.json").write_text(json.dumps({
+        "base": result("units", 0.5), "with_adapter": result("units", 0.52),
+        "difference": {"mean": 0.02, "ci95": [-0.08, 0.14], "n": 50, "verdict": "no difference"}}))
+    (evals / "broken.json").write_text('{"base": {"task": ')
+    items = list_evaluations(run_dir)
+    assert [i["task"] for i in items] == ["units", "plain_task"]
+    assert format_evaluation(items[0]) == "units (50): 0.520 vs base 0.500, +0.020 [-0.080, +0.140]"
+    assert format_evaluation(items[1]) == "plain_task (50): 0.400 [0.300, 0.500]"
+
+    page = RunsPage()
+    qtbot.addWidget(page)
+    page.show()
+    page.refresh()
+    qtbot.waitUntil(lambda: any(r.path == run_dir for r in page.runs), timeout=30_000)
+    page.select_run(run_dir)
+    qtbot.waitUntil(lambda: page.evals_line.isVisible(), timeout=30_000)
+    assert "units (50): 0.520 vs base 0.500" in page.evals_line.text()
+    assert page.evals_line.text().index("units") < page.evals_line.text().index("plain_task")
+    tasks.wait_all(30_000)

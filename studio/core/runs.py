@@ -284,3 +284,39 @@ def list_runs(base: Path | None = None) -> list[RunInfo]:
                 runs.append(run_info(child))
     runs.sort(key=lambda r: (r.created, r.path.name), reverse=True)
     return runs
+
+
+def list_evaluations(run_dir) -> list[dict]:
+    """The task evaluations saved in a run (evals/*.json, written by `peft-studio eval --json`
+    and the evaluation dialog), newest first: task, examples, metric, the adapter's score, and
+    the base model's with the paired difference when it was scored too. Unreadable files are
+    skipped (a half-written file from an interrupted evaluation must not hide the rest)."""
+    out = []
+    for path in sorted(Path(run_dir, "evals").glob("*.json"), key=lambda p: p.stat().st_mtime,
+                       reverse=True):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            adapted = data.get("with_adapter", data)
+            item = {"file": str(path), "task": adapted["task"], "n": adapted["n"],
+                    "metric": adapted["metric"], "score": adapted["score"],
+                    "ci95": adapted["ci95"], "base_score": None, "difference": None}
+            if "base" in data and "difference" in data:
+                item["base_score"] = data["base"]["score"]
+                item["difference"] = data["difference"]
+            out.append(item)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def format_evaluation(item: dict) -> str:
+    """One line for an evaluation: 'task (n): 0.520 vs base 0.500, +0.020 [-0.080, +0.140]'."""
+    text = f"{item['task']} ({item['n']}): {item['score']:.3f}"
+    diff = item.get("difference")
+    if diff and item.get("base_score") is not None:
+        lo, hi = diff["ci95"]
+        text += f" vs base {item['base_score']:.3f}, {diff['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    else:
+        lo, hi = item["ci95"]
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
@@ -64,6 +64,7 @@ def _short(text, limit: int = 160) -> str:
 
 
 class EvalDialog(QDialog):
+    evaluated = Signal(str)        # the results file, once an evaluation finished and was shown
     def __init__(self, parent: QWidget | None = None, adapter_dir: str = "",
                  model_path: str | None = None, python: str | None = None) -> None:
         super().__init__(parent)
@@ -269,6 +270,7 @@ class EvalDialog(QDialog):
             else:
                 self.progress.setValue(1000)
                 self.status.setText(f"Done. Saved: {self.out_path}")
+                self.evaluated.emit(str(self.out_path))
         elif code == 2:
             errors = [line for line in self._log if line.startswith("error")]
             self.message.show_error((errors or self._log or ["invalid settings"])[-1])

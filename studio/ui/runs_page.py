@@ -33,6 +33,12 @@ def _load_events(run_dir: str):
     return read_events(run_dir)
 
 
+def _load_evaluations(run_dir: str):
+    from studio.core.runs import list_evaluations
+
+    return list_evaluations(run_dir)
+
+
 def status_color(status: str) -> str:
     return theme.STATUS_COLORS.get(status.split(" ")[0], theme.MUTED)
 
@@ -57,6 +63,7 @@ class RunsPage(Page):
                          scroll=False)
         self.runs: list = []
         self.selected = None
+        self.evaluations: list = []
         self._request = 0
         self._loading = False
         refresh = button("Refresh", icon_name="resume")
@@ -110,6 +117,10 @@ class RunsPage(Page):
             detail.add_header_widget(widget)
         self.detail_line = label("", "muted", wrap=True, selectable=True)
         detail.body.addWidget(self.detail_line)
+        self.evals_line = label("", "muted", wrap=True, selectable=True)
+        self.evals_line.setToolTip("Task evaluations saved in this run (Evaluate on task…)")
+        self.evals_line.hide()
+        detail.body.addWidget(self.evals_line)
         self.message = InlineMessage()
         detail.body.addWidget(self.message)
         self.curves = CurvesPanel()
@@ -206,6 +217,7 @@ class RunsPage(Page):
             self.title.setText("Select a run")
             self.status_badge.hide()
             self.detail_line.setText("")
+            self.evals_line.hide()
             self.curves.clear()
             self.curves.set_placeholder("no run selected")
             self._update_buttons()
@@ -224,7 +236,27 @@ class RunsPage(Page):
         if reload_curves:
             path = str(run.path)
             tasks.run_async(_load_events, path, on_done=lambda events: self._on_events(path, events))
+            self.load_evaluations()
         self._update_buttons()
+
+    def load_evaluations(self) -> None:
+        """Show the selected run's saved task evaluations (read off the GUI thread)."""
+        if self.selected is None:
+            return
+        path = str(self.selected.path)
+        tasks.run_async(_load_evaluations, path, on_done=lambda items: self._on_evals(path, items))
+
+    def _on_evals(self, path: str, items: list) -> None:
+        if self.selected is None or str(self.selected.path) != path:
+            return
+        from studio.core.runs import format_evaluation
+
+        self.evaluations = items
+        if items:
+            shown = [format_evaluation(item) for item in items[:3]]
+            more = f"   ·   {len(items) - 3} more in evals/" if len(items) > 3 else ""
+            self.evals_line.setText("Evaluated on   " + "   ·   ".join(shown) + more)
+        self.evals_line.setVisible(bool(items))
 
     def _on_events(self, path: str, events: list) -> None:
         if self.selected is not None and str(self.selected.path) == path:
@@ -280,6 +312,7 @@ class RunsPage(Page):
             model = self.selected.model if self.selected.model and Path(
                 self.selected.model).is_dir() else None
             self.eval_dialog = EvalDialog(self.window(), adapter_dir=adapter, model_path=model)
+            self.eval_dialog.evaluated.connect(lambda _path: self.load_evaluations())
             self.eval_dialog.show()
 
     def _delete(self) -> None:
