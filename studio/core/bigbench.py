@@ -297,6 +297,9 @@ def _score_shared(model, ctx, conts, batch_size, pad_id, device) -> list[tuple[f
     import torch
 
     first = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+    if not hasattr(first.past_key_values, "batch_repeat_interleave"):
+        # a model whose cache cannot be shared across a batch: one padded row per choice
+        return _score_padded(model, [(ctx, c) for c in conts], batch_size, pad_id, device)
     first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
     scores = [float(first_logp[c[0]]) for c in conts]
     longer = [j for j, c in enumerate(conts) if len(c) > 1]
