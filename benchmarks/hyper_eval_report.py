@@ -153,8 +153,11 @@ def write_report(result: dict, out: Path) -> None:
             for r in gen_rows:
                 v = r["conditions"][cond]["rouge_scores"]
                 cells.append(_fmt(sum(v) / len(v), stratified_ci([v])))
+                if cond == "base" or "base" not in r["conditions"]:
+                    diffs.append("—")
+                    continue
                 mean, lo, hi = paired([v], [r["conditions"]["base"]["rouge_scores"]])
-                diffs.append("—" if cond == "base" else f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+                diffs.append(f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
                              + (" ✓" if lo > 0 else " ✗" if hi < 0 else ""))
             lines.append(f"| {titles[cond]} | " + " | ".join(cells + diffs) + " |")
     lines += ["", "## Generation cost", "", "| generator | time per adapter (ms, encoder loaded) | "
@@ -201,8 +204,11 @@ def balanced_section(s: dict, titles: dict, rows: list) -> list[str]:
         for r in rows:
             v, labels = r["conditions"][cond]["scores"], r["answers"]
             cells.append(f"{balanced_accuracy(v, labels):.3f}")
+            if cond == "base" or "base" not in r["conditions"]:
+                diffs.append("—")
+                continue
             mean, lo, hi = paired_balanced(v, r["conditions"]["base"]["scores"], labels)
-            diffs.append("—" if cond == "base" else f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+            diffs.append(f"{mean:+.3f} [{lo:+.2f}, {hi:+.2f}]"
                          + (" ✓" if lo > 0 else " ✗" if hi < 0 else ""))
         mean_ba = sum(float(c) for c in cells) / len(cells)
         out.append(f"| {titles[cond]} | " + " | ".join(cells) + f" | {mean_ba:.3f} | "

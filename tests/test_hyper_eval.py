@@ -229,3 +229,24 @@ def test_balanced_accuracy_gives_nothing_for_leaning_to_the_common_label():
     nums = [str(i) for i in range(40)]
     mean, _, _ = hyper_eval.adjusted_paired([row([1.0] * 40, [0.0] * 40, nums)], "a", "b")
     assert mean == 1.0
+
+
+def test_report_without_the_base_condition(tmp_path):
+    """--conditions t2l,t2l_shuffled (no base): the report still renders, the '− base' cells say —."""
+    from hyper_eval_report import write_report
+
+    labels = ["yes"] * 6 + ["no"] * 4
+    row = {"task": "yn", "n": 10, "majority": 0.6, "answers": labels, "description": "d",
+           "description_kind": "held-out paraphrase", "nearest": "x", "nearest_similarity": 0.5,
+           "shuffled_description": "s", "metric": "multiple_choice_grade",
+           "conditions": {c: {"score": 0.5, "ci95": [0.2, 0.8], "scores": [1.0, 0.0] * 5,
+                              "adapter": None, "adapter_mb": 0.0, "chance": 0.5}
+                          for c in ("t2l", "t2l_shuffled")}}
+    gen = dict(row, task="gen", answers=[str(i) for i in range(10)], metric="exact_match")
+    gen["conditions"] = {c: dict(v, rouge_scores=[0.5] * 10) for c, v in row["conditions"].items()}
+    result = {"rows": {"yn": row, "gen": gen}, "gen": {}, "command": "python benchmarks/hyper_eval.py",
+              "model": "m", "library": "lib", "train_tasks": ["x"], "limit": 10, "mt_steps": None}
+    out = tmp_path / "r.md"
+    write_report(result, out)
+    text = out.read_text()
+    assert "balanced accuracy" in text and "ROUGE-L" in text and "| — |" in text
