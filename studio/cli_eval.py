@@ -17,10 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from studio.cli_compare import PROGRESS_PREFIX  # --progress-json lines, read by the GUI
 from studio.errors import UserError
-
-
-PROGRESS_PREFIX = "@progress "      # --progress-json lines, read by the GUI's evaluation dialog
 
 
 def with_description(task, description: str | None = None):

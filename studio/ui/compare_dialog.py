@@ -9,7 +9,6 @@ No torch here.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +21,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio import paths
-from studio.ui.cli_process import CliProcess
+from studio.ui.cli_process import CliProcess, parse_progress
 
-PROGRESS_PREFIX = "@progress "          # same as studio.cli_compare.PROGRESS_PREFIX
 DEFAULT_METHODS = ("lora", "dora", "ia3", "lora_dash")
 TABLE_COLUMNS = [("method", "Method"), ("status", "Status"), ("trainable_params", "Trainable"),
                  ("trainable_pct", "%"), ("wall_s", "Wall s"), ("peak_memory_mb", "Peak MB"),
@@ -210,14 +208,10 @@ class CompareDialog(QDialog):
 
     def handle_line(self, line: str) -> None:
         """One line of the CLI's output: progress JSON updates the bar/table, the rest is log."""
-        if not line.startswith(PROGRESS_PREFIX):
+        info = parse_progress(line)
+        if info is None:
             if line.strip():
                 self.log.appendPlainText(line)
-            return
-        try:
-            info = json.loads(line[len(PROGRESS_PREFIX):])
-        except ValueError:
-            self.log.appendPlainText(line)
             return
         phase = info.get("phase")
         if phase == "finished":

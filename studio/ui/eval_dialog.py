@@ -25,10 +25,9 @@ from PySide6.QtWidgets import (
 
 from studio import paths
 from studio.ui import theme
-from studio.ui.cli_process import CliProcess
+from studio.ui.cli_process import CliProcess, parse_progress
 from studio.ui.widgets import InlineMessage, PathPicker, button
 
-PROGRESS_PREFIX = "@progress "          # same as studio.cli_eval.PROGRESS_PREFIX
 SUMMARY_COLUMNS = ["", "Score", "95% CI", "Examples", "Metric"]
 EXAMPLE_COLUMNS = ["#", "Input", "Answer", "Base model", "With adapter", "Change"]
 MAX_EXAMPLE_ROWS = 500
@@ -244,13 +243,10 @@ class EvalDialog(QDialog):
             self.process.stop()
 
     def handle_line(self, line: str) -> None:
-        if not line.startswith(PROGRESS_PREFIX):
+        info = parse_progress(line)
+        if info is None:
             if line.strip():
                 self._log.append(line)
-            return
-        try:
-            info = json.loads(line[len(PROGRESS_PREFIX):])
-        except ValueError:
             return
         done, total = float(info.get("done", 0)), max(1.0, float(info.get("total", 1)))
         self.progress.setValue(int(1000 * min(1.0, done / total)))
