@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from PySide6.QtWidgets import QDialog
 
 from studio import paths
 
@@ -80,3 +81,25 @@ class CliProcess(QObject):
     def _error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self.failed_to_start.emit()
+
+
+class CliDialog(QDialog):
+    """Base of the dialogs that run the CLI in the background (`self.process`): closing the
+    dialog stops the process. Subclasses have `python`, `status`, `stop()`, `_update_buttons()`."""
+
+    process: CliProcess | None = None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.is_running()
+
+    def _failed_to_start(self) -> None:
+        self.status.setText(f"Could not start {self.python}")
+        self._update_buttons()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.stop()
+        super().closeEvent(event)
+
+    def reject(self) -> None:
+        self.stop()
+        super().reject()

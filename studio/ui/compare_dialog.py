@@ -15,13 +15,13 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QDialog, QFormLayout, QGridLayout, QGroupBox,
+    QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox,
     QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
     QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from studio import paths
-from studio.ui.cli_process import CliProcess, parse_progress
+from studio.ui.cli_process import CliDialog, CliProcess, parse_progress
 
 DEFAULT_METHODS = ("lora", "dora", "ia3", "lora_dash")
 TABLE_COLUMNS = [("method", "Method"), ("status", "Status"), ("trainable_params", "Trainable"),
@@ -44,7 +44,7 @@ def fmt(value) -> str:
     return str(value)
 
 
-class CompareDialog(QDialog):
+class CompareDialog(CliDialog):
     def __init__(self, parent: QWidget | None = None, model_path: str | None = None,
                  data_path: str | None = None, python: str | None = None) -> None:
         super().__init__(parent)
@@ -158,9 +158,6 @@ class CompareDialog(QDialog):
     def selected(self) -> list[str]:
         return [pid for pid, check in self.checks.items() if check.isChecked()]
 
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.is_running()
-
     def _update_buttons(self) -> None:
         running = self.is_running()
         self.run_button.setEnabled(not running and bool(self.selected()))
@@ -259,18 +256,6 @@ class CompareDialog(QDialog):
         else:
             self.status.setText(f"Stopped (exit code {code}); {len(self.rows)} method(s) finished.")
         self._update_buttons()
-
-    def _failed_to_start(self) -> None:
-        self.status.setText(f"Could not start {self.python}")
-        self._update_buttons()
-
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        self.stop()
-        super().closeEvent(event)
-
-    def reject(self) -> None:
-        self.stop()
-        super().reject()
 
 
 def open_dialog(window) -> CompareDialog:

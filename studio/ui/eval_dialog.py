@@ -18,14 +18,14 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+    QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
     QProgressBar, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
 
 from studio import paths
 from studio.ui import theme
-from studio.ui.cli_process import CliProcess, parse_progress
+from studio.ui.cli_process import CliDialog, CliProcess, parse_progress
 from studio.ui.widgets import InlineMessage, PathPicker, button
 
 SUMMARY_COLUMNS = ["", "Score", "95% CI", "Examples", "Metric"]
@@ -62,7 +62,7 @@ def _short(text, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class EvalDialog(QDialog):
+class EvalDialog(CliDialog):
     evaluated = Signal(str)        # the results file, once an evaluation finished and was shown
     def __init__(self, parent: QWidget | None = None, adapter_dir: str = "",
                  model_path: str | None = None, python: str | None = None) -> None:
@@ -166,9 +166,6 @@ class EvalDialog(QDialog):
         return table
 
     # ---- state ----------------------------------------------------------------------------
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.is_running()
-
     def problem(self) -> str:
         """Why Evaluate cannot start yet ('' when it can)."""
         adapter = self.adapter.path()
@@ -279,10 +276,6 @@ class EvalDialog(QDialog):
                 self.message.show_error("\n".join(self._log[-6:]))
         self._update_buttons()
 
-    def _failed_to_start(self) -> None:
-        self.status.setText(f"Could not start {self.python}")
-        self._update_buttons()
-
     # ---- results --------------------------------------------------------------------------
     def show_result(self, result: dict) -> None:
         """Fill the tables from a `peft-studio eval --json` file (with or without the base)."""
@@ -352,14 +345,6 @@ class EvalDialog(QDialog):
             item = QTableWidgetItem(text)
             item.setToolTip(text)
             table.setItem(r, c, item)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        self.stop()
-        super().closeEvent(event)
-
-    def reject(self) -> None:
-        self.stop()
-        super().reject()
 
 
 def open_dialog(window, adapter_dir: str = "", model_path: str | None = None) -> EvalDialog:
