@@ -130,16 +130,16 @@ def cmd_train(args) -> int:
     try:
         run_training(recipe, run_dir, emit, control, resume=bool(args.resume))
     except UserError as err:
-        from studio.worker import messages
+        from studio.core import events
 
-        log.append(messages.failed(str(err), "", user_error=True))
+        log.append(events.failed(str(err), "", user_error=True))
         raise
     except BaseException as err:
-        from studio.worker import messages
+        from studio.core import events
         from studio.worker.child import describe_failure
 
         cause, tail = describe_failure(err)
-        log.append(messages.failed(cause, tail))
+        log.append(events.failed(cause, tail))
         raise
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -11,15 +11,14 @@ progress step (`@progress {...}`), which the GUI's compare dialog reads.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import signal
 import sys
 from pathlib import Path
 
+from studio.core import events
 from studio.errors import UserError
 
-PROGRESS_PREFIX = "@progress "
 
 
 def _parse_sets(items: list[str]) -> dict[str, dict]:
@@ -70,7 +69,7 @@ def _command_line(args) -> str:
 
 
 def cmd_compare_methods(args) -> int:
-    from studio.core import method_compare
+    from studio.worker import method_compare
     from studio.core.recipe import Recipe
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -106,7 +105,7 @@ def cmd_compare_methods(args) -> int:
         if args.progress_json:
             info = {k: v for k, v in info.items() if k != "row"} | (
                 {"row": info["row"]} if "row" in info else {})
-            print(PROGRESS_PREFIX + json.dumps(info, default=str), flush=True)
+            print(events.progress_line(info), flush=True)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -130,8 +129,8 @@ def cmd_compare_methods(args) -> int:
                                     machine=machine)
         print(f"\nwrote {out} and {out.with_suffix('.json')}", flush=True)
     if args.progress_json:
-        print(PROGRESS_PREFIX + json.dumps({"phase": "finished", "out": str(out) if out else None,
-                                            "base_accuracy": base_acc}), flush=True)
+        print(events.progress_line({"phase": "finished", "out": str(out) if out else None,
+                                          "base_accuracy": base_acc}), flush=True)
     return 0 if all(r["status"] == "finished" for r in rows) else 1
 
 

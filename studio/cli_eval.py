@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from studio.cli_compare import PROGRESS_PREFIX  # --progress-json lines, read by the GUI
+from studio.core import events  # --progress-json lines, read by the GUI
 from studio.errors import UserError
 
 
@@ -124,8 +124,8 @@ def cmd_eval(args) -> int:
                    description_in_prompt=args.description_in_prompt, chat=chat)
     if getattr(args, "progress_json", False):
         def progress(done, total):
-            print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total}), flush=True)
-        print(PROGRESS_PREFIX + json.dumps({"done": 0, "total": 1, "phase": "loaded"}), flush=True)
+            print(events.progress_line({"done": done, "total": total}), flush=True)
+        print(events.progress_line({"done": 0, "total": 1, "phase": "loaded"}), flush=True)
         options["progress"] = progress
     if args.against_base:
         result = against_base(model, tokenizer, task, **options)

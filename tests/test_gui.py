@@ -469,15 +469,15 @@ def test_runs_page_curves_follow_a_selected_run(qtbot, model_dir, demo_train_pat
     from studio.core.runs import RunLog, create_run
     from studio.ui import app as studio_app
     from studio.ui.runs_page import RunsPage
-    from studio.worker import messages
+    from studio.core import events
 
     studio_app.create_app()
     recipe = Recipe(name="follow-me", model=ModelSection(path=str(model_dir)),
                     data=DataSection(path=str(demo_train_path)), method=MethodSection(id="lora"))
     run_dir = create_run(recipe)
     log = RunLog(run_dir)
-    log.append(messages.started(str(run_dir), 10, 100, 1000))
-    log.append(messages.log(1, 0.1, 2.0, 1e-4, 1.0, 100.0, 1000.0, 9.0))
+    log.append(events.started(str(run_dir), 10, 100, 1000))
+    log.append(events.log(1, 0.1, 2.0, 1e-4, 1.0, 100.0, 1000.0, 9.0))
     page = RunsPage()
     qtbot.addWidget(page)
     page.show()
@@ -486,7 +486,7 @@ def test_runs_page_curves_follow_a_selected_run(qtbot, model_dir, demo_train_pat
     page.select_run(run_dir)
     qtbot.waitUntil(lambda: page.curves.point_count("loss") == 1, timeout=30_000)
     for step in range(2, 6):
-        log.append(messages.log(step, 0.1, 2.0 / step, 1e-4, 1.0, 100.0, 1000.0, 9.0))
+        log.append(events.log(step, 0.1, 2.0 / step, 1e-4, 1.0, 100.0, 1000.0, 9.0))
     page.refresh()
     qtbot.waitUntil(lambda: page.curves.point_count("loss") == 5, timeout=30_000)
     tasks.wait_all(30_000)

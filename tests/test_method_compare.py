@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from studio import cli
-from studio.core import method_compare
+from studio.worker import method_compare
 from studio.core.recipe import Recipe
 from studio.errors import UserError
 

@@ -17,7 +17,7 @@ import torch
 from studio.core import runs
 from studio.core.recipe import Recipe
 from studio.core.training import Control, run_training
-from studio.worker import messages
+from studio.core import events
 
 STEPS = 8
 
@@ -51,8 +51,8 @@ def train(recipe, base: Path, resume_dir=None, control=None):
     log = runs.RunLog(run_dir)
 
     def emit(event):
-        messages.validate_event(event)
-        json.loads(messages.encode(event))            # every event is strict JSON
+        events.validate_event(event)
+        json.loads(events.encode(event))            # every event is strict JSON
         log.append(event)
         events.append(event)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from studio.core import runs
-from studio.worker import messages
+from studio.core import events
 from studio.worker.launcher import Job
 
 from test_training import small_recipe
@@ -29,7 +29,7 @@ def wait_for(job: Job, names, seen: list, timeout=TIMEOUT) -> dict:
             seen.append(event)
             if event["event"] in names:
                 return event
-            if event["event"] in messages.TERMINAL:
+            if event["event"] in events.TERMINAL:
                 raise AssertionError(f"job ended early: {event}")
         time.sleep(0.1)
     raise AssertionError(f"no {names} event within {timeout} s; got {[e['event'] for e in seen]}")
@@ -49,14 +49,14 @@ def run_dir(model_dir, demo_train_path, demo_eval_path, tmp_path):
 
 
 def test_messages_round_trip():
-    event = messages.log(3, 0.5, float("nan"), 1e-4, None, 10.0, 100.0, 5.0, progress=0.3)
-    parsed = messages.parse_event(messages.encode(event))
+    event = events.log(3, 0.5, float("nan"), 1e-4, None, 10.0, 100.0, 5.0, progress=0.3)
+    parsed = events.parse_event(events.encode(event))
     assert parsed["loss"] is None and parsed["progress"] == 0.3   # NaN -> null, strict JSON
-    assert messages.parse_command(messages.encode(messages.command("pause"))) == "pause"
-    with pytest.raises(messages.MessageError):
-        messages.parse_event('{"event": "log", "time": 1, "step": 1}')
-    with pytest.raises(messages.MessageError):
-        messages.parse_command('{"command": "explode"}')
+    assert events.parse_command(events.encode(events.command("pause"))) == "pause"
+    with pytest.raises(events.MessageError):
+        events.parse_event('{"event": "log", "time": 1, "step": 1}')
+    with pytest.raises(events.MessageError):
+        events.parse_command('{"command": "explode"}')
 
 
 def test_pause_resume_cancel_then_resume_to_finish(run_dir):
@@ -139,7 +139,7 @@ def test_crashing_child_reports_the_cause(run_dir):
 def test_status_of_a_run_whose_process_vanished(run_dir):
     """A run left 'running' by a process that no longer exists lists as failed."""
     log = runs.RunLog(run_dir, pid=os.getpid())
-    log.append(messages.started(str(run_dir), 5, 1, 2))
+    log.append(events.started(str(run_dir), 5, 1, 2))
     log.status["pid"] = 2**22 + 12345                  # no such process
     (run_dir / "status.json").write_text(json.dumps(log.status))
     info = runs.run_info(run_dir)
@@ -151,7 +151,7 @@ def test_a_run_being_trained_cannot_be_started_twice(run_dir, capsys):
     from studio.errors import UserError
 
     log = runs.RunLog(run_dir, pid=os.getpid())        # this process "is training" it
-    log.append(messages.started(str(run_dir), 5, 1, 2))
+    log.append(events.started(str(run_dir), 5, 1, 2))
     with pytest.raises(UserError, match="still being trained"):
         Job.start(run_dir, resume=True)
     assert cli.main(["train", "--resume", str(run_dir)]) == 2

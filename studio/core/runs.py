@@ -206,7 +206,7 @@ class RunLog:
             _write_json(self.run_dir / "status.json", self.status)
 
     def append(self, event: dict) -> None:
-        from studio.worker.messages import encode
+        from studio.core.events import encode
 
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(encode(event))

@@ -5,7 +5,7 @@
 Loads the model (quantized when the recipe or the method asks), tokenises the data, applies the
 method plugin, then trains with AdamW (or the plugin's param groups), a transformers scheduler,
 gradient accumulation, clipping and the plugin's callbacks. Emits the events of
-studio.worker.messages through `emit`; pause/cancel arrive through `control` between steps.
+studio.core.events through `emit`; pause/cancel arrive through `control` between steps.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from studio.core.training_parts import (  # noqa: F401 - re-exported for the wor
     IGNORE, Batches, Control, autocast_for, TrainData, default_param_groups, make_optimizer,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
-from studio.worker import messages
+from studio.core import events
 
 
 def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control | None = None,
@@ -105,7 +105,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
-    emit(messages.started(str(run_dir), total_steps, trainable, total, resumed_from=step,
+    emit(events.started(str(run_dir), total_steps, trainable, total, resumed_from=step,
                           device=device, method=plugin.id, quantization=quant or "",
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped))
@@ -140,7 +140,7 @@ class StepLoop:
             scheduler=self.scheduler, position=self._position(epoch, index),
             callbacks=self.callbacks,
             extra={"total_steps": self.total, "loss": self.last_loss})
-        self.emit(messages.checkpoint(step, str(path)))
+        self.emit(events.checkpoint(step, str(path)))
         return path
 
     def _evaluate(self, step) -> float | None:
@@ -160,17 +160,17 @@ class StepLoop:
         finally:
             self.model.train()
         self.last_eval = value
-        self.emit(messages.eval_result(step, value))
+        self.emit(events.eval_result(step, value))
         return value
 
     def _wait_if_paused(self, step) -> None:
         if not self.control.paused or self.control.cancelled:
             return
-        self.emit(messages.paused(step))
+        self.emit(events.paused(step))
         while self.control.paused and not self.control.cancelled:
             self.control.wait_while_paused(timeout=0.5)
         if not self.control.cancelled:
-            self.emit(messages.resumed(step))
+            self.emit(events.resumed(step))
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self, step: int, epoch: int, index: int) -> dict:
@@ -187,7 +187,7 @@ class StepLoop:
             self._wait_if_paused(step)
             if self.control.cancelled:
                 path = self._checkpoint(step, epoch, index)
-                self.emit(messages.cancelled(step, str(path)))
+                self.emit(events.cancelled(step, str(path)))
                 return {"step": step, "cancelled": True, "checkpoint": str(path),
                         "train_loss": self.last_loss, "eval_loss": self.last_eval}
             started = time.perf_counter()
@@ -242,7 +242,7 @@ class StepLoop:
         loss = float(window_loss) / window_steps
         self.last_loss = loss
         per_step = (sum(self.step_times) / len(self.step_times)) if self.step_times else elapsed
-        self.emit(messages.log(
+        self.emit(events.log(
             step=step, epoch=epoch + index / max(self.data.batches_per_epoch, 1),
             loss=loss, lr=lr,
             grad_norm=float(grad_norm) if grad_norm is not None else None,
@@ -265,7 +265,7 @@ class StepLoop:
         tmp_json = self.run_dir / ".eval.json.tmp"
         tmp_json.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         tmp_json.replace(self.run_dir / "eval.json")
-        self.emit(messages.finished(step, str(final), metrics))
+        self.emit(events.finished(step, str(final), metrics))
         return metrics
 
 

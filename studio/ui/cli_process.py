@@ -6,7 +6,6 @@ window stays responsive and a crash there cannot take it down. No torch here.
 
 from __future__ import annotations
 
-import json
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import QDialog
@@ -14,18 +13,7 @@ from PySide6.QtWidgets import QDialog
 from studio import paths
 
 
-PROGRESS_PREFIX = "@progress "      # the CLI's machine-readable progress lines (--progress-json)
-
-
-def parse_progress(line: str) -> dict | None:
-    """The JSON of an '@progress {...}' line; None for any other line (or a garbled one)."""
-    if not line.startswith(PROGRESS_PREFIX):
-        return None
-    try:
-        info = json.loads(line[len(PROGRESS_PREFIX):])
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
+from studio.core.events import PROGRESS_PREFIX, parse_progress  # noqa: F401 - the dialogs read these
 
 
 class CliProcess(QObject):

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from studio.errors import UserError
-from studio.worker import messages
+from studio.core import events
 
 TRACEBACK_LINES = 25
 
@@ -39,7 +39,7 @@ class EventSink:
             self.log.append(event)
             if self.channel is not None:
                 try:
-                    self.channel.write(messages.encode(event))
+                    self.channel.write(events.encode(event))
                     self.channel.flush()
                 except (BrokenPipeError, OSError, ValueError):
                     self.channel = None       # parent gone: keep training, the run folder has it
@@ -51,8 +51,8 @@ def read_commands(stream, control) -> None:
         if not line.strip():
             continue
         try:
-            name = messages.parse_command(line)
-        except messages.MessageError as err:
+            name = events.parse_command(line)
+        except events.MessageError as err:
             print(f"ignored input: {err}", file=sys.stderr, flush=True)
             continue
         getattr(control, name)()
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     except BaseException as err:  # noqa: BLE001 - every failure becomes a `failed` event
         cause, tail = describe_failure(err)
         print(tail or cause, file=sys.stderr, flush=True)
-        emit(messages.failed(cause, tail, user_error=isinstance(err, UserError)))
+        emit(events.failed(cause, tail, user_error=isinstance(err, UserError)))
         return 1
     return 0
 

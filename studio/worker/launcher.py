@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 from studio import paths
-from studio.worker import messages
+from studio.core import events
 
 LOG_TAIL_LINES = 30
 
@@ -104,16 +104,16 @@ class Job:
         proc = self.process
         for raw in proc.stdout:
             try:
-                event = messages.parse_event(raw)
-            except messages.MessageError:
+                event = events.parse_event(raw)
+            except events.MessageError:
                 continue
-            if event["event"] in messages.TERMINAL:
+            if event["event"] in events.TERMINAL:
                 self.terminal_event = event
             self.events.put(event)
         proc.stdout.close()
         code = proc.wait()
         if self.terminal_event is None:
-            event = messages.failed(_exit_cause(code), _tail(self.run_dir / "worker.log"),
+            event = events.failed(_exit_cause(code), _tail(self.run_dir / "worker.log"),
                                     returncode=code)
             try:
                 from studio.core.runs import RunLog
@@ -147,7 +147,7 @@ class Job:
             return False
         with self._stdin_lock:
             try:
-                self.process.stdin.write(messages.encode(messages.command(name)).encode())
+                self.process.stdin.write(events.encode(events.command(name)).encode())
                 self.process.stdin.flush()
                 return True
             except (BrokenPipeError, OSError, ValueError):

@@ -1,4 +1,4 @@
-"""Every message between the training process and its parent: events (child -> parent, also
+"""The event protocol: every message between a training process and its parent: events (child -> parent, also
 appended to the run's events.jsonl) and commands (parent -> child on stdin). One JSON object per
 line. No Qt, no torch.
 
@@ -14,6 +14,11 @@ Events carry "event" and "time" (Unix seconds) plus their fields:
   finished   step, adapter_path, metrics
   failed     cause, traceback_tail
 Commands: {"command": "pause" | "resume" | "cancel"}.
+
+Also the one machine-readable progress line a CLI command prints for the GUI (``--progress-json``):
+``PROGRESS_PREFIX`` + a JSON object, written by ``progress_line`` and read by ``parse_progress``.
+This module is in core (not the worker) so the training loop, the hypernetwork trainer and the
+worker all speak it without importing each other.
 """
 
 from __future__ import annotations
@@ -42,51 +47,74 @@ class MessageError(ValueError):
     """A line that is not a valid event or command."""
 
 
-def _event(name: str, **fields) -> dict:
+PROGRESS_PREFIX = "@progress "
+
+
+def progress_line(info: dict) -> str:
+    """One ``@progress {...}`` line (no newline) for a CLI command's --progress-json output."""
+    return PROGRESS_PREFIX + json.dumps(info, default=str)
+
+
+def event(name: str, **fields) -> dict:
+    """Any event: its name, the time now and its fields (the helpers below add the checks)."""
     return {"event": name, "time": time.time(), **fields}
+
+
+def parse_progress(line: str) -> dict | None:
+    """The JSON of an '@progress {...}' line; None for any other line (or a garbled one)."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        info = json.loads(line[len(PROGRESS_PREFIX):])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+
 
 
 def started(run_dir: str, total_steps: int, trainable_params: int, total_params: int,
             **extra) -> dict:
-    return _event("started", run_dir=str(run_dir), total_steps=int(total_steps),
+    return event("started", run_dir=str(run_dir), total_steps=int(total_steps),
                   trainable_params=int(trainable_params), total_params=int(total_params), **extra)
 
 
 def log(step: int, epoch: float, loss: float, lr: float, grad_norm: float | None,
         tokens_per_s: float, memory_mb: float, eta_s: float, **extra) -> dict:
-    return _event("log", step=int(step), epoch=round(float(epoch), 4), loss=float(loss),
+    return event("log", step=int(step), epoch=round(float(epoch), 4), loss=float(loss),
                   lr=float(lr), grad_norm=None if grad_norm is None else float(grad_norm),
                   tokens_per_s=round(float(tokens_per_s), 1), memory_mb=round(float(memory_mb), 1),
                   eta_s=round(float(eta_s), 1), **extra)
 
 
 def eval_result(step: int, eval_loss: float, **extra) -> dict:
-    return _event("eval", step=int(step), eval_loss=float(eval_loss), **extra)
+    return event("eval", step=int(step), eval_loss=float(eval_loss), **extra)
 
 
 def checkpoint(step: int, path: str) -> dict:
-    return _event("checkpoint", step=int(step), path=str(path))
+    return event("checkpoint", step=int(step), path=str(path))
 
 
 def paused(step: int) -> dict:
-    return _event("paused", step=int(step))
+    return event("paused", step=int(step))
 
 
 def resumed(step: int) -> dict:
-    return _event("resumed", step=int(step))
+    return event("resumed", step=int(step))
 
 
 def cancelled(step: int, checkpoint: str | None) -> dict:
-    return _event("cancelled", step=int(step),
+    return event("cancelled", step=int(step),
                   checkpoint=None if checkpoint is None else str(checkpoint))
 
 
 def finished(step: int, adapter_path: str, metrics: dict) -> dict:
-    return _event("finished", step=int(step), adapter_path=str(adapter_path), metrics=dict(metrics))
+    return event("finished", step=int(step), adapter_path=str(adapter_path), metrics=dict(metrics))
 
 
 def failed(cause: str, traceback_tail: str = "", **extra) -> dict:
-    return _event("failed", cause=str(cause), traceback_tail=str(traceback_tail), **extra)
+    return event("failed", cause=str(cause), traceback_tail=str(traceback_tail), **extra)
 
 
 def command(name: str) -> dict:
