@@ -39,14 +39,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hyper_eval_report import CONDITIONS  # noqa: E402 - the report owns the table rows
+from hyper_eval_report import write_report  # noqa: E402
 from studio.errors import UserError  # noqa: E402
 
-CONDITIONS = [("base", "base model"), ("base_desc", "base + description in prompt"),
-              ("multitask", "multi-task LoRA"), ("nearest", "nearest library LoRA"),
-              ("t2l", "Text-to-LoRA"), ("t2l_second", "Text-to-LoRA, second network"),
-              ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
-              ("t2l_shuffled", "control: T2L, shuffled description"),
-              ("t2l_random", "control: T2L, random description")]
 
 
 # ---------------------------------------------------------------- data
@@ -92,64 +88,6 @@ def answers(task) -> list[str]:
     from studio.core.bigbench import answer_text
 
     return [answer_text(ex) for ex in task.examples]
-
-
-def balanced_accuracy(scores: list[float], labels: list[str]) -> float:
-    """Mean over answer classes of the accuracy within the class: 0.5 for any constant answer on
-    a two-class task, whatever the label mix (plain accuracy rewards leaning to the common label)."""
-    by: dict[str, list[float]] = {}
-    for s, label in zip(scores, labels):
-        by.setdefault(label, []).append(s)
-    return sum(sum(v) / len(v) for v in by.values()) / len(by)
-
-
-def is_classification(labels: list[str], max_classes: int = 6) -> bool:
-    """A fixed small label set (true/false, sentiment, ...), not per-example answers (arithmetic)."""
-    classes = set(labels)
-    return 2 <= len(classes) <= max_classes and len(labels) >= 4 * len(classes)
-
-
-def paired_balanced(a: list[float], b: list[float], labels: list[str], n: int = 1000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """Balanced accuracy of a minus b on the same examples, with a 95% CI from resampling examples
-    within each class."""
-    draws = sorted(_draws(a, b, labels, True, random.Random(seed), n))
-    return (balanced_accuracy(a, labels) - balanced_accuracy(b, labels),
-            draws[int(0.025 * (n - 1))], draws[int(0.975 * (n - 1) + 0.5)])
-
-
-def _draws(a, b, labels, balanced: bool, rng: random.Random, n: int) -> list[float]:
-    """Bootstrap draws of the paired difference on one task (class-stratified when balanced)."""
-    groups: dict[str, list[int]] = {}
-    for i, label in enumerate(labels if balanced else ["all"] * len(a)):
-        groups.setdefault(label, []).append(i)
-    out = []
-    for _ in range(n):
-        total = 0.0
-        for members in groups.values():
-            pick = [members[rng.randrange(len(members))] for _ in members]
-            total += sum(a[i] - b[i] for i in pick) / len(pick)
-        out.append(total / len(groups))
-    return out
-
-
-def adjusted_paired(rows: list[dict], a: str, b: str, n: int = 1000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """a minus b averaged over tasks, with classification tasks scored by balanced accuracy (so
-    shifting the label prior earns nothing) and the rest by their own metric; 95% CI from
-    resampling examples within each task (and class)."""
-    rng = random.Random(seed)
-    means, all_draws = [], []
-    for r in rows:
-        va, vb, labels = r["conditions"][a]["scores"], r["conditions"][b]["scores"], r.get("answers")
-        balanced = bool(labels) and is_classification(labels)
-        if balanced:
-            means.append(balanced_accuracy(va, labels) - balanced_accuracy(vb, labels))
-        else:
-            means.append(sum(x - y for x, y in zip(va, vb)) / len(va))
-        all_draws.append(_draws(va, vb, labels or [], balanced, rng, n))
-    avg = sorted(sum(d[i] for d in all_draws) / len(all_draws) for i in range(n))
-    return sum(means) / len(means), avg[int(0.025 * (n - 1))], avg[int(0.975 * (n - 1) + 0.5)]
 
 
 def descriptions(entry) -> tuple[str, str]:
@@ -260,7 +198,7 @@ def score(base, tokenizer, task, adapter: Path | None, description: str | None =
     """(per-example scores, result dict, base model back) for one condition."""
     from peft import PeftModel
 
-    from studio.cli_eval import evaluate, with_description
+    from studio.core.task_eval import evaluate, with_description
 
     if description is not None:
         task = with_description(task, description)
@@ -268,23 +206,6 @@ def score(base, tokenizer, task, adapter: Path | None, description: str | None =
     res = evaluate(model, tokenizer, task, limit=None)
     back = model.unload() if adapter else base
     return [r["score"] for r in res["results"]], res, back
-
-
-def stratified_ci(per_task: list[list[float]], n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% CI of the mean over tasks of each task's mean, resampling examples within tasks."""
-    rng = random.Random(seed)
-    means = []
-    for _ in range(n):
-        means.append(sum(sum(v[rng.randrange(len(v))] for _ in v) / len(v) for v in per_task)
-                     / len(per_task))
-    means.sort()
-    return means[int(0.025 * (n - 1))], means[int(0.975 * (n - 1) + 0.5)]
-
-
-def paired(per_task_a, per_task_b) -> tuple[float, float, float]:
-    diffs = [[a - b for a, b in zip(va, vb)] for va, vb in zip(per_task_a, per_task_b)]
-    mean = sum(sum(d) / len(d) for d in diffs) / len(diffs)
-    return (mean, *stratified_ci(diffs))
 
 
 # ---------------------------------------------------------------- main
@@ -505,7 +426,6 @@ def merge_results(parts: list[dict], order: list[str], lib=None, skip_multitask=
 
 
 def main(argv=None) -> int:
-    from hyper_eval_report import write_report
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--library", required=True, help="library built by peft-studio hyper build-library")

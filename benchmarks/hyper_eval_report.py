@@ -8,8 +8,15 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from hyper_eval import (CONDITIONS, adjusted_paired, balanced_accuracy, is_classification,
-                        paired, paired_balanced, stratified_ci)
+from studio.core.stats import (adjusted_paired, balanced_accuracy, is_classification, paired,
+                               paired_balanced, stratified_ci)
+
+CONDITIONS = [("base", "base model"), ("base_desc", "base + description in prompt"),
+              ("multitask", "multi-task LoRA"), ("nearest", "nearest library LoRA"),
+              ("t2l", "Text-to-LoRA"), ("t2l_second", "Text-to-LoRA, second network"),
+              ("dnd", "DnD"), ("oracle", "oracle per-task LoRA"),
+              ("t2l_shuffled", "control: T2L, shuffled description"),
+              ("t2l_random", "control: T2L, random description")]
 
 
 def _fmt(score, ci) -> str:

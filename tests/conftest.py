@@ -7,6 +7,7 @@ linked in, so tests use the real SmolLM2-135M-Instruct without converting it aga
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -46,3 +47,70 @@ def demo_train_path() -> Path:
 @pytest.fixture(scope="session")
 def demo_eval_path() -> Path:
     return paths.resources_dir() / "demo" / "dates_eval.jsonl"
+
+
+# ---- shared helpers (import them with `from conftest import ...`; no test module imports another)
+
+MC_TASK = {
+    "name": "opposites",
+    "description": "Pick the word that means the opposite of the given word",
+    "examples": [
+        {"input": "What is the opposite of hot?", "target_scores": {"cold": 1, "banana": 0}},
+        {"input": "What is the opposite of up?", "target_scores": {"down": 1, "purple": 0}},
+        {"input": "What is the opposite of big?", "target_scores": {"small": 1, "seven": 0}},
+        {"input": "What is the opposite of day?", "target_scores": {"night": 1, "chair": 0}},
+        {"input": "What is the opposite of yes?", "target_scores": {"no": 1, "tree": 0}},
+        {"input": "What is the opposite of open?", "target_scores": {"closed": 1, "fish": 0}},
+    ],
+}
+
+
+def write_task(tmp_path, data, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder / "task.json"
+
+
+def small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, *, n_train=32, n_eval=8,
+                 steps=8, method="lora", **training):
+    """The demo recipe cut down to seconds per step on CPU."""
+    from studio.core.recipe import Recipe
+
+    lines = demo_train_path.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:n_train]) + "\n")
+    (tmp_path / "eval.jsonl").write_text(
+        "\n".join(demo_eval_path.read_text().splitlines()[:n_eval]) + "\n")
+    recipe = Recipe.default(model_path=model_dir, data_path=tmp_path / "train.jsonl", method=method)
+    recipe.name = "test"
+    recipe.data.eval_path = str(tmp_path / "eval.jsonl")
+    recipe.data.max_length = 64
+    recipe.method.params.update(r=8, lora_alpha=16, lora_dropout=0.0,
+                                target_modules="q_proj,v_proj")
+    t = recipe.training
+    t.max_steps, t.batch_size, t.learning_rate, t.warmup_steps = steps, 4, 1e-3, 0
+    t.lr_scheduler, t.eval_every, t.save_every = "constant", 0, 0
+    for key, value in training.items():
+        setattr(t, key, value)
+    recipe.source = recipe.save(tmp_path / "recipe.toml")
+    return Recipe.load(recipe.source).validate()
+
+
+@pytest.fixture(scope="session")
+def random_adapter(model_dir, tmp_path_factory):
+    """A LoRA with random non-zero B, so it clearly changes the model's log-likelihoods."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.models import load_model
+
+    model, _ = load_model(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    peft_model.save_pretrained(str(out))
+    return out

@@ -96,10 +96,10 @@ def test_methods_and_runs_when_empty(tmp_path, capsys):
 
 
 def test_extension_modules_register_subcommands(monkeypatch, capsys):
-    """studio/cli_<topic>.py modules add their own subcommands; a broken one is skipped."""
+    """studio/cli/<group>.py modules add their own subcommands; a broken one is skipped."""
     import types
 
-    good = types.ModuleType("studio.cli_zz_good")
+    good = types.ModuleType("studio.cli.zz_good")
 
     def register(subparsers):
         p = subparsers.add_parser("zz-hello", help="test command")
@@ -107,11 +107,11 @@ def test_extension_modules_register_subcommands(monkeypatch, capsys):
         p.set_defaults(func=lambda args: print(f"hello {args.who}") or 0)
 
     good.register = register
-    bad = types.ModuleType("studio.cli_zz_bad")        # no register(): reported, skipped
+    bad = types.ModuleType("studio.cli.zz_bad")        # no register(): reported, skipped
     monkeypatch.setitem(sys.modules, good.__name__, good)
     monkeypatch.setitem(sys.modules, bad.__name__, bad)
-    real = cli.extension_modules()
-    monkeypatch.setattr(cli, "extension_modules", lambda: real + ["cli_zz_bad", "cli_zz_good"])
+    real = cli.command_modules()
+    monkeypatch.setattr(cli, "command_modules", lambda: real + ["zz_bad", "zz_good"])
     assert cli.main(["zz-hello", "world"]) == 0
     captured = capsys.readouterr()
-    assert "hello world" in captured.out and "studio.cli_zz_bad skipped" in captured.err
+    assert "hello world" in captured.out and "studio.cli.zz_bad skipped" in captured.err

@@ -6,20 +6,9 @@ import json
 
 import pytest
 
+from conftest import MC_TASK, write_task
 from studio import cli
 
-MC_TASK = {
-    "name": "opposites",
-    "description": "Pick the word that means the opposite of the given word",
-    "examples": [
-        {"input": "What is the opposite of hot?", "target_scores": {"cold": 1, "banana": 0}},
-        {"input": "What is the opposite of up?", "target_scores": {"down": 1, "purple": 0}},
-        {"input": "What is the opposite of big?", "target_scores": {"small": 1, "seven": 0}},
-        {"input": "What is the opposite of day?", "target_scores": {"night": 1, "chair": 0}},
-        {"input": "What is the opposite of yes?", "target_scores": {"no": 1, "tree": 0}},
-        {"input": "What is the opposite of open?", "target_scores": {"closed": 1, "fish": 0}},
-    ],
-}
 GEN_TASK = {
     "name": "capitals",
     "description": "Name the capital city of a country",
@@ -30,35 +19,8 @@ GEN_TASK = {
 }
 
 
-def _write(tmp_path, data, name):
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "task.json").write_text(json.dumps(data), encoding="utf-8")
-    return folder / "task.json"
-
-
-@pytest.fixture(scope="module")
-def random_adapter(model_dir, tmp_path_factory):
-    """A LoRA with random non-zero B, so it clearly changes the model's log-likelihoods."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from studio.core.models import load_model
-
-    model, _ = load_model(model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    peft_model.save_pretrained(str(out))
-    return out
-
-
 def test_multiple_choice_with_ci_and_json(model_dir, tmp_path, capsys):
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     out = tmp_path / "res.json"
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -74,7 +36,7 @@ def test_multiple_choice_with_ci_and_json(model_dir, tmp_path, capsys):
 
 
 def test_description_in_prompt_and_limit(model_dir, tmp_path, capsys):
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     out = tmp_path / "res.json"
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--description-in-prompt",
                      "--limit", "3", "--json", str(out)]) == 0
@@ -85,7 +47,7 @@ def test_description_in_prompt_and_limit(model_dir, tmp_path, capsys):
 
 
 def test_generative_exact_match_and_rouge(model_dir, tmp_path, capsys):
-    task = _write(tmp_path, GEN_TASK, "capitals")
+    task = write_task(tmp_path, GEN_TASK, "capitals")
     out = tmp_path / "gen.json"
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -99,7 +61,7 @@ def test_generative_exact_match_and_rouge(model_dir, tmp_path, capsys):
 
 
 def test_adapter_changes_the_scores(model_dir, tmp_path, random_adapter, capsys):
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     base_out, lora_out = tmp_path / "base.json", tmp_path / "lora.json"
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--json", str(base_out)]) == 0
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--adapter", str(random_adapter),
@@ -119,7 +81,7 @@ def test_adapter_changes_the_scores(model_dir, tmp_path, random_adapter, capsys)
     (["eval", "BADJSON"], "not valid JSON"),
 ])
 def test_user_errors_exit_2(tmp_path, capsys, args, needle):
-    nodesc = _write(tmp_path, {**GEN_TASK, "description": ""}, "nodesc")
+    nodesc = write_task(tmp_path, {**GEN_TASK, "description": ""}, "nodesc")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     subst = {"MISSING/task.json": str(tmp_path / "missing" / "task.json"),
@@ -132,7 +94,7 @@ def test_user_errors_exit_2(tmp_path, capsys, args, needle):
 def test_against_base_pairs_the_same_examples(model_dir, tmp_path, random_adapter, capsys):
     """--against-base: base and adapter on the same examples; the difference and its CI come from
     the per-example pairs, and the base half equals a plain run without the adapter."""
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     both, alone = tmp_path / "both.json", tmp_path / "alone.json"
     assert cli.main(["eval", str(task), "--model", str(model_dir), "--adapter", str(random_adapter),
                      "--against-base", "--progress-json", "--json", str(both)]) == 0
@@ -157,6 +119,6 @@ def test_against_base_pairs_the_same_examples(model_dir, tmp_path, random_adapte
 
 
 def test_against_base_needs_an_adapter(tmp_path, capsys):
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     assert cli.main(["eval", str(task), "--against-base"]) == 2
     assert "--adapter" in capsys.readouterr().err

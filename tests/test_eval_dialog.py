@@ -13,18 +13,18 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from test_eval_cli import MC_TASK, _write, random_adapter  # noqa: E402,F401 - shared fixture
+from conftest import MC_TASK, write_task  # noqa: E402
 
 TIMEOUT = 240_000
 
 
-def test_dialog_scores_adapter_against_base(qtbot, model_dir, tmp_path, random_adapter):  # noqa: F811
+def test_dialog_scores_adapter_against_base(qtbot, model_dir, tmp_path, random_adapter):
     from studio import paths
     from studio.ui import app as studio_app
     from studio.ui.eval_dialog import EXAMPLE_COLUMNS, EvalDialog
 
     studio_app.create_app()
-    task = _write(tmp_path, MC_TASK, "opposites")
+    task = write_task(tmp_path, MC_TASK, "opposites")
     dialog = EvalDialog(adapter_dir=str(random_adapter), model_path=str(model_dir),
                         python=sys.executable)
     qtbot.addWidget(dialog)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from studio.core import stats
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -134,18 +136,17 @@ def test_harness_on_a_mini_library(model_dir, tmp_path):
 
 
 def test_paired_and_stratified_statistics():
-    import hyper_eval
     from hyper_eval_report import _verdict
 
     a = [[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]]
     b = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]]
-    lo, hi = hyper_eval.stratified_ci(a)
+    lo, hi = stats.stratified_ci(a)
     mean_a = (3 / 4 + 5 / 6) / 2                 # mean of task means, not of pooled examples
     assert lo <= mean_a <= hi and 0 <= lo and hi <= 1
-    mean, dlo, dhi = hyper_eval.paired(a, b)
+    mean, dlo, dhi = stats.paired(a, b)
     assert mean == pytest.approx(mean_a - (1 / 4 + 2 / 6) / 2)
     assert dlo <= mean <= dhi
-    assert hyper_eval.paired(a, a) == (0.0, 0.0, 0.0)
+    assert stats.paired(a, a) == (0.0, 0.0, 0.0)
     assert _verdict(0.1, 0.02, 0.2).startswith("better")
     assert _verdict(-0.1, -0.2, -0.01).startswith("worse")
     assert _verdict(0.05, -0.02, 0.1).startswith("no difference")
@@ -204,30 +205,28 @@ def test_input_sensitivity_tells_one_lora_for_all_from_distinct_ones(tmp_path):
 def test_balanced_accuracy_gives_nothing_for_leaning_to_the_common_label():
     """A model that answers 'true' everywhere scores 0.69 accuracy on a 69%-true task but 0.5
     balanced; the label-adjusted comparison then shows no gain over one answering 'false'."""
-    import hyper_eval
-
     labels = ["true"] * 69 + ["false"] * 31
     always_true = [1.0] * 69 + [0.0] * 31
     always_false = [0.0] * 69 + [1.0] * 31
-    assert hyper_eval.balanced_accuracy(always_true, labels) == 0.5
-    assert hyper_eval.balanced_accuracy(always_false, labels) == 0.5
+    assert stats.balanced_accuracy(always_true, labels) == 0.5
+    assert stats.balanced_accuracy(always_false, labels) == 0.5
     reads = [1.0] * 60 + [0.0] * 9 + [1.0] * 25 + [0.0] * 6   # right on most of both classes
-    assert hyper_eval.balanced_accuracy(reads, labels) == pytest.approx((60 / 69 + 25 / 31) / 2)
-    assert hyper_eval.is_classification(labels)
-    assert not hyper_eval.is_classification([str(i) for i in range(100)])   # arithmetic answers
+    assert stats.balanced_accuracy(reads, labels) == pytest.approx((60 / 69 + 25 / 31) / 2)
+    assert stats.is_classification(labels)
+    assert not stats.is_classification([str(i) for i in range(100)])   # arithmetic answers
 
     def row(a, b, answers):
         return {"answers": answers, "conditions": {"a": {"scores": a}, "b": {"scores": b}}}
 
     rows = [row(always_true, always_false, labels)]
-    mean, lo, hi = hyper_eval.adjusted_paired(rows, "a", "b")
+    mean, lo, hi = stats.adjusted_paired(rows, "a", "b")
     assert mean == 0.0 and lo <= 0.0 <= hi                   # plain accuracy would say +0.38
-    mean, lo, hi = hyper_eval.adjusted_paired(rows + [row(reads, always_false, labels)], "a", "b")
-    assert mean == pytest.approx((0.5 - 0.5 + hyper_eval.balanced_accuracy(reads, labels) - 0.5) / 2)
+    mean, lo, hi = stats.adjusted_paired(rows + [row(reads, always_false, labels)], "a", "b")
+    assert mean == pytest.approx((0.5 - 0.5 + stats.balanced_accuracy(reads, labels) - 0.5) / 2)
     assert lo > 0                                           # reading the claims does show
     # tasks without a fixed label set keep plain accuracy
     nums = [str(i) for i in range(40)]
-    mean, _, _ = hyper_eval.adjusted_paired([row([1.0] * 40, [0.0] * 40, nums)], "a", "b")
+    mean, _, _ = stats.adjusted_paired([row([1.0] * 40, [0.0] * 40, nums)], "a", "b")
     assert mean == 1.0
 
 

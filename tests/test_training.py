@@ -14,34 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_recipe
 from studio.core import runs
-from studio.core.recipe import Recipe
+from studio.core.events import encode, validate_event
 from studio.core.training import Control, run_training
-from studio.core import events
 
 STEPS = 8
-
-
-def small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, *, n_train=32, n_eval=8,
-                 steps=STEPS, method="lora", **training) -> Recipe:
-    """The demo recipe cut down to seconds per step on CPU."""
-    lines = demo_train_path.read_text().splitlines()
-    (tmp_path / "train.jsonl").write_text("\n".join(lines[:n_train]) + "\n")
-    (tmp_path / "eval.jsonl").write_text(
-        "\n".join(demo_eval_path.read_text().splitlines()[:n_eval]) + "\n")
-    recipe = Recipe.default(model_path=model_dir, data_path=tmp_path / "train.jsonl", method=method)
-    recipe.name = "test"
-    recipe.data.eval_path = str(tmp_path / "eval.jsonl")
-    recipe.data.max_length = 64
-    recipe.method.params.update(r=8, lora_alpha=16, lora_dropout=0.0,
-                                target_modules="q_proj,v_proj")
-    t = recipe.training
-    t.max_steps, t.batch_size, t.learning_rate, t.warmup_steps = steps, 4, 1e-3, 0
-    t.lr_scheduler, t.eval_every, t.save_every = "constant", 0, 0
-    for key, value in training.items():
-        setattr(t, key, value)
-    recipe.source = recipe.save(tmp_path / "recipe.toml")
-    return Recipe.load(recipe.source).validate()
 
 
 def train(recipe, base: Path, resume_dir=None, control=None):
@@ -51,8 +29,8 @@ def train(recipe, base: Path, resume_dir=None, control=None):
     log = runs.RunLog(run_dir)
 
     def emit(event):
-        events.validate_event(event)
-        json.loads(events.encode(event))            # every event is strict JSON
+        validate_event(event)
+        json.loads(encode(event))            # every event is strict JSON
         log.append(event)
         events.append(event)
 

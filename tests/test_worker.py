@@ -14,7 +14,7 @@ from studio.core import runs
 from studio.core import events
 from studio.worker.launcher import Job
 
-from test_training import small_recipe
+from conftest import small_recipe
 
 TIMEOUT = 900          # seconds; generous because CI machines may be shared and slow
 STEPS = 8              # room for pause -> resume -> one more step -> cancel before the end

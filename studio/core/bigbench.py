@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.core.stats import bootstrap_ci  # noqa: F401 - re-exported
 from studio.errors import UserError
 
 DEFAULT_INPUT_PREFIX = "\nQ: "
@@ -198,19 +199,6 @@ def rouge_l(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(p), lcs / len(r)
     return 2 * precision * recall / (precision + recall)
-
-
-def bootstrap_ci(values, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) confidence interval of the mean of `values`."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    k = len(vals)
-    means = sorted(sum(vals[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
-    lo = means[int((alpha / 2) * (n - 1))]
-    hi = means[int((1 - alpha / 2) * (n - 1) + 0.5)]
-    return (lo, hi)
 
 
 def _normalise(text: str) -> str:

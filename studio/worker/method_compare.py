@@ -7,7 +7,7 @@ Each method runs as its own training process (studio.worker.launcher.Job), so a 
 method does not stop the others and peak memory is measured per method, not accumulated in one
 process. Every method's run is an ordinary run folder (it shows on the Runs page). Accuracy is
 exact match of greedy answers on the eval split, measured here after each run with the method's
-own loader. The CLI (studio/cli_compare.py) and the GUI dialog (which runs that CLI) call this.
+own loader. The CLI (studio/cli/compare.py) and the GUI dialog (which runs that CLI) call this.
 No Qt.
 """
 

@@ -14,67 +14,11 @@ a percentile-bootstrap 95% confidence interval over the examples (studio.core.bi
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from studio.core import events  # --progress-json lines, read by the GUI
+from studio.core.task_eval import against_base, evaluate, with_description
 from studio.errors import UserError
-
-
-def with_description(task, description: str | None = None):
-    """A copy of `task` whose prompts start with `description` (default: the task's own)."""
-    import dataclasses
-
-    text = (task.description if description is None else description).strip()
-    if not text:
-        raise UserError("the task has no description to put in the prompt.", path=task.path,
-                        field="description",
-                        fix="Add a \"description\" to the task file or drop --description-in-prompt.")
-    prefix = text + "\n" + task.task_prefix if task.task_prefix.strip() else text + "\n"
-    return dataclasses.replace(task, task_prefix=prefix)
-
-
-def evaluate(model, tokenizer, task, limit: int | None = 50, offset: int = 0, seed: int = 0,
-             description_in_prompt: bool = False, chat: bool | None = None,
-             progress=None) -> dict:
-    """Score one loaded model on one task (a BigBenchTask). The same call the harness uses."""
-    from studio.core.bigbench import evaluate_task
-
-    if description_in_prompt:
-        task = with_description(task)
-    if offset >= len(task.examples):
-        raise UserError(f"--offset {offset} skips all {len(task.examples)} examples.",
-                        path=task.path, field="offset", fix="Use a smaller offset.")
-    start = time.perf_counter()
-    result = evaluate_task(model, tokenizer, task, max_examples=limit, seed=seed, chat=chat,
-                           offset=offset, progress=progress)
-    result["seconds"] = time.perf_counter() - start
-    result["description_in_prompt"] = description_in_prompt
-    return result
-
-
-def against_base(model, tokenizer, task, progress=None, **kwargs) -> dict:
-    """The adapter on `model` and the base model (adapter switched off) on the same examples,
-    with the paired difference and its 95% bootstrap CI. progress(done, total) counts both
-    passes; kwargs go to evaluate()."""
-    from studio.core.bigbench import bootstrap_ci
-    from studio.core.chat import with_adapter_disabled
-
-    def part(offset_frac):
-        if progress is None:
-            return None
-        return lambda done, total: progress(offset_frac * total + done, 2 * total)
-
-    with with_adapter_disabled(model):
-        base = evaluate(model, tokenizer, task, progress=part(0), **kwargs)
-    adapted = evaluate(model, tokenizer, task, progress=part(1), **kwargs)
-    diffs = [a["score"] - b["score"] for a, b in zip(adapted["results"], base["results"])]
-    mean = sum(diffs) / len(diffs)
-    lo, hi = bootstrap_ci(diffs, seed=kwargs.get("seed", 0))
-    verdict = ("better than the base model" if lo > 0 else "worse than the base model" if hi < 0
-               else "no difference from the base model shown (the CI includes 0)")
-    return {"base": base, "with_adapter": adapted,
-            "difference": {"mean": mean, "ci95": [lo, hi], "verdict": verdict, "n": len(diffs)}}
 
 
 def format_comparison(result: dict) -> str:
@@ -145,7 +89,7 @@ def cmd_eval(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="score a model (+ adapter) on a BIG-bench task.json, with a 95% CI",
+        "eval", help="score a model (+ adapter) on a BIG-bench task.json, with a 95%% CI",
         description="Multiple choice by log-likelihood, generative by exact match / ROUGE-L.")
     p.add_argument("task", help="a BIG-bench task.json (or the folder holding it)")
     p.add_argument("--model", help="base model folder (default: the installed default model)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import signal
-import sys
 from pathlib import Path
 
 from studio.core import events

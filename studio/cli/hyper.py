@@ -1,4 +1,4 @@
-"""CLI for hypernetworks (found by studio/cli.py's `cli_*` hook):
+"""`peft-studio generate` and `peft-studio hyper ...`: hypernetworks from the command line.
 
     peft-studio generate "sentence" --out DIR [--hypernetwork DIR] [--model DIR]
     peft-studio generate --kind dnd --prompts FILE --out DIR
@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from studio.cli.common import command_line
 from studio.errors import UserError
 
 
@@ -29,12 +29,6 @@ def _read_prompts(path: str) -> list[str]:
         return [next(m["content"] for m in ex.messages if m["role"] == "user")
                 for ex in load_examples(p) if ex.messages]
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _command_line() -> str:
-    import shlex
-
-    return "peft-studio " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def cmd_generate(args) -> int:
@@ -79,7 +73,7 @@ def cmd_build_library(args) -> int:
                            steps=args.steps, r=args.r, alpha=2.0 * args.r, lr=args.lr,
                            batch_size=args.batch_size, max_length=args.max_length,
                            checkpoint_every=args.checkpoint_every, seed=args.seed,
-                           n_eval=args.eval_examples, command=_command_line(),
+                           n_eval=args.eval_examples, command=command_line(),
                            shuffle=not args.no_shuffle,
                            log=lambda line: print(line, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
@@ -129,7 +123,7 @@ def cmd_train(args) -> int:
                            steps=args.steps, lr=args.lr, seed=args.seed, model_path=args.model,
                            progress=progress, hidden=args.hidden, batch_tasks=args.batch_tasks,
                            batch_examples=args.batch_examples, encoder=encoder,
-                           device=args.device, command=_command_line(),
+                           device=args.device, command=command_line(),
                            init_from=args.init_from)
     return 0
 
@@ -205,9 +199,3 @@ def register(subparsers) -> None:
     q = sub.add_parser("info", help="list shipped hypernetworks, or describe one")
     q.add_argument("folder", nargs="?")
     q.set_defaults(func=cmd_info)
-
-
-if __name__ == "__main__":      # pragma: no cover
-    from studio.cli import main
-
-    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`peft-studio train RECIPE` / `train --resume RUN`: train in this process, one line per step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from studio.cli.common import fmt_duration, fmt_float
+from studio.errors import UserError
+
+
+def describe_event(event: dict, total: int | None = None) -> str | None:
+    """One human line per event (None for events not worth a line)."""
+    name = event.get("event")
+    if name == "started":
+        extra = f", resumed from step {event['resumed_from']}" if event.get("resumed_from") else ""
+        return (f"started: {event['total_steps']} steps, {event['trainable_params']:,} of "
+                f"{event['total_params']:,} parameters trained on {event.get('device', '?')}{extra}")
+    if name == "log":
+        return (f"step {event['step']}/{total or '?'}  loss {fmt_float(event['loss'])}  "
+                f"lr {event['lr']:.2e}  grad {fmt_float(event.get('grad_norm'), '.3f')}  "
+                f"tok/s {event['tokens_per_s']:.0f}  mem {event['memory_mb']:.0f} MB  "
+                f"ETA {fmt_duration(event.get('eta_s'))}")
+    if name == "eval":
+        return f"eval at step {event['step']}: loss {fmt_float(event['eval_loss'])}"
+    if name == "checkpoint":
+        return f"checkpoint: {event['path']}"
+    if name in ("paused", "resumed"):
+        return f"{name} at step {event['step']}"
+    if name == "cancelled":
+        return f"cancelled at step {event['step']}; checkpoint: {event['checkpoint']}"
+    if name == "finished":
+        return f"finished at step {event['step']}\nadapter: {event['adapter_path']}"
+    if name == "failed":
+        return f"failed: {event['cause']}"
+    return None
+
+
+def cmd_train(args) -> int:
+    from studio.core import runs
+    from studio.core.recipe import Recipe
+    from studio.core.training import Control, run_training
+
+    if args.resume:
+        run_dir = runs.find_run(args.resume)
+        runs.check_not_running(run_dir)
+        recipe = runs.load_recipe(run_dir)
+        if args.recipe:
+            print(f"note: resuming with the run's own recipe ({run_dir / 'recipe.toml'}); "
+                  f"{args.recipe} is not used", file=sys.stderr)
+    else:
+        if not args.recipe:
+            raise UserError("no recipe given", fix="peft-studio train RECIPE.toml "
+                            "(make one with `peft-studio recipe new OUT.toml`)")
+        recipe = Recipe.load(args.recipe)
+        recipe.validate()
+        run_dir = runs.create_run(recipe, base=Path(args.runs_dir) if args.runs_dir else None)
+        recipe = runs.load_recipe(run_dir)
+    print(f"run: {run_dir}", flush=True)
+    log = runs.RunLog(run_dir, pid=os.getpid())
+    control = Control()
+    total = {"steps": None}
+
+    def emit(event: dict) -> None:
+        log.append(event)
+        if event["event"] == "started":
+            total["steps"] = event["total_steps"]
+        line = describe_event(event, total["steps"])
+        if line:
+            print(line, flush=True)
+
+    def on_interrupt(signum, frame):
+        if control.cancelled:
+            raise KeyboardInterrupt
+        print("\nstopping after this step (checkpoint kept; Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+        control.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        run_training(recipe, run_dir, emit, control, resume=bool(args.resume))
+    except UserError as err:
+        from studio.core import events
+
+        log.append(events.failed(str(err), "", user_error=True))
+        raise
+    except BaseException as err:
+        from studio.core import events
+        from studio.worker.child import describe_failure
+
+        cause, tail = describe_failure(err)
+        log.append(events.failed(cause, tail))
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train from a recipe in this process")
+    p.add_argument("recipe", nargs="?", help="recipe file (.toml or .json)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    p.add_argument("--runs-dir", help="where to create the run folder (default: the data folder)")
+    p.set_defaults(func=cmd_train)
