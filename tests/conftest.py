@@ -114,3 +114,49 @@ def random_adapter(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     peft_model.save_pretrained(str(out))
     return out
+
+
+# ---- the main window (pytest-qt) -----------------------------------------------------------------
+
+GUI_LOAD_TIMEOUT = 120_000      # ms: model info, tokenizer, plugin discovery on 2 busy cores
+
+
+@pytest.fixture
+def make_window(qtbot, model_dir, demo_train_path, monkeypatch):
+    """Open the main window on the default model and the demo data, wait until every page has
+    loaded, and close it (and anything it started) at the end."""
+    from studio.ui import app as studio_app
+    from studio.ui import tasks
+
+    windows = []
+    # one BLAS/OpenMP thread per training process: on a shared 2-core machine more threads only
+    # fight each other (the child inherits this environment)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def make():
+        studio_app.create_app()
+        window = studio_app.MainWindow(model_dir, demo_train_path)
+        qtbot.addWidget(window)
+        window.resize(1440, 900)
+        window.show()
+        qtbot.waitUntil(lambda: window.model_page.info is not None, timeout=GUI_LOAD_TIMEOUT)
+        qtbot.waitUntil(lambda: window.data_page.result is not None
+                        and window.data_page.result.get("stats") is not None, timeout=GUI_LOAD_TIMEOUT)
+        qtbot.waitUntil(lambda: bool(window.train_page.method_panel.plugins), timeout=GUI_LOAD_TIMEOUT)
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        page = window.train_page
+        if page.job is not None and page.job.is_alive():
+            page.job.kill()
+            page.job.wait(30)
+            page.poll()
+        page.timer.stop()
+    tasks.wait_all(60_000)
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()

@@ -21,50 +21,9 @@ from PySide6.QtWidgets import QApplication, QSpinBox  # noqa: E402
 
 from studio.ui import tasks  # noqa: E402
 
-LOAD_TIMEOUT = 120_000          # ms: model info, tokenizer, plugin discovery
 RUN_TIMEOUT = 600_000           # ms: a training process on 2 busy CPU cores
 TINY = {"max_steps": 30, "batch_size": 2, "grad_accum": 1, "warmup_steps": 2, "eval_every": 0,
         "save_every": 0, "learning_rate": 1e-3, "log_every": 1}
-
-
-@pytest.fixture
-def make_window(qtbot, model_dir, demo_train_path, monkeypatch):
-    """Open the main window on the default model and the demo data, wait until every page has
-    loaded, and close it (and anything it started) at the end."""
-    from studio.ui import app as studio_app
-
-    windows = []
-    # one BLAS/OpenMP thread per training process: on a shared 2-core machine more threads only
-    # fight each other (the child inherits this environment)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-    def make():
-        studio_app.create_app()
-        window = studio_app.MainWindow(model_dir, demo_train_path)
-        qtbot.addWidget(window)
-        window.resize(1440, 900)
-        window.show()
-        qtbot.waitUntil(lambda: window.model_page.info is not None, timeout=LOAD_TIMEOUT)
-        qtbot.waitUntil(lambda: window.data_page.result is not None
-                        and window.data_page.result.get("stats") is not None, timeout=LOAD_TIMEOUT)
-        qtbot.waitUntil(lambda: bool(window.train_page.method_panel.plugins), timeout=LOAD_TIMEOUT)
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        page = window.train_page
-        if page.job is not None and page.job.is_alive():
-            page.job.kill()
-            page.job.wait(30)
-            page.poll()
-        page.timer.stop()
-    tasks.wait_all(60_000)
-
-
-@pytest.fixture
-def window(make_window):
-    return make_window()
 
 
 def _tiny_setup(window, eval_fraction: float = 0.1, **overrides) -> None:
@@ -414,6 +373,27 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     model, tokenizer = core_chat.load_for_chat(window.model_page.model_path(), str(adapter))
     expected = core_chat.compare_answers(model, tokenizer, prompt, 16, 0.0)
     assert (base, tuned) == (expected["base"], expected["adapter"])   # greedy: the very same answers
+    assert chat.prompt.toPlainText() == ""                              # ready for the next turn
+
+    # a second turn is sent with each side's own history, through the template, with the system prompt
+    chat.system.setText("Answer briefly.")
+    follow_up = "And the day after?"
+    chat.prompt.setPlainText(follow_up)
+    qtbot.mouseClick(chat.send_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not chat.busy, timeout=RUN_TIMEOUT)
+    sent = chat.last_request["adapter"]
+    assert sent == [{"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": prompt}, {"role": "assistant", "content": tuned},
+                    {"role": "user", "content": follow_up}]
+    assert chat.last_request["base"][2] == {"role": "assistant", "content": base}
+    expected = core_chat.reply(model, tokenizer, sent, chat.sampling())
+    assert chat.adapter_pane.last_answer() == expected["text"]
+    assert "tokens/s" in chat.adapter_pane.view.toPlainText()
+    assert len(chat.adapter_pane.history()) == 4
+
+    # another adapter: the conversation held with the old one is not shown under the new name
+    chat.set_adapter(str(run_dir / "checkpoints"))
+    assert chat.base_pane.turns == [] and chat.adapter_pane.turns == []
     QApplication.processEvents()
 
 

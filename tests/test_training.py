@@ -69,6 +69,15 @@ def test_lora_steps_lower_the_loss(lora_run, model_dir):
         assert e["loss"] > 0 and e["lr"] == pytest.approx(1e-3) and e["grad_norm"] > 0
         assert e["tokens_per_s"] > 0 and e["memory_mb"] > 100 and e["eta_s"] >= 0
         assert e["progress"] == pytest.approx(e["step"] / STEPS)
+    # between steps the run says what it is doing: saving before the checkpoint, evaluating (with
+    # per-batch progress) and saving before the end, then training again after the checkpoint
+    phases = [(e["phase"], e["step"]) for e in events if e["event"] == "phase"]
+    half = STEPS // 2
+    assert phases[:2] == [("saving", half), ("training", half)]
+    assert phases[2] == ("evaluating", STEPS) and phases[-1] == ("saving", STEPS)
+    last_eval = [e for e in events if e["event"] == "phase" and e["phase"] == "evaluating"][-1]
+    assert last_eval["done"] == last_eval["total"] == 2          # 8 eval examples, batches of 4
+    assert names.index("checkpoint") == names.index("phase") + 1
     first, last = logs[0]["loss"], sum(e["loss"] for e in logs[-3:]) / 3
     print(f"\ntrain loss: first step {first:.3f}, mean of last 3 steps {last:.3f}")
     assert last < 0.6 * first
@@ -183,3 +192,16 @@ def test_qlora_4bit_runs_on_cpu(model_dir, demo_train_path, demo_eval_path, tmp_
     assert config["peft_type"] == "LORA"
     tensors = _adapter_tensors(run_dir / "adapter")
     assert any("lora_B" in k and float(v.abs().max()) > 0 for k, v in tensors.items())
+
+
+def test_interval_warnings_say_what_will_not_happen():
+    from types import SimpleNamespace
+
+    from studio.core.training import interval_warnings
+
+    t = SimpleNamespace(eval_every=20, save_every=20)
+    assert interval_warnings(t, 60, True) == []
+    eval_note, save_note = interval_warnings(SimpleNamespace(eval_every=100, save_every=100), 16, True)
+    assert "only at the end" in eval_note and "16" in eval_note
+    assert "restarts from step 0" in save_note
+    assert interval_warnings(SimpleNamespace(eval_every=100, save_every=0), 16, False) == []

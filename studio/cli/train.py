@@ -16,13 +16,17 @@ def describe_event(event: dict, total: int | None = None) -> str | None:
     name = event.get("event")
     if name == "started":
         extra = f", resumed from step {event['resumed_from']}" if event.get("resumed_from") else ""
+        warnings = "".join(f"\nnote: {w}" for w in event.get("warnings") or [])
         return (f"started: {event['total_steps']} steps, {event['trainable_params']:,} of "
-                f"{event['total_params']:,} parameters trained on {event.get('device', '?')}{extra}")
+                f"{event['total_params']:,} parameters trained on {event.get('device', '?')}{extra}"
+                f"{warnings}")
     if name == "log":
         return (f"step {event['step']}/{total or '?'}  loss {fmt_float(event['loss'])}  "
                 f"lr {event['lr']:.2e}  grad {fmt_float(event.get('grad_norm'), '.3f')}  "
                 f"tok/s {event['tokens_per_s']:.0f}  mem {event['memory_mb']:.0f} MB  "
                 f"ETA {fmt_duration(event.get('eta_s'))}")
+    if name == "phase" and event.get("done") == 0:
+        return f"{event['phase']} at step {event['step']} ({event.get('total')} batches)…"
     if name == "eval":
         return f"eval at step {event['step']}: loss {fmt_float(event['eval_loss'])}"
     if name == "checkpoint":

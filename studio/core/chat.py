@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from studio.errors import UserError
 from studio.core.models import load_model
@@ -38,35 +41,106 @@ def build_prompt(tokenizer, messages_or_prompt) -> str:
     return prompt_text(messages, tokenizer)
 
 
-def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperature=0.0,
-             top_p=1.0) -> str:
-    """Answer a prompt (str) or a chat (list of messages); greedy unless temperature > 0.
+@dataclass
+class Sampling:
+    """How an answer is decoded. temperature 0 = greedy (the same answer every time)."""
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0                    # 0 = off
+    repetition_penalty: float = 1.0   # 1 = off
 
-    Returns only the newly generated text, without special tokens.
-    """
+    def options(self, tokenizer) -> dict:
+        """The keyword arguments for transformers' generate()."""
+        options = {"max_new_tokens": int(self.max_new_tokens), "use_cache": True,
+                   "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                   else tokenizer.eos_token_id}
+        if self.temperature and self.temperature > 0:
+            options.update(do_sample=True, temperature=float(self.temperature),
+                           top_p=float(self.top_p), top_k=int(self.top_k) or None)
+        else:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if self.repetition_penalty and self.repetition_penalty != 1.0:
+            options["repetition_penalty"] = float(self.repetition_penalty)
+        return options
+
+
+def _text_streamer(tokenizer, on_text: Callable[[str], None], counter: dict):
+    """A transformers streamer that calls on_text(new piece) as tokens arrive (prompt skipped)."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class _Streamer(BaseStreamer):
+        def __init__(self):
+            self.ids: list[int] = []
+            self.shown = ""
+            self.prompt_seen = False
+
+        def put(self, value):
+            if not self.prompt_seen:          # the first call carries the prompt
+                self.prompt_seen = True
+                return
+            self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+            counter["tokens"] = len(self.ids)
+            text = tokenizer.decode(self.ids, skip_special_tokens=True)
+            if len(text) > len(self.shown) and not text.endswith("\ufffd"):   # whole characters
+                on_text(text[len(self.shown):])
+                self.shown = text
+
+        def end(self):
+            text = tokenizer.decode(self.ids, skip_special_tokens=True)
+            if len(text) > len(self.shown):
+                on_text(text[len(self.shown):])
+                self.shown = text
+
+    return _Streamer()
+
+
+def reply(model, tokenizer, messages_or_prompt, sampling: Sampling | None = None,
+          on_text: Callable[[str], None] | None = None) -> dict:
+    """Answer a prompt (str) or a whole conversation (list of messages, history included): the
+    conversation goes through the chat template, as in training. on_text(piece) streams the
+    answer as it is generated. Returns {"text", "tokens", "seconds", "tokens_per_s"}."""
     import torch
 
+    sampling = sampling or Sampling()
     text = build_prompt(tokenizer, messages_or_prompt)
     # The template writes the special tokens it wants (e.g. <|im_start|>), as in training.
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     inputs = {k: v.to(_model_device(model)) for k, v in inputs.items()}
-    options = {"max_new_tokens": int(max_new_tokens), "use_cache": True,
-               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-               else tokenizer.eos_token_id}
-    if temperature and temperature > 0:
-        options.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
-    else:
-        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    options = sampling.options(tokenizer)
+    counter = {"tokens": 0}
+    if on_text is not None:
+        options["streamer"] = _text_streamer(tokenizer, on_text, counter)
     was_training = model.training
     model.eval()
+    start = time.perf_counter()
     try:
         with torch.no_grad():
             output = model.generate(**inputs, **options)
     finally:
         if was_training:
             model.train()
+    seconds = time.perf_counter() - start
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    n = int(new_tokens.numel())
+    return {"text": tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), "tokens": n,
+            "seconds": seconds, "tokens_per_s": n / seconds if seconds > 0 else None}
+
+
+def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperature=0.0,
+             top_p=1.0) -> str:
+    """Answer a prompt (str) or a chat (list of messages); greedy unless temperature > 0.
+
+    Returns only the newly generated text, without special tokens.
+    """
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    return reply(model, tokenizer, messages_or_prompt, sampling)["text"]
+
+
+def conversation(history: list[dict], prompt: str, system: str = "") -> list[dict]:
+    """The messages for the next turn: the system prompt (if any), the earlier turns, the prompt."""
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    return messages + [dict(m) for m in history] + [{"role": "user", "content": prompt}]
 
 
 @contextmanager

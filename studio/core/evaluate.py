@@ -14,10 +14,11 @@ def _device(model):
         return torch.device("cpu")
 
 
-def eval_loss(model, batches) -> float:
+def eval_loss(model, batches, progress=None) -> float:
     """Mean cross-entropy per trained token (labels != -100) over all batches.
 
     `batches`: collated dicts (input_ids, attention_mask, labels), or lists of tokenized examples.
+    `progress(done, total)` is called after each batch (total: len(batches), or None).
     """
     import torch
     import torch.nn.functional as F
@@ -25,9 +26,10 @@ def eval_loss(model, batches) -> float:
     device, was_training = _device(model), model.training
     model.eval()
     total, count = 0.0, 0
+    n_batches = len(batches) if hasattr(batches, "__len__") else None
     try:
         with torch.no_grad():
-            for batch in batches:
+            for done, batch in enumerate(batches, 1):
                 if isinstance(batch, list):
                     batch = collate(batch, 0)
                 input_ids = batch["input_ids"].to(device)
@@ -41,6 +43,8 @@ def eval_loss(model, batches) -> float:
                                          shift_labels.reshape(-1), ignore_index=-100,
                                          reduction="sum").item()
                 count += int((shift_labels != -100).sum())
+                if progress is not None:
+                    progress(done, n_batches)
     finally:
         model.train(was_training)
     if count == 0:

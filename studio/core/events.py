@@ -13,6 +13,8 @@ Events carry "event" and "time" (Unix seconds) plus their fields:
   cancelled  step, checkpoint
   finished   step, adapter_path, metrics
   failed     cause, traceback_tail
+  phase      phase ("training" | "evaluating" | "saving"), step  (+ done, total while it lasts):
+             what the run is doing between logged steps, so a long evaluation is not silence
 Commands: {"command": "pause" | "resume" | "cancel"}.
 
 Also the one machine-readable progress line a CLI command prints for the GUI (``--progress-json``):
@@ -37,7 +39,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cancelled": ("step", "checkpoint"),
     "finished": ("step", "adapter_path", "metrics"),
     "failed": ("cause", "traceback_tail"),
+    "phase": ("phase", "step"),
 }
+PHASES = ("training", "evaluating", "saving")
 EVENTS = tuple(REQUIRED)
 TERMINAL = frozenset({"finished", "failed", "cancelled"})
 COMMANDS = ("pause", "resume", "cancel")
@@ -115,6 +119,13 @@ def finished(step: int, adapter_path: str, metrics: dict) -> dict:
 
 def failed(cause: str, traceback_tail: str = "", **extra) -> dict:
     return event("failed", cause=str(cause), traceback_tail=str(traceback_tail), **extra)
+
+
+def phase(name: str, step: int, done: int | None = None, total: int | None = None) -> dict:
+    if name not in PHASES:
+        raise MessageError(f"unknown phase {name!r} (expected one of {', '.join(PHASES)})")
+    extra = {} if total is None else {"done": int(done or 0), "total": int(total)}
+    return event("phase", phase=name, step=int(step), **extra)
 
 
 def command(name: str) -> dict:

@@ -108,10 +108,23 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
     emit(events.started(str(run_dir), total_steps, trainable, total, resumed_from=step,
                           device=device, method=plugin.id, quantization=quant or "",
                           train_examples=len(data.train), eval_examples=len(data.eval),
-                          dropped_examples=data.dropped))
+                          dropped_examples=data.dropped,
+                          warnings=interval_warnings(recipe.training, total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                     data, pad_id, device, total_steps)
     return loop.run(step, epoch, index)
+
+
+def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
+    """What the eval / checkpoint intervals will not do in a run of `total_steps` steps."""
+    out = []
+    if has_eval and training.eval_every and training.eval_every >= total_steps:
+        out.append(f"eval every {training.eval_every} steps, but the run has {total_steps}: the eval "
+                   f"loss is measured only at the end (lower 'eval every' to see it during the run).")
+    if training.save_every and training.save_every >= total_steps:
+        out.append(f"checkpoint every {training.save_every} steps, but the run has {total_steps}: "
+                   f"no checkpoint before the end, so a crash or cancel restarts from step 0.")
+    return out
 
 
 class StepLoop:
@@ -135,6 +148,7 @@ class StepLoop:
     def _checkpoint(self, step, epoch, index) -> Path:
         from studio.core import checkpoints
 
+        self.emit(events.phase("saving", step))
         path = checkpoints.save_checkpoint(
             self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
             scheduler=self.scheduler, position=self._position(epoch, index),
@@ -153,10 +167,19 @@ class StepLoop:
         items, size = self.data.eval, self.t.batch_size
         batches = Batches([items[i:i + size] for i in range(0, len(items), size)], self.pad_id,
                           self.device)
+        shown = {"at": 0.0}
+
+        def progress(done, total):       # at most ~2 lines a second, and always the last batch
+            now = time.perf_counter()
+            if done == total or now - shown["at"] >= 0.5:
+                shown["at"] = now
+                self.emit(events.phase("evaluating", step, done, total))
+
+        self.emit(events.phase("evaluating", step, 0, len(batches)))
         self.model.eval()
         try:
             with torch.no_grad(), autocast_for(self.device):
-                value = float(eval_loss(self.model, batches))
+                value = float(eval_loss(self.model, batches, progress))
         finally:
             self.model.train()
         self.last_eval = value
@@ -184,7 +207,9 @@ class StepLoop:
         train_start, train_tokens, start_step = time.perf_counter(), 0, step
         grad_norm = None
         while step < self.total:
+            waited = time.perf_counter()
             self._wait_if_paused(step)
+            window_start += time.perf_counter() - waited       # a pause is not training time
             if self.control.cancelled:
                 path = self._checkpoint(step, epoch, index)
                 self.emit(events.cancelled(step, str(path)))
@@ -227,10 +252,17 @@ class StepLoop:
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
             self.step_times.append(time.perf_counter() - started)
             if step < self.total:
+                between = time.perf_counter()
+                busy = False
                 if t.eval_every and step % t.eval_every == 0:
                     self._evaluate(step)
+                    busy = True
                 if t.save_every and step % t.save_every == 0:
                     self._checkpoint(step, epoch, index)
+                    busy = True
+                if busy:            # eval and checkpoint time stay out of tokens/s and the ETA
+                    window_start += time.perf_counter() - between
+                    self.emit(events.phase("training", step))
             # keep the clipped parameter list current (a callback may add a group: LoRA-Dash)
             if len(self.params) != sum(len(g["params"]) for g in self.optimizer.param_groups):
                 self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -253,6 +285,7 @@ class StepLoop:
         eval_loss = self._evaluate(step)
         final = self.run_dir / "adapter"
         tmp = self.run_dir / ".adapter.tmp"
+        self.emit(events.phase("saving", step))
         shutil.rmtree(tmp, ignore_errors=True)
         self.plugin.save(self.model, tmp)
         if final.exists():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio import __version__, paths
-from studio.ui import tasks, theme
+from studio.errors import UserError
+from studio.ui import tasks, theme, widgets
 
 
 # ---- Where pages and tools are registered ----------------------------------------------------
@@ -101,7 +103,7 @@ class Sidebar(QFrame):
         brand.addLayout(names)
         brand.addStretch(1)
         layout.addLayout(brand)
-        layout.addSpacing(22)
+        layout.addSpacing(14)
         self.group = QButtonGroup(self)
         self.group.setExclusive(True)
         self.buttons: dict[str, QPushButton] = {}
@@ -119,7 +121,7 @@ class Sidebar(QFrame):
             layout.addWidget(btn)
         self.tool_buttons: dict[str, QPushButton] = {}
         if TOOLS:
-            layout.addSpacing(18)
+            layout.addSpacing(10)
             caption = QLabel("TOOLS")
             caption.setObjectName("SidebarCaption")
             layout.addWidget(caption)
@@ -254,7 +256,24 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setApplicationName("PEFT Studio")
     app.setOrganizationName("peft-studio")
     theme.apply(app)
+    widgets.guard_wheel(app)            # spin/combo boxes take the wheel only when focused
     return app
+
+
+def check_display(env=None, platform: str | None = None) -> None:
+    """UserError when the window cannot open because there is no display at all (an SSH session,
+    a server, a container). Qt's own message then blames a missing xcb library, which misleads."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return
+    raise UserError("no display: the PEFT Studio window needs a desktop session (DISPLAY and "
+                    "WAYLAND_DISPLAY are both unset).",
+                    fix="run it on your desktop; on a server use the CLI (`peft-studio --help`), "
+                        "`xvfb-run peft-studio` for a virtual screen, or QT_QPA_PLATFORM=offscreen "
+                        "to render without showing anything.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model folder (default: the bundled SmolLM2-135M-Instruct)")
     parser.add_argument("--data", help="training data file (default: the demo dates dataset)")
     args, qt_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    check_display()
     app = create_app([sys.argv[0], *qt_args])
     window = MainWindow(args.model, args.data)
     window.show()

@@ -1,4 +1,6 @@
-"""Chat page: one prompt, two answers side by side: the base model and the model with an adapter.
+"""Chat page: a real multi-turn conversation, held twice side by side: with the base model and
+with the model plus an adapter. Each side keeps its own history (its own earlier answers), sent
+through the chat template with the system prompt on every turn; answers stream in with tokens/s.
 
 The model is loaded and generates in a worker thread; one (model, adapter) pair is kept loaded.
 """
@@ -10,14 +12,15 @@ import threading
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QFontMetrics, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QPlainTextEdit, QSpinBox,
-    QTextBrowser, QWidget,
+    QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
+    QSpinBox, QTextBrowser, QWidget,
 )
 
 from studio.ui import tasks, theme
-from studio.ui.widgets import Card, InlineMessage, Page, add_row, button, form_layout, label
+from studio.ui.widgets import (Card, InlineMessage, Page, ResponsiveRow, add_row, button,
+                               compact_combo, form_layout, label)
 
 NO_ADAPTER = ""
 BROWSE = "__browse__"
@@ -26,9 +29,10 @@ _loaded: dict = {}
 _lock = threading.Lock()
 
 
-def answer(model_path: str, adapter_dir: str, quantization: str, prompt: str, max_new_tokens: int,
-           temperature: float) -> dict:
-    """Worker thread: load (or reuse) the model + adapter, answer with and without the adapter."""
+def answer(model_path: str, adapter_dir: str, quantization: str, base_messages: list[dict],
+           adapter_messages: list[dict] | None, sampling, progress=None) -> dict:
+    """Worker thread: load (or reuse) the model + adapter; answer the base conversation with the
+    adapter switched off, then the adapter's conversation. progress({"pane", "text"}) streams."""
     from studio.core import chat
 
     key = (model_path, adapter_dir, quantization)
@@ -38,9 +42,18 @@ def answer(model_path: str, adapter_dir: str, quantization: str, prompt: str, ma
             model, tokenizer = chat.load_for_chat(model_path, adapter_dir or None, quantization or None)
             _loaded.update(key=key, model=model, tokenizer=tokenizer)
         model, tokenizer = _loaded["model"], _loaded["tokenizer"]
-        if adapter_dir:
-            return chat.compare_answers(model, tokenizer, prompt, max_new_tokens, temperature)
-        return {"base": chat.generate(model, tokenizer, prompt, max_new_tokens, temperature), "adapter": None}
+
+        def stream(pane):
+            if progress is None:
+                return None
+            return lambda piece: progress({"pane": pane, "text": piece})
+
+        with chat.with_adapter_disabled(model):
+            base = chat.reply(model, tokenizer, base_messages, sampling, stream("base"))
+        adapted = None
+        if adapter_dir and adapter_messages is not None:
+            adapted = chat.reply(model, tokenizer, adapter_messages, sampling, stream("adapter"))
+        return {"base": base, "adapter": adapted}
 
 
 def _finished_adapters() -> list[tuple[str, str]]:
@@ -55,23 +68,74 @@ def _finished_adapters() -> list[tuple[str, str]]:
     return found
 
 
+def _spin(field, low, high, value, step=None, tip: str = ""):
+    field.setRange(low, high)
+    if step is not None:
+        field.setSingleStep(step)
+        field.setDecimals(2)
+    field.setValue(value)
+    field.setToolTip(tip)
+    theme.fix_spin(field)
+    return field
+
+
 class _AnswerPane(Card):
+    """One side of the chat: its conversation (user and its own assistant turns) and the view."""
+
     def __init__(self, title: str, color: str) -> None:
         super().__init__(title)
         self.title_label.setStyleSheet(f"color: {color};")
+        self.title_label.setMinimumWidth(40)
+        self.full_title = title
         self.view = QTextBrowser()
         self.view.setOpenLinks(False)
+        self.view.setMinimumHeight(200)
         self.body.addWidget(self.view, 1)
-        self.turns: list[tuple[str, str | None]] = []
+        self.turns: list[dict] = []         # {"prompt", "reply" (None while generating), "stats"}
         self.render()
+
+    def set_title(self, text: str) -> None:
+        """Long adapter names are elided to the pane's width (full name in the tooltip)."""
+        self.full_title = text
+        self.title_label.setToolTip(text)
+        self._elide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics = QFontMetrics(self.title_label.font())
+        width = max(self.width() - 40, 60)
+        self.title_label.setText(metrics.elidedText(self.full_title, Qt.TextElideMode.ElideMiddle, width))
+
+    def history(self) -> list[dict]:
+        """The finished turns as chat messages (what the next prompt is sent after)."""
+        out = []
+        for turn in self.turns:
+            if turn["reply"] is not None:
+                out += [{"role": "user", "content": turn["prompt"]},
+                        {"role": "assistant", "content": turn["reply"]}]
+        return out
 
     def add_turn(self, prompt: str) -> None:
-        self.turns.append((prompt, None))
+        self.turns.append({"prompt": prompt, "reply": None, "partial": "", "stats": None})
         self.render()
 
-    def set_answer(self, text: str) -> None:
+    def add_text(self, piece: str) -> None:
+        if self.turns and self.turns[-1]["reply"] is None:
+            self.turns[-1]["partial"] += piece
+            self.render()
+
+    def set_answer(self, text: str, stats: dict | None = None) -> None:
         if self.turns:
-            self.turns[-1] = (self.turns[-1][0], text)
+            self.turns[-1].update(reply=text, stats=stats)
+        self.render()
+
+    def drop_unanswered(self) -> None:
+        """A failed turn leaves no half answer in the history."""
+        if self.turns and self.turns[-1]["reply"] is None:
+            self.turns.pop()
         self.render()
 
     def clear(self) -> None:
@@ -79,19 +143,31 @@ class _AnswerPane(Card):
         self.render()
 
     def last_answer(self) -> str | None:
-        return self.turns[-1][1] if self.turns else None
+        return self.turns[-1]["reply"] if self.turns else None
 
     def render(self) -> None:
         if not self.turns:
-            self.view.setHtml(f'<p style="color:{theme.FAINT}">Answers appear here.</p>')
+            self.view.setHtml(f'<p style="color:{theme.FAINT}">Answers appear here. Each turn is '
+                              f'sent with the conversation so far.</p>')
             return
         parts = []
-        for prompt, reply in self.turns:
+        for turn in self.turns:
             parts.append(f'<p style="color:{theme.MUTED}; margin-bottom:4px;"><b>You</b></p>'
-                         f'<p style="margin-top:0;">{html.escape(prompt)}</p>')
-            shown = html.escape(reply) if reply is not None else f'<i style="color:{theme.FAINT}">thinking…</i>'
+                         f'<p style="margin-top:0;">{html.escape(turn["prompt"])}</p>')
+            if turn["reply"] is not None:
+                shown = html.escape(turn["reply"])
+            elif turn["partial"]:
+                shown = html.escape(turn["partial"]) + f'<span style="color:{theme.FAINT}"> ▍</span>'
+            else:
+                shown = f'<i style="color:{theme.FAINT}">thinking…</i>'
+            stats = turn.get("stats") or {}
+            note = ""
+            if stats.get("tokens"):
+                rate = stats.get("tokens_per_s")
+                note = (f'<br><span style="color:{theme.FAINT}; font-size:small;">{stats["tokens"]} '
+                        f'tokens' + (f' · {rate:.1f} tokens/s' if rate else '') + '</span>')
             parts.append(f'<p style="color:{theme.MUTED}; margin-bottom:4px;"><b>Model</b></p>'
-                         f'<p style="margin-top:0; margin-bottom:22px; white-space: pre-wrap;">{shown}</p>')
+                         f'<p style="margin-top:0; margin-bottom:22px; white-space: pre-wrap;">{shown}{note}</p>')
         self.view.setHtml("".join(parts))
         bar = self.view.verticalScrollBar()
         bar.setValue(bar.maximum())
@@ -99,37 +175,52 @@ class _AnswerPane(Card):
 
 class ChatPage(Page):
     def __init__(self, model_page, parent: QWidget | None = None) -> None:
-        super().__init__("Chat", "Ask the same question to the base model and to the model with your adapter.",
-                         scroll=False)
+        super().__init__("Chat", "Hold the same conversation with the base model and with the model "
+                                 "plus your adapter.")
         self.model_page = model_page
         self.busy = False
+        self.conversation_adapter = ""      # the adapter the conversation on screen was held with
 
         setup = Card()
-        row = QHBoxLayout()
-        row.setSpacing(16)
+        row = ResponsiveRow()
+        form_box = QWidget()
+        form_box.setObjectName("Transparent")
         form = form_layout()
+        form_box.setLayout(form)
         self.model_label = label("", None)
         add_row(form, "Base model", self.model_label)
         self.adapter = QComboBox()
-        self.adapter.setMinimumWidth(380)
+        compact_combo(self.adapter, 22)
         self.adapter.activated.connect(self._on_adapter_chosen)
         add_row(form, "Adapter", self.adapter)
-        row.addLayout(form, 3)
-        gen = form_layout()
-        self.max_new_tokens = QSpinBox()
-        self.max_new_tokens.setRange(1, 4096)
-        self.max_new_tokens.setValue(96)
-        theme.fix_spin(self.max_new_tokens)
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.0, 2.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setDecimals(2)
-        theme.fix_spin(self.temperature)
-        self.temperature.setToolTip("0 = greedy (the same answer every time)")
-        add_row(gen, "Max new tokens", self.max_new_tokens)
-        add_row(gen, "Temperature", self.temperature)
-        row.addLayout(gen, 1)
-        setup.body.addLayout(row)
+        self.system = QLineEdit()
+        self.system.setPlaceholderText("Optional, e.g. “You are a concise assistant.” (sent on every turn)")
+        add_row(form, "System prompt", self.system,
+                "Sent first in every turn through the model's chat template (both sides).")
+        row.add(form_box, 3)
+        gen_box = QWidget()
+        gen_box.setObjectName("Transparent")
+        gen = QGridLayout(gen_box)
+        gen.setContentsMargins(0, 0, 0, 0)
+        gen.setHorizontalSpacing(8)
+        self.max_new_tokens = _spin(QSpinBox(), 1, 4096, 96, tip="Longest answer, in tokens.")
+        self.temperature = _spin(QDoubleSpinBox(), 0.0, 2.0, 0.0, 0.1,
+                                 "0 = greedy (the same answer every time); higher = more varied.")
+        self.top_p = _spin(QDoubleSpinBox(), 0.05, 1.0, 1.0, 0.05,
+                           "Sample only from the most likely tokens covering this probability (1 = all).")
+        self.top_k = _spin(QSpinBox(), 0, 1000, 0, tip="Sample only from the k most likely tokens (0 = off).")
+        self.repetition_penalty = _spin(QDoubleSpinBox(), 0.5, 2.0, 1.0, 0.05,
+                                        "Above 1 discourages repeating tokens already written (1 = off).")
+        for i, (text, field) in enumerate((("Max tokens", self.max_new_tokens),
+                                           ("Temperature", self.temperature), ("Top-p", self.top_p),
+                                           ("Top-k", self.top_k),
+                                           ("Repetition", self.repetition_penalty))):
+            name = label(text, "muted")
+            name.setToolTip(field.toolTip())
+            gen.addWidget(name, i // 2, (i % 2) * 2)
+            gen.addWidget(field, i // 2, (i % 2) * 2 + 1)
+        row.add(gen_box, 2)
+        setup.body.addWidget(row)
         self.content.addWidget(setup)
 
         answers = QHBoxLayout()
@@ -149,7 +240,8 @@ class ChatPage(Page):
         buttons = QHBoxLayout()
         self.send_button = button("Send", kind="primary", icon_name="send")
         self.send_button.clicked.connect(self.send)
-        self.clear_button = button("Clear", kind="ghost")
+        self.clear_button = button("Clear history", kind="ghost")
+        self.clear_button.setToolTip("Start a new conversation on both sides")
         self.clear_button.clicked.connect(self._clear)
         buttons.addWidget(self.clear_button)
         buttons.addWidget(self.send_button)
@@ -216,8 +308,13 @@ class ChatPage(Page):
 
     def _update_panes(self) -> None:
         adapter = self.adapter_dir()
+        if adapter != self.conversation_adapter and (self.base_pane.turns or self.adapter_pane.turns):
+            # answers given with another adapter must not appear under this one's name
+            self._clear()
+            self._set_status("New adapter: a new conversation started.")
+        self.conversation_adapter = adapter
         self.adapter_pane.setEnabled(bool(adapter))
-        self.adapter_pane.title_label.setText(
+        self.adapter_pane.set_title(
             f"With adapter · {self.adapter.currentText().split(' · ')[0]}" if adapter else "With adapter (none chosen)")
 
     def _update_model_label(self) -> None:
@@ -227,7 +324,16 @@ class ChatPage(Page):
         self.model_label.setToolTip(path)
 
     # ---- asking ---------------------------------------------------------------------------
+    def sampling(self):
+        from studio.core.chat import Sampling
+
+        return Sampling(max_new_tokens=self.max_new_tokens.value(),
+                        temperature=self.temperature.value(), top_p=self.top_p.value(),
+                        top_k=self.top_k.value(), repetition_penalty=self.repetition_penalty.value())
+
     def send(self) -> None:
+        from studio.core.chat import conversation
+
         prompt = self.prompt.toPlainText().strip()
         if self.busy:
             return
@@ -240,31 +346,41 @@ class ChatPage(Page):
             return
         self.message.clear_message()
         adapter = self.adapter_dir()
+        system = self.system.text()
+        base_messages = conversation(self.base_pane.history(), prompt, system)
+        adapter_messages = conversation(self.adapter_pane.history(), prompt, system) if adapter else None
+        self.last_request = {"base": base_messages, "adapter": adapter_messages}
         self.busy = True
         self.send_button.setEnabled(False)
         self._set_status("Loading the model and generating…")
+        self.prompt.clear()
         self.base_pane.add_turn(prompt)
         if adapter:
             self.adapter_pane.add_turn(prompt)
-        tasks.run_async(answer, model_path, adapter, self.model_page.quantization(), prompt,
-                        self.max_new_tokens.value(), self.temperature.value(),
-                        on_done=self._on_answer, on_error=self._on_error)
+        tasks.run_async(answer, model_path, adapter, self.model_page.quantization(), base_messages,
+                        adapter_messages, self.sampling(),
+                        on_done=self._on_answer, on_error=self._on_error, on_progress=self._on_piece)
+
+    def _on_piece(self, info: dict) -> None:
+        pane = self.base_pane if info["pane"] == "base" else self.adapter_pane
+        self._set_status("Generating with the adapter…" if info["pane"] == "adapter" else "Generating…")
+        pane.add_text(info["text"])
 
     def _on_answer(self, result: dict) -> None:
         self.busy = False
         self.send_button.setEnabled(True)
         self._set_status("")
-        self.base_pane.set_answer(result["base"])
+        base = result["base"]
+        self.base_pane.set_answer(base["text"], base)
         if result.get("adapter") is not None:
-            self.adapter_pane.set_answer(result["adapter"])
+            self.adapter_pane.set_answer(result["adapter"]["text"], result["adapter"])
 
     def _on_error(self, exc: BaseException) -> None:
         self.busy = False
         self.send_button.setEnabled(True)
         self._set_status("")
-        self.base_pane.set_answer("(no answer)")
-        if self.adapter_dir():
-            self.adapter_pane.set_answer("(no answer)")
+        self.base_pane.drop_unanswered()
+        self.adapter_pane.drop_unanswered()
         self.message.show_error(tasks.error_text(exc))
 
     def _set_status(self, text: str) -> None:

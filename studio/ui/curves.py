@@ -16,8 +16,8 @@ from studio.ui import theme
 PLOTS = [
     ("loss", "Loss", [("loss", "train"), ("eval_loss", "eval")], "{:.4f}"),
     ("lr", "Learning rate", [("lr", "lr")], "{:.2e}"),
-    ("grad_norm", "Gradient norm", [("grad_norm", "grad norm")], "{:.3f}"),
-    ("tokens_per_s", "Throughput (tokens/s)", [("tokens_per_s", "tokens/s")], "{:,.0f}"),
+    ("grad_norm", "Grad norm", [("grad_norm", "grad norm")], "{:.3f}"),
+    ("tokens_per_s", "Tokens/s", [("tokens_per_s", "tokens/s")], "{:,.0f}"),
     ("memory_mb", "Memory (MB)", [("memory_mb", "memory")], "{:,.0f}"),
 ]
 
@@ -48,7 +48,7 @@ class _Chart(QFrame):
             self.value_labels[key] = value
         layout.addLayout(head)
         self.plot = pg.PlotWidget(background=theme.SURFACE)
-        self.plot.setMinimumHeight(120)
+        self.plot.setMinimumHeight(100)
         item = self.plot.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.12)
         item.setMenuEnabled(False)
@@ -110,17 +110,45 @@ class CurvesPanel(QWidget):
             self.charts[key] = chart
             for series_key, _ in series:
                 self.series_chart[series_key] = chart
-        grid.addWidget(self.charts["loss"], 0, 0, 1, 2)
-        grid.addWidget(self.charts["lr"], 0, 2)
-        grid.addWidget(self.charts["grad_norm"], 1, 0)
-        grid.addWidget(self.charts["tokens_per_s"], 1, 1)
-        grid.addWidget(self.charts["memory_mb"], 1, 2)
-        for col in range(3):
-            grid.setColumnStretch(col, 1)
-        grid.setRowStretch(0, 3)
-        grid.setRowStretch(1, 2)
+        self.grid = grid
+        self.columns = 0
+        self._place(3)
         self.data: dict[str, tuple[list, list]] = {}
         self.clear()
+
+    # Three columns (loss wide, then four small charts) where there is room; two on a narrow
+    # window, so a laptop screen never has to scroll sideways to see a chart.
+    LAYOUTS = {3: [("loss", 0, 0, 1, 2), ("lr", 0, 2, 1, 1), ("grad_norm", 1, 0, 1, 1),
+                   ("tokens_per_s", 1, 1, 1, 1), ("memory_mb", 1, 2, 1, 1)],
+               2: [("loss", 0, 0, 1, 2), ("lr", 1, 0, 1, 1), ("grad_norm", 1, 1, 1, 1),
+                   ("tokens_per_s", 2, 0, 1, 1), ("memory_mb", 2, 1, 1, 1)]}
+
+    def _chart_width(self) -> int:
+        return max(c.minimumSizeHint().width() for c in self.charts.values())
+
+    def _place(self, columns: int) -> None:
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for chart in self.charts.values():
+            self.grid.removeWidget(chart)
+        for key, row, col, rows, cols in self.LAYOUTS[columns]:
+            self.grid.addWidget(self.charts[key], row, col, rows, cols)
+        for col in range(3):
+            self.grid.setColumnStretch(col, 1 if col < columns else 0)
+        for row, stretch in enumerate((3, 2, 2 if columns == 2 else 0)):
+            self.grid.setRowStretch(row, stretch)
+        self.updateGeometry()
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        hint.setWidth(2 * self._chart_width() + self.grid.spacing())
+        return hint
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        three = 3 * self._chart_width() + 2 * self.grid.spacing()
+        self._place(3 if event.size().width() >= three else 2)
+        super().resizeEvent(event)
 
     def set_placeholder(self, text: str) -> None:
         """What an empty chart says (e.g. "waiting for the first step", "no run selected")."""

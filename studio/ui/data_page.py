@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 from studio import paths
 from studio.ui import tasks, theme
 from studio.ui.widgets import (
-    Card, InlineMessage, Page, PathPicker, Segmented, StatGrid, add_row, badge, button, form_layout, label,
+    Card, InlineMessage, Page, PathPicker, ResponsiveRow, Segmented, StatGrid, add_row, badge, button, form_layout, label,
 )
 
 FORMATS = ["auto", "alpaca", "chat", "sharegpt", "text"]
@@ -89,8 +89,7 @@ class DataPage(Page):
     settings_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Data", "The examples the adapter learns from, exactly as the model will see them.",
-                         scroll=False)
+        super().__init__("Data", "The examples the adapter learns from, exactly as the model will see them.")
         self.model_path: str | None = None
         self.result: dict | None = None
         self._request = 0
@@ -99,8 +98,7 @@ class DataPage(Page):
         self._debounce = QTimer(self, singleShot=True, interval=400)
         self._debounce.timeout.connect(self.refresh)
 
-        top = QHBoxLayout()
-        top.setSpacing(16)
+        top = ResponsiveRow()
         file_card = Card("Training data", "JSON Lines, JSON or CSV in alpaca, chat, sharegpt or plain-text format.")
         self.picker = PathPicker("file", "Choose a dataset", DATA_FILTER, "/path/to/train.jsonl")
         self.picker.changed.connect(lambda _p: self.refresh())
@@ -121,7 +119,7 @@ class DataPage(Page):
         self.error = InlineMessage()
         file_card.body.addWidget(self.error)
         file_card.body.addStretch(1)
-        top.addWidget(file_card, 3)
+        top.add(file_card, 3)
 
         split_card = Card("Evaluation split & length")
         self.split_mode = Segmented([("fraction", "Hold out a fraction"), ("file", "Separate eval file")])
@@ -149,11 +147,10 @@ class DataPage(Page):
         add_row(split_form, "Max length (tokens)", self.max_length)
         split_card.body.addLayout(split_form)
         split_card.body.addStretch(1)
-        top.addWidget(split_card, 2)
-        self.content.addLayout(top)
+        top.add(split_card, 2)
+        self.content.addWidget(top)
 
-        bottom = QHBoxLayout()
-        bottom.setSpacing(16)
+        bottom = ResponsiveRow()
         preview_card = Card("Preview")
         nav = QHBoxLayout()
         self.prev_button = button("‹", kind="ghost", tooltip="Previous example")
@@ -177,7 +174,7 @@ class DataPage(Page):
         self.preview.setMinimumHeight(260)
         self.preview.setOpenLinks(False)
         preview_card.body.addWidget(self.preview, 1)
-        bottom.addWidget(preview_card, 3)
+        bottom.add(preview_card, 3)
 
         stats_card = Card("Token lengths", "Before truncation, through the model's tokenizer.")
         self.stats = StatGrid([("count", "Examples"), ("mean", "Mean"), ("median", "Median"),
@@ -201,8 +198,8 @@ class DataPage(Page):
         stats_card.body.addWidget(self.histogram, 1)
         self.histogram_note = label("", "faint")
         stats_card.body.addWidget(self.histogram_note)
-        bottom.addWidget(stats_card, 2)
-        self.content.addLayout(bottom, 1)
+        bottom.add(stats_card, 2)
+        self.content.addWidget(bottom, 1)
 
         self.eval_picker.changed.connect(lambda _p: self.settings_changed.emit())
         self._on_split_mode("fraction")

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QP
 from studio import paths
 from studio.ui import tasks
 from studio.ui.widgets import (
-    Card, InlineMessage, Page, Segmented, StatGrid, add_row, button, form_layout, label,
+    Card, InlineMessage, Page, Segmented, StatGrid, add_row, button, compact_combo, form_layout, label,
 )
 
 BROWSE = "__browse__"
@@ -100,7 +100,7 @@ class GeneratePage(Page):
 
         form = form_layout()
         self.hypernet = QComboBox()
-        self.hypernet.setMinimumWidth(380)
+        compact_combo(self.hypernet, 24)
         self.hypernet.activated.connect(self._on_hypernet_chosen)
         box = QVBoxLayout()
         box.setSpacing(4)

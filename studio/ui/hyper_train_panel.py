@@ -14,7 +14,8 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QSizePolicy, QSpinBox, QWi
 from studio.errors import UserError
 from studio.ui import theme
 from studio.ui.curves import CurvesPanel
-from studio.ui.widgets import Card, InlineMessage, PathPicker, Segmented, add_row, button, form_layout, label
+from studio.ui.widgets import (Card, InlineMessage, PathPicker, Segmented, add_row, button, compact_combo,
+                               form_layout, label)
 
 POLL_MS = 250
 LAYOUT_HELP = (
@@ -48,11 +49,13 @@ class HyperTrainPanel(Card):
         self.mode = QComboBox()
         self.mode.addItem("recon — reconstruct the library LoRAs (L1)", "recon")
         self.mode.addItem("sft — train through the base model (needs examples.jsonl)", "sft")
+        compact_combo(self.mode, 14)
         row.addWidget(self.mode, 3)
         self.head = QComboBox()
         for key, text in (("S", "head S (rank-one rows, smallest)"), ("M", "head M (A|B shared)"),
                           ("L", "head L (whole A and B, largest)")):
             self.head.addItem(text, key)
+        compact_combo(self.head, 10)
         row.addWidget(self.head, 2)
         self.steps = QSpinBox()
         self.steps.setRange(1, 1_000_000)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 from studio import paths
 from studio.ui import tasks, theme
 from studio.ui.curves import CurvesPanel
-from studio.ui.widgets import Card, InlineMessage, Page, badge, button, label
+from studio.ui.widgets import Card, FlowRow, InlineMessage, Page, badge, button, label
 
 COLUMNS = ["Name", "Method", "Status", "Steps", "Loss", "Eval loss", "Started"]
 
@@ -59,8 +59,7 @@ class RunsPage(Page):
     chat_requested = Signal(str)       # adapter folder
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Runs", "Every training run on this machine, with its curves. Runs survive restarts.",
-                         scroll=False)
+        super().__init__("Runs", "Every training run on this machine, with its curves. Runs survive restarts.")
         self.runs: list = []
         self.selected = None
         self.evaluations: list = []
@@ -83,6 +82,7 @@ class RunsPage(Page):
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
         self.table.verticalHeader().setDefaultSectionSize(38)
+        self.table.setMinimumHeight(38 * 5)         # the header and four runs, even on a laptop
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in range(1, len(COLUMNS)):
@@ -110,11 +110,13 @@ class RunsPage(Page):
                                   tooltip="Score this adapter and the base model on a BIG-bench "
                                           "task file, with a paired confidence interval")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
+        self.actions = FlowRow()          # wraps on a narrow window instead of widening it
         for widget, slot in ((self.resume_button, self._resume), (self.open_button, self._open),
                              (self.chat_button, self._chat), (self.eval_button, self._evaluate),
                              (self.delete_button, self._delete)):
             widget.clicked.connect(slot)
-            detail.add_header_widget(widget)
+            self.actions.addWidget(widget)
+        detail.body.addLayout(self.actions)
         self.detail_line = label("", "muted", wrap=True, selectable=True)
         detail.body.addWidget(self.detail_line)
         self.evals_line = label("", "muted", wrap=True, selectable=True)
@@ -260,7 +262,7 @@ class RunsPage(Page):
 
     def _on_events(self, path: str, events: list) -> None:
         if self.selected is not None and str(self.selected.path) == path:
-            self.curves.set_placeholder("no steps logged yet")
+            self.curves.set_placeholder("no steps yet")
             self.curves.load_events(events)
 
     def _update_buttons(self) -> None:

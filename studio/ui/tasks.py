@@ -1,9 +1,11 @@
 """Run slow calls (imports of torch/transformers, tokenizers, model loading, generation) off the GUI
 thread. Results come back as Qt signals, delivered on the GUI thread.
 
-    run_async(fn, *args, on_done=callback, on_error=callback)
+    run_async(fn, *args, on_done=callback, on_error=callback, on_progress=callback)
 
-`on_error` receives the exception; its formatted traceback is on `exc.ui_traceback`.
+`on_error` receives the exception; its formatted traceback is on `exc.ui_traceback`. With
+`on_progress`, fn is called with a `progress=` keyword: each `progress(value)` in the worker reaches
+on_progress(value) on the GUI thread (streamed tokens, phases).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def pool() -> QThreadPool:
 class _Signals(QObject):
     done = Signal(object)
     failed = Signal(object)
+    progress = Signal(object)
 
 
 class _Task(QRunnable):
@@ -50,9 +53,19 @@ class _Task(QRunnable):
 class _Relay(QObject):
     """Lives on the GUI thread, so the worker's signals reach it queued and callbacks run there."""
 
-    def __init__(self, task: _Task, on_done, on_error) -> None:
+    def __init__(self, task: _Task, on_done, on_error, on_progress=None) -> None:
         super().__init__()
         self.task, self.on_done, self.on_error = task, on_done, on_error
+        self.on_progress = on_progress
+
+    @Slot(object)
+    def progress(self, value) -> None:
+        if self.on_progress is not None and self in _ALIVE:
+            try:
+                self.on_progress(value)
+            except RuntimeError as exc:  # the page that asked was closed meanwhile
+                if "already deleted" not in str(exc):
+                    raise
 
     @Slot(object)
     def done(self, value) -> None:
@@ -73,9 +86,13 @@ class _Relay(QObject):
 
 
 def run_async(fn: Callable, *args: Any, on_done: Callable[[Any], None] | None = None,
-              on_error: Callable[[BaseException], None] | None = None, **kwargs: Any) -> _Task:
+              on_error: Callable[[BaseException], None] | None = None,
+              on_progress: Callable[[Any], None] | None = None, **kwargs: Any) -> _Task:
     task = _Task(fn, args, kwargs)
-    relay = _Relay(task, on_done, on_error)
+    relay = _Relay(task, on_done, on_error, on_progress)
+    if on_progress is not None:
+        kwargs["progress"] = task.signals.progress.emit
+        task.signals.progress.connect(relay.progress)
     task.signals.done.connect(relay.done)
     task.signals.failed.connect(relay.failed)
     _ALIVE.add(relay)

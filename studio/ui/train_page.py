@@ -19,7 +19,7 @@ from studio.ui.curves import CurvesPanel
 from studio.ui.method_panel import TRAINING_SCHEMA, MethodPanel
 from studio.ui.param_form import ParamForm
 from studio.ui.train_recipe import RecipeActions
-from studio.ui.widgets import Card, InlineMessage, Page, badge, button, human_count, human_duration, label
+from studio.ui.widgets import Card, FlowRow, InlineMessage, Page, badge, button, human_count, human_duration, label
 
 POLL_MS = 250
 FINAL_STATES = ("finished", "failed", "cancelled")
@@ -32,8 +32,7 @@ class TrainPage(RecipeActions, Page):
     run_ended = Signal(str)
 
     def __init__(self, model_page, data_page, parent: QWidget | None = None) -> None:
-        super().__init__("Train", "Pick a method, set it up, and watch it learn. Every run is saved and resumable.",
-                         scroll=False)
+        super().__init__("Train", "Pick a method, set it up, and watch it learn. Every run is saved and resumable.")
         self.model_page, self.data_page = model_page, data_page
         self.job = None
         self.run_dir: Path | None = None
@@ -80,7 +79,8 @@ class TrainPage(RecipeActions, Page):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(left_inner)
-        scroll.setMinimumWidth(400)
+        scroll.setMinimumWidth(420)
+        scroll.setMinimumHeight(420)
         splitter.addWidget(scroll)
 
         right_inner = QWidget()
@@ -91,8 +91,7 @@ class TrainPage(RecipeActions, Page):
         run_card = Card("Run")
         self.state_badge = badge("idle")
         run_card.add_header_widget(self.state_badge)
-        controls = QHBoxLayout()
-        controls.setSpacing(8)
+        controls = FlowRow()              # wraps on a narrow window instead of widening it
         self.start_button = button("Start training", kind="primary", icon_name="play")
         self.pause_button = button("Pause", icon_name="pause")
         self.resume_button = button("Resume", icon_name="play")
@@ -104,7 +103,6 @@ class TrainPage(RecipeActions, Page):
         self.cancel_button.clicked.connect(self.cancel)
         for widget in (self.start_button, self.pause_button, self.resume_button, self.cancel_button):
             controls.addWidget(widget)
-        controls.addStretch(1)
         run_card.body.addLayout(controls)
         progress_row = QHBoxLayout()
         self.progress = QProgressBar()
@@ -112,7 +110,7 @@ class TrainPage(RecipeActions, Page):
         self.progress.setValue(0)
         self.progress.setFixedHeight(10)
         self.progress_label = label("", "muted")
-        self.progress_label.setMinimumWidth(260)
+        self.progress_label.setMinimumWidth(150)
         self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.progress_label)
@@ -130,7 +128,7 @@ class TrainPage(RecipeActions, Page):
         run_card.body.addWidget(self.log_tail)
         right.addWidget(run_card)
         self.curves = CurvesPanel()
-        self.curves.set_placeholder("curves appear with the first step")
+        self.curves.set_placeholder("no steps yet")
         right.addWidget(self.curves, 1)
         splitter.addWidget(right_inner)
         splitter.setStretchFactor(0, 0)
@@ -246,10 +244,14 @@ class TrainPage(RecipeActions, Page):
             device = f" on {event['device']}" if event.get("device") else ""
             self.status_line.setText(f"Training {human_count(trainable)} of {human_count(total)} parameters{share}"
                                      f"{device}.   {self.run_dir}")
+            if event.get("warnings"):
+                self.message.show_info("Note: " + " ".join(event["warnings"]))
             self._set_state("running" if self.state != "cancelling" else "cancelling")
         elif kind == "log":
             self.step = int(event.get("step") or self.step)
             self._update_progress(event)
+        elif kind == "phase":
+            self._show_phase(event)
         elif kind == "eval":
             self.status_line.setText(f"Eval loss {event.get('eval_loss', float('nan')):.4f} at step {event.get('step')}.")
         elif kind == "checkpoint":
@@ -281,6 +283,21 @@ class TrainPage(RecipeActions, Page):
             if tail:
                 self.log_tail.setPlainText(tail)
                 self.log_tail.show()
+
+    def _show_phase(self, event: dict) -> None:
+        """Between logged steps: 'Evaluating… 3/10 batches' / 'Saving a checkpoint…', so a long
+        evaluation is not mistaken for a stalled run; 'training' puts the step status back."""
+        phase, step = event.get("phase"), event.get("step")
+        if phase == "evaluating":
+            done, total = event.get("done"), event.get("total")
+            count = f" {done}/{total} batches" if total else ""
+            self.status_line.setText(f"Evaluating at step {step}…{count}")
+            self.progress_label.setText(f"{step}/{self.total_steps or '?'} · evaluating{count}")
+        elif phase == "saving":
+            self.status_line.setText(f"Saving a checkpoint at step {step}…")
+            self.progress_label.setText(f"{step}/{self.total_steps or '?'} · saving")
+        else:
+            self.status_line.setText(f"Training: step {step} of {self.total_steps or '?'}.")
 
     def _worker_log_tail(self) -> str:
         if self.run_dir is None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup, QFileDialog, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-    QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
+    QAbstractScrollArea, QAbstractSpinBox, QApplication, QBoxLayout, QButtonGroup, QComboBox, QFileDialog,
+    QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QScrollArea,
+    QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.ui import theme
@@ -120,6 +121,114 @@ class Page(QWidget):
             self.content.setContentsMargins(PAGE_MARGIN, PAGE_MARGIN - 4, PAGE_MARGIN, PAGE_MARGIN)
             self.content.insertWidget(0, self.header)
             outer.addWidget(inner, 1)
+
+
+class ResponsiveRow(QWidget):
+    """Widgets side by side while there is room for all of them, stacked when there is not.
+
+    Its minimum width is the widest child's (not their sum), so a page of such rows can shrink to
+    a laptop screen: below the room the children need side by side, they go one under another
+    (the page then scrolls vertically, never sideways)."""
+
+    def __init__(self, spacing: int = GAP, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Transparent")
+        self.box = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
+        self.box.setContentsMargins(0, 0, 0, 0)
+        self.box.setSpacing(spacing)
+        self.items: list[tuple[QWidget, int]] = []
+
+    def add(self, widget: QWidget, stretch: int = 1) -> QWidget:
+        self.items.append((widget, stretch))
+        self.box.addWidget(widget, stretch)
+        return widget
+
+    def side_by_side_width(self) -> int:
+        shown = [w for w, _ in self.items if not w.isHidden()]
+        return sum(max(w.minimumSizeHint().width(), w.minimumWidth()) for w in shown) \
+            + self.box.spacing() * max(len(shown) - 1, 0)
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        widest = max((max(w.minimumSizeHint().width(), w.minimumWidth())
+                      for w, _ in self.items if not w.isHidden()), default=0)
+        hint.setWidth(widest)
+        return hint
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        wanted = (QBoxLayout.Direction.LeftToRight if event.size().width() >= self.side_by_side_width()
+                  else QBoxLayout.Direction.TopToBottom)
+        if self.box.direction() != wanted:
+            self.box.setDirection(wanted)
+            for widget, stretch in self.items:        # stacked, each takes its natural height
+                self.box.setStretchFactor(widget, stretch if wanted == QBoxLayout.Direction.LeftToRight else 0)
+            self.updateGeometry()
+        super().resizeEvent(event)
+
+    def stacked(self) -> bool:
+        return self.box.direction() == QBoxLayout.Direction.TopToBottom
+
+
+class FlowRow(QLayout):
+    """A row of buttons that wraps onto the next line when the row is too narrow for all of them
+    (a run's actions on a laptop screen), instead of forcing the window wider. Items keep their
+    size hints; hidden items take no room."""
+
+    def __init__(self, parent: QWidget | None = None, spacing: int = 8) -> None:
+        super().__init__(parent)
+        self._items: list = []
+        self.setSpacing(spacing)
+        self.setContentsMargins(0, 0, 0, 0)
+
+    def addItem(self, item) -> None:  # noqa: N802 - Qt's name
+        self._items.append(item)
+
+    def count(self) -> int:
+        return len(self._items)
+
+    def itemAt(self, index: int):  # noqa: N802
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def takeAt(self, index: int):  # noqa: N802
+        return self._items.pop(index) if 0 <= index < len(self._items) else None
+
+    def expandingDirections(self):  # noqa: N802
+        return Qt.Orientation(0)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802
+        return self._arrange(QRect(0, 0, width, 0), move=False)
+
+    def setGeometry(self, rect) -> None:  # noqa: N802
+        super().setGeometry(rect)
+        self._arrange(rect, move=True)
+
+    def sizeHint(self):  # noqa: N802
+        width = sum(i.sizeHint().width() for i in self._shown()) + self.spacing() * max(len(self._shown()) - 1, 0)
+        height = max((i.sizeHint().height() for i in self._shown()), default=0)
+        return QSize(width, height)
+
+    def minimumSize(self):  # noqa: N802
+        widest = max((i.minimumSize().width() for i in self._shown()), default=0)
+        tallest = max((i.minimumSize().height() for i in self._shown()), default=0)
+        return QSize(widest, tallest)
+
+    def _shown(self) -> list:
+        return [i for i in self._items if not (i.widget() and i.widget().isHidden())]
+
+    def _arrange(self, rect, move: bool) -> int:
+        x, y, line = rect.x(), rect.y(), 0
+        for item in self._shown():
+            hint = item.sizeHint()
+            if x > rect.x() and x + hint.width() > rect.right() + 1:
+                x, y, line = rect.x(), y + line + self.spacing(), 0
+            if move:
+                item.setGeometry(QRect(QPoint(x, y), hint))
+            x += hint.width() + self.spacing()
+            line = max(line, hint.height())
+        return y + line - rect.y()
 
 
 class InlineMessage(QLabel):
@@ -280,6 +389,15 @@ def add_row(form: QFormLayout, text: str, field, tooltip: str = "") -> QLabel:
     return caption
 
 
+def compact_combo(combo: QComboBox, chars: int = 16) -> QComboBox:
+    """A combo box whose minimum width is `chars` characters, not its longest item: it can shrink
+    on a narrow window (the current text is elided, the open list shows items in full)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    combo.view().setTextElideMode(Qt.TextElideMode.ElideNone)
+    return combo
+
+
 def badge(text: str, role: str = "badge") -> QLabel:
     widget = label(text, role)
     widget.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
@@ -327,3 +445,36 @@ def human_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+class WheelGuard(QObject):
+    """Application-wide: a spin box or combo box takes the mouse wheel only when it has focus.
+
+    Scrolling a long form otherwise changes whatever setting passes under the pointer (seen: Steps
+    went from 16 to 9 while the user scrolled). An unfocused one passes the wheel to the scroll
+    area around it, so the page scrolls as the user meant. Installed once by the app."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Type.Wheel:
+            return False
+        field = obj if isinstance(obj, (QAbstractSpinBox, QComboBox)) else None
+        if field is None and isinstance(obj, QWidget) and isinstance(obj.parentWidget(), QAbstractSpinBox):
+            field = obj.parentWidget()              # the line edit inside a spin box
+        if field is None or field.hasFocus():
+            return False
+        area = field.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:
+            QApplication.sendEvent(area.verticalScrollBar(), event)
+        return True                                  # the field itself never sees it
+
+
+def guard_wheel(app: QApplication) -> WheelGuard:
+    """Install the WheelGuard on the application (idempotent); returns it."""
+    guard = getattr(app, "_studio_wheel_guard", None)
+    if guard is None:
+        guard = WheelGuard(app)
+        app.installEventFilter(guard)
+        app._studio_wheel_guard = guard
+    return guard
