@@ -1,12 +1,12 @@
 """PiSSA (Meng et al. 2024) through peft: LoRA started from each weight's top-r singular triplets.
 
 PiSSA moves the principal part of W into the adapter (A0, B0) and trains on the residual
-W_res = W - s*B0A0, so the base weights of the training model are *changed*; studio.residual_init saves the
+W_res = W - s*B0A0, so the base weights of the training model are *changed*; studio.plugins.residual_init saves the
 result as a standard LoRA for the original base (plain peft loads and merges it).
 """
 
 from studio.plugins import apply_peft_config, parse_target_modules
-from studio.residual_init import remember_initial, save_for_original_base
+from studio.plugins.residual_init import remember_initial, save_for_original_base
 
 
 def apply(model, params: dict, ctx: dict):

@@ -90,7 +90,7 @@ class IntSpinBox(QSpinBox):
 
 def check_value(name: str, spec: dict, value) -> str | None:
     """Why `value` is not allowed for this parameter (None when it is), in the plugins' words."""
-    from studio.plugins import _allowed, _coerce
+    from studio.plugins.manifest import _allowed, _coerce
 
     title = _title(name, spec)
     try:

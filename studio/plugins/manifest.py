@@ -1,6 +1,6 @@
 """The plugin manifest: its checks, and turning form/TOML/CLI values into the declared types.
 
-Used by studio.plugins (which re-exports these names); see docs/PLUGINS.md for the format.
+Used by studio.plugins (which re-exports the public names); see docs/PLUGINS.md for the format.
 No Qt, no torch.
 """
 
