@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import UserError
-from studio.plugins.manifest import ManifestError, _allowed, _coerce, check_manifest
+from studio.plugins.manifest import ManifestError, check_manifest
+from studio.schema import coerce_value, defaults
 
 HOOKS = ("apply", "optimizer_param_groups", "callbacks", "save", "load", "merge")
 
@@ -48,7 +49,7 @@ class Plugin:
         return f"<Plugin {self.id!r} from {self.source}>"
 
     def defaults(self) -> dict:
-        return {name: spec["default"] for name, spec in self.parameters.items()}
+        return defaults(self.parameters)
 
     def validate(self, values: dict | None) -> dict:
         """Return a full, typed copy of values (defaults filled in). UserError(field=name) if bad."""
@@ -58,26 +59,9 @@ class Plugin:
             known = ", ".join(self.parameters) or "(none)"
             raise UserError(f"method '{self.id}' has no parameter '{unknown[0]}'.", field=unknown[0],
                             fix=f"remove it; the parameters of '{self.id}' are: {known}.")
-        out = {}
-        for name, spec in self.parameters.items():
-            if name not in values:
-                out[name] = spec["default"]
-                continue
-            raw, allowed = values[name], _allowed(spec)
-            try:
-                value = _coerce(raw, spec["type"])
-            except (ValueError, TypeError):
-                raise UserError(f"method '{self.id}': {raw!r} is not a valid {spec['type']}.",
-                                field=name, fix=f"use {allowed}.") from None
-            lo, hi = spec.get("minimum"), spec.get("maximum")
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise UserError(f"method '{self.id}': {value} is out of range.", field=name,
-                                fix=f"use {allowed}.")
-            if "enum" in spec and value not in spec["enum"]:
-                raise UserError(f"method '{self.id}': {value!r} is not an allowed choice.",
-                                field=name, fix=f"use {allowed}.")
-            out[name] = value
-        return out
+        return {name: coerce_value(spec, values[name], field=name, context=f"method '{self.id}'")
+                if name in values else spec["default"]
+                for name, spec in self.parameters.items()}
 
     # -- hooks ---------------------------------------------------------------------------------
     def apply(self, model, values: dict | None = None, ctx: dict | None = None):
