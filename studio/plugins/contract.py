@@ -11,9 +11,9 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from studio import schema
 from studio.errors import UserError
-from studio.plugins.manifest import ManifestError, check_manifest
-from studio.schema import coerce_value, defaults
+from studio.plugins.manifest import HOOK_CAPABILITIES, ManifestError, check_manifest
 
 HOOKS = ("apply", "optimizer_param_groups", "callbacks", "save", "load", "merge")
 
@@ -41,15 +41,23 @@ class Plugin:
         self.family: str = manifest["family"]
         self.description: str = manifest["description"]
         self.paper: str = manifest["paper"]
-        self.capabilities: dict = manifest["capabilities"]
         self.parameters: dict = manifest["parameters"]
         self.requires_quantization: str | None = manifest.get("requires_quantization")
 
     def __repr__(self) -> str:
         return f"<Plugin {self.id!r} from {self.source}>"
 
+    @property
+    def capabilities(self) -> dict:
+        """The manifest's declared capabilities (mergeable, needs_quantized_base, ...) plus those the
+        module's hooks imply: optimizer_groups (defines optimizer_param_groups) and callbacks
+        (defines callbacks). Computed from the loaded module, so the manifest need not repeat them."""
+        derived = {cap: callable(getattr(self.module, hook, None))
+                   for cap, hook in HOOK_CAPABILITIES.items()}
+        return {**self.manifest["capabilities"], **derived}
+
     def defaults(self) -> dict:
-        return defaults(self.parameters)
+        return schema.defaults(self.parameters)
 
     def validate(self, values: dict | None) -> dict:
         """Return a full, typed copy of values (defaults filled in). UserError(field=name) if bad."""
@@ -59,7 +67,7 @@ class Plugin:
             known = ", ".join(self.parameters) or "(none)"
             raise UserError(f"method '{self.id}' has no parameter '{unknown[0]}'.", field=unknown[0],
                             fix=f"remove it; the parameters of '{self.id}' are: {known}.")
-        return {name: coerce_value(spec, values[name], field=name, context=f"method '{self.id}'")
+        return {name: schema.coerce_value(spec, values[name], field=name, context=f"method '{self.id}'")
                 if name in values else spec["default"]
                 for name, spec in self.parameters.items()}
 

@@ -1,23 +1,31 @@
-"""The plugin manifest: its checks. Parameter specs are checked by studio.schema, the one value
-checker of plugins, recipes and forms.
+"""The plugin manifest: its checks and the expansion of shared parameter fragments.
 
-Used by studio.plugins (which re-exports the public names); see docs/PLUGINS.md for the format.
-No Qt, no torch.
+Parameter specs are checked with studio.schema (the one value checker of plugins, recipes and
+forms); `"$include"` entries are expanded from studio.plugins.fragments. See docs/PLUGINS.md for
+the format. No Qt, no torch.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 from studio import schema
+from studio.plugins.fragments import FRAGMENTS
 
 PARAM_TYPES = schema.TYPES
-REQUIRED_KEYS = ("id", "name", "description", "parameters")
-DEFAULT_CAPABILITIES = {"mergeable": False, "needs_quantized_base": False,
-                        "optimizer_groups": False, "callbacks": False}
 SPEC_KEYS = schema.SPEC_KEYS
+REQUIRED_KEYS = ("id", "name", "description", "parameters")
+# Declared by the manifest (what the code cannot tell): missing ones are false.
+DEFAULT_CAPABILITIES = {"mergeable": False, "needs_quantized_base": False}
+# Derived from the hooks plugin.py defines (Plugin.capabilities); a manifest may still declare
+# them (older manifests do), which is accepted and ignored: the hooks decide.
+HOOK_CAPABILITIES = {"optimizer_groups": "optimizer_param_groups", "callbacks": "callbacks"}
+# Accepted for old manifests, read by nothing, dropped.
+OBSOLETE_CAPABILITIES = ("trains_embeddings",)
 QUANTIZATIONS = (None, "4bit", "8bit")
+INCLUDE_KEY = "$include"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
@@ -33,8 +41,54 @@ def check_parameter_spec(name: str, spec: Any) -> None:
         raise ManifestError(str(exc)) from None
 
 
+def _fragment(ref: Any) -> dict[str, dict]:
+    """The specs an "$include" entry names: "lora" (the whole fragment) or "lora.r" (one of them)."""
+    known = ", ".join(sorted(FRAGMENTS))
+    if not isinstance(ref, str):
+        raise ManifestError(f"'{INCLUDE_KEY}' entries must be fragment names, got {ref!r}")
+    group, _, single = ref.partition(".")
+    if group not in FRAGMENTS:
+        raise ManifestError(f"'{INCLUDE_KEY}': unknown fragment '{group}'; known: {known}")
+    specs = FRAGMENTS[group]
+    if single:
+        if single not in specs:
+            raise ManifestError(f"'{INCLUDE_KEY}': fragment '{group}' has no parameter '{single}'; "
+                                f"it has: {', '.join(specs)}")
+        return {single: specs[single]}
+    return specs
+
+
+def expand_parameters(params: dict) -> dict:
+    """`parameters` with "$include" replaced, at its position, by the fragments' specs; an entry
+    named like an included parameter overrides single keys of its spec. Unchanged without one."""
+    refs = params.get(INCLUDE_KEY)
+    if refs is None:
+        return dict(params)
+    if not isinstance(refs, list):
+        raise ManifestError(f"'{INCLUDE_KEY}' must be a list of fragment names, got {refs!r}")
+    included: dict[str, dict] = {}
+    for ref in refs:
+        for name, spec in _fragment(ref).items():
+            if name in included:
+                raise ManifestError(f"'{INCLUDE_KEY}': parameter '{name}' is included twice")
+            included[name] = copy.deepcopy(spec)
+    out: dict[str, Any] = {}
+    for name, spec in params.items():
+        if name == INCLUDE_KEY:
+            for inc_name, inc_spec in included.items():
+                override = params.get(inc_name, {})
+                if not isinstance(override, dict):
+                    raise ManifestError(f"parameter '{inc_name}': an override of an included "
+                                        f"parameter must be an object, got {type(override).__name__}")
+                out[inc_name] = {**inc_spec, **override}
+        elif name not in included:
+            out[name] = spec
+    return out
+
+
 def check_manifest(manifest: Any) -> dict:
-    """Check a manifest dict; return a normalised copy (capabilities filled in). ManifestError if bad."""
+    """Check a manifest dict; return a normalised copy (fragments expanded, capabilities filled
+    in, hook-derived and obsolete capability keys removed). ManifestError if bad."""
     if not isinstance(manifest, dict):
         raise ManifestError(f"manifest must be a JSON object, got {type(manifest).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
@@ -49,7 +103,7 @@ def check_manifest(manifest: Any) -> dict:
     caps = manifest.get("capabilities", {})
     if not isinstance(caps, dict):
         raise ManifestError("'capabilities' must be an object")
-    for key in DEFAULT_CAPABILITIES:
+    for key in (*DEFAULT_CAPABILITIES, *HOOK_CAPABILITIES, *OBSOLETE_CAPABILITIES):
         if key in caps and not isinstance(caps[key], bool):
             raise ManifestError(f"capability '{key}' must be true or false")
     if "learning_rate" in manifest:     # the method's suggested learning rate (paper / peft docs)
@@ -62,10 +116,14 @@ def check_manifest(manifest: Any) -> dict:
     params = manifest["parameters"]
     if not isinstance(params, dict):
         raise ManifestError("'parameters' must be an object of name -> spec")
+    params = expand_parameters(params)
     for name, spec in params.items():
         check_parameter_spec(name, spec)
     out = dict(manifest)
-    out["capabilities"] = {**DEFAULT_CAPABILITIES, **caps}
+    out["parameters"] = params
+    out["capabilities"] = {**DEFAULT_CAPABILITIES,
+                           **{k: v for k, v in caps.items()
+                              if k not in HOOK_CAPABILITIES and k not in OBSOLETE_CAPABILITIES}}
     if quant and not out["capabilities"]["needs_quantized_base"]:
         out["capabilities"]["needs_quantized_base"] = True
     out.setdefault("family", "other")
