@@ -5,20 +5,9 @@ loading and merging live in studio.plugins.lora_dash; this file adapts it to the
 import logging
 
 from studio.plugins import lora_dash
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 SETTINGS_ATTR = "lora_dash_settings"   # {"pre_launch_steps", "num_directions"} kept on the PeftModel
-
-
-def lora_config(params: dict):
-    from peft import LoraConfig, TaskType
-    return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-    )
 
 
 def apply(model, params: dict, ctx: dict):

@@ -5,22 +5,13 @@ so the base weights of the training model are *changed*; studio.plugins.residual
 result as a standard LoRA for the original base (plain peft loads and merges it).
 """
 
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 from studio.plugins.residual_init import remember_initial, save_for_original_base
 
 
 def apply(model, params: dict, ctx: dict):
-    from peft import LoraConfig, TaskType
-
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-        init_lora_weights="olora",
-    )
-    model = apply_peft_config(model, config)   # QR is deterministic: a resumed run gets the same start
+    # QR is deterministic: a resumed run gets the same start
+    model = apply_peft_config(model, lora_config(params, init_lora_weights="olora"))
     return remember_initial(model)
 
 

@@ -19,7 +19,7 @@ The method folders themselves live in the repository's plugins/<id>/. See docs/P
 from studio.plugins.contract import HOOKS, Plugin
 from studio.plugins.discovery import ENTRY_POINT_GROUP, discover, get_plugin, load_plugin_folder
 from studio.plugins.helpers import (apply_peft_config, count_parameters, linear_module_names,
-                                    parse_target_modules)
+                                    lora_config, parse_target_modules)
 from studio.plugins.manifest import (DEFAULT_CAPABILITIES, PARAM_TYPES, QUANTIZATIONS,
                                      REQUIRED_KEYS, SPEC_KEYS, ManifestError, check_manifest,
                                      check_parameter_spec)
@@ -28,5 +28,5 @@ __all__ = [
     "DEFAULT_CAPABILITIES", "ENTRY_POINT_GROUP", "HOOKS", "PARAM_TYPES", "QUANTIZATIONS",
     "REQUIRED_KEYS", "SPEC_KEYS", "ManifestError", "Plugin", "apply_peft_config", "check_manifest",
     "check_parameter_spec", "count_parameters", "discover", "get_plugin", "linear_module_names",
-    "load_plugin_folder", "parse_target_modules",
+    "load_plugin_folder", "lora_config", "parse_target_modules",
 ]

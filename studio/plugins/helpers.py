@@ -34,6 +34,22 @@ def parse_target_modules(text: str) -> str | list[str]:
     return names
 
 
+LORA_OPTIONS = ("bias", "use_rslora")     # the "lora_options" fragment, passed on when present
+
+
+def lora_config(params: dict, **extra):
+    """peft's LoraConfig for a causal LM from the "lora" fragment's parameters (r, lora_alpha,
+    lora_dropout, target_modules) and, when the manifest includes them, the "lora_options" ones
+    (bias, use_rslora); `extra` adds or overrides LoraConfig arguments (use_dora=True,
+    init_lora_weights="olora", ...)."""
+    from peft import LoraConfig, TaskType
+    kwargs = {"task_type": TaskType.CAUSAL_LM, "r": params["r"], "lora_alpha": params["lora_alpha"],
+              "lora_dropout": params["lora_dropout"],
+              "target_modules": parse_target_modules(params["target_modules"])}
+    kwargs.update({key: params[key] for key in LORA_OPTIONS if key in params})
+    return LoraConfig(**{**kwargs, **extra})
+
+
 def linear_module_names(model) -> list[str]:
     """Short names of the Linear-like leaf modules (what target_modules can name), in model order."""
     names: list[str] = []
