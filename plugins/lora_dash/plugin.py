@@ -4,8 +4,7 @@ loading and merging live in studio.plugins.lora_dash; this file adapts it to the
 
 import logging
 
-from studio.plugins import lora_dash
-from studio.plugins import apply_peft_config, lora_config
+from studio.plugins import apply_peft_config, lora_config, lora_dash
 
 SETTINGS_ATTR = "lora_dash_settings"   # {"pre_launch_steps", "num_directions"} kept on the PeftModel
 
