@@ -483,3 +483,15 @@ def test_every_icon_is_valid_svg(qtbot):
     assert icons
     bad = [p.name for p in icons if not QSvgRenderer(str(p)).isValid()]
     assert not bad, bad
+
+
+def test_training_form_renders_the_recipe_schema(window):
+    """The Train page's Training form is the recipe's [training] schema itself, not a copy."""
+    from studio.core.recipe import RUN_NAME_SPEC, TRAINING_SCHEMA
+    from studio.ui.method_panel import TRAINING_FORM
+
+    form = window.train_page.training_form
+    assert form.parameters is TRAINING_FORM and TRAINING_FORM["name"] is RUN_NAME_SPEC
+    assert set(form.editors) == {"name", *TRAINING_SCHEMA}
+    for key, spec in TRAINING_SCHEMA.items():
+        assert form.parameters[key] is spec, key

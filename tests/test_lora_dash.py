@@ -57,7 +57,7 @@ def logits_of(model, batch):
 
 
 def independent_top(layer):
-    """Top-S directions from W and dW = scale * B A, computed without studio.core.lora_dash."""
+    """Top-S directions from W and dW = scale * B A, computed without studio.plugins.lora_dash."""
     W = layer.base_layer.weight.detach().float()
     dW = (layer.lora_B["default"].weight @ layer.lora_A["default"].weight).detach().float()
     dW = dW * layer.scaling["default"]
@@ -69,7 +69,7 @@ def independent_top(layer):
 @pytest.fixture(scope="module")
 def run(model_dir, plugin, batch):
     """Train 8 steps; record what happens around the switch."""
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
 
     torch.manual_seed(0)
     model = plugin.apply(fresh_base(model_dir), PARAMS, {"max_steps": STEPS})
@@ -125,13 +125,13 @@ def test_optimizer_trains_the_coefficients_in_the_first_group(run):
     for step in range(T, STEPS + 1):
         assert run["groups"][step][0][2] == 120 + 60
     held = {id(p) for p in run["optimizer"].param_groups[0]["params"]}
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     assert all(id(p) in held for p in lora_dash.dash_parameters(run["model"]))
     assert run["groups"][STEPS][0][0] < run["groups"][T][0][0]  # the schedule went on after the switch
 
 
 def test_exactly_s_directions_and_they_are_the_top_by_change_rate(run):
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     terms = lora_dash.dash_terms(run["model"])
     assert len(terms) == 60 and set(terms) == set(run["independent"])
     for name, dash in terms.items():
@@ -157,7 +157,7 @@ def test_delta_starts_at_zero_so_logits_do_not_jump(run):
 
 
 def test_delta_gets_gradients_and_moves(run):
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     grads = run["delta_grads"][T + 1]
     assert len(grads) == 60 and all(g is not None for g in grads)
     assert sum(int(g.abs().sum() > 0) for g in grads) == 60
@@ -192,7 +192,7 @@ def test_save_load_reproduces_logits_and_merge_matches(run, plugin, model_dir, b
     assert (got - expected).abs().max().item() <= 1e-6
 
     # the dash terms matter: without them the logits are measurably different
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     for dash in lora_dash.dash_terms(loaded).values():
         dash.merged = True
     without = logits_of(loaded, batch)
@@ -210,7 +210,7 @@ def test_save_load_reproduces_logits_and_merge_matches(run, plugin, model_dir, b
 
 def test_resumed_model_gets_matching_optimizer_groups(run, plugin, model_dir, tmp_path_factory):
     """A checkpoint saved in the dash phase reloads trainable, and its optimizer state fits it."""
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     out = tmp_path_factory.mktemp("dash-ckpt")
     plugin.save(run["model"], out)
     resumed = plugin.load(fresh_base(model_dir), out, is_trainable=True)
@@ -232,7 +232,7 @@ def test_save_before_switch_is_plain_lora(model_dir, plugin, batch, tmp_path):
     meta = json.loads((tmp_path / "lora_dash.json").read_text())
     assert meta["installed"] is False and not (tmp_path / "lora_dash.safetensors").exists()
     loaded = plugin.load(fresh_base(model_dir), tmp_path)
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     assert not lora_dash.has_dash(loaded)
     assert torch.equal(logits_of(loaded, batch), logits_of(model, batch))
 
@@ -257,7 +257,7 @@ def test_manifest_and_bad_input(plugin, tmp_path):
 
 def test_too_many_directions_is_a_user_error():
     from peft import LoraConfig, get_peft_model
-    from studio.core import lora_dash
+    from studio.plugins import lora_dash
     net = torch.nn.Sequential(torch.nn.Linear(6, 4))
     model = get_peft_model(net, LoraConfig(r=2, target_modules=["0"]))
     with pytest.raises(UserError) as err:

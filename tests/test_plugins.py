@@ -483,3 +483,115 @@ def test_qlora_trains_on_a_4bit_model_reloads_and_merges_onto_full_weights(model
 def test_plugin_object_requires_apply():
     with pytest.raises(ManifestError, match="apply"):
         Plugin(GOOD_MANIFEST, object(), "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared parameter fragments, derived capabilities, the shared value checker
+# ---------------------------------------------------------------------------------------------
+
+LORA_PARAMETERS = {
+    "r": {"type": "integer", "default": 16, "minimum": 1, "maximum": 512, "title": "Rank",
+          "help": "Inner size of the adapter matrices; 8-64 covers most tasks, higher = more capacity "
+                  "and memory."},
+    "lora_alpha": {"type": "number", "default": 32, "minimum": 0.01, "maximum": 4096, "title": "Alpha",
+                   "help": "Scale of the update (alpha / r); 2x the rank is a common start."},
+    "lora_dropout": {"type": "number", "default": 0.05, "minimum": 0.0, "maximum": 0.9, "step": 0.01,
+                     "title": "Dropout",
+                     "help": "Dropout on the adapter's input during training; 0-0.1 is typical."},
+    "target_modules": {"type": "string", "default": "all-linear", "title": "Target modules",
+                       "help": "'all-linear', a comma list of layer names such as 'q_proj,v_proj', or "
+                               "'re:<regex>'."},
+}
+LORA_OPTIONS = {
+    "bias": {"type": "string", "default": "none", "enum": ["none", "all", "lora_only"],
+             "title": "Train biases", "advanced": True,
+             "help": "Also train bias vectors: none, all biases, or only those of adapted layers."},
+    "use_rslora": {"type": "boolean", "default": False, "title": "rsLoRA scaling", "advanced": True,
+                   "help": "Scale by alpha/sqrt(r) instead of alpha/r; keeps high ranks stable."},
+}
+
+
+def _with(base: dict, **overrides) -> dict:
+    return {name: {**spec, **overrides.get(name, {})} for name, spec in base.items()}
+
+
+def test_fragment_manifests_expand_to_the_explicit_parameters(user_plugins):
+    """"$include" expands, in place and with per-field overrides, to the specs written out here."""
+    plugins, _ = discover()
+    for pid in ("lora", "qlora"):
+        assert plugins[pid].parameters == {**LORA_PARAMETERS, **LORA_OPTIONS}, pid
+        assert list(plugins[pid].parameters) == [*LORA_PARAMETERS, *LORA_OPTIONS], pid
+    for pid in ("dora", "lora_fa", "loraplus", "lora_dash", "rslora", "eva", "loftq", "olora", "pissa"):
+        assert list(plugins[pid].parameters)[:4] == list(LORA_PARAMETERS), pid
+    pissa = plugins["pissa"].parameters
+    assert {k: pissa[k] for k in LORA_PARAMETERS} == _with(
+        LORA_PARAMETERS, lora_alpha={"default": 16, "help": "Scale of the update (alpha / r); PiSSA is "
+                                                           "tuned for alpha = r."},
+        lora_dropout={"default": 0.0})
+    assert plugins["rslora"].defaults()["lora_alpha"] == 8
+    assert list(plugins["adalora"].parameters)[:5] == ["init_r", "target_r", "lora_alpha",
+                                                       "lora_dropout", "target_modules"]
+    assert list(plugins["boft"].parameters) == ["boft_block_size", "boft_n_butterfly_factor",
+                                                "target_modules", "boft_dropout"]
+    for pid in ("boft", "oft", "loha", "lokr", "vera", "adalora"):
+        assert plugins[pid].parameters["target_modules"] == LORA_PARAMETERS["target_modules"], pid
+    for plugin in plugins.values():                  # expanded: callers never see "$include"
+        assert "$include" not in plugin.parameters and "$include" not in plugin.manifest["parameters"]
+
+
+@pytest.mark.parametrize("params, cause", [
+    ({"$include": ["loar"]}, "unknown fragment 'loar'"),
+    ({"$include": "lora"}, "must be a list"),
+    ({"$include": ["lora.rank"]}, "has no parameter 'rank'"),
+    ({"$include": ["lora", "target_modules"]}, "included twice"),
+    ({"$include": ["lora"], "r": 8}, "must be an object"),
+    ({"$include": ["lora"], "r": {"default": 0}}, "outside"),
+])
+def test_bad_includes_are_refused(params, cause):
+    from studio.plugins import check_manifest
+    with pytest.raises(ManifestError, match=cause):
+        check_manifest({**GOOD_MANIFEST, "parameters": params})
+
+
+def test_user_plugin_can_include_a_fragment(user_plugins):
+    write_plugin(user_plugins / "mine", {**GOOD_MANIFEST, "id": "mine", "parameters": {
+        "k": GOOD_MANIFEST["parameters"]["k"], "$include": ["lora"], "r": {"default": 4}}})
+    plugin = discover()[0]["mine"]
+    assert list(plugin.parameters) == ["k", *LORA_PARAMETERS]
+    assert plugin.defaults()["r"] == 4 and plugin.parameters["r"]["maximum"] == 512
+
+
+def test_capabilities_are_derived_from_the_hooks(user_plugins):
+    """optimizer_groups / callbacks follow plugin.py; old manifests that declare them (or the
+    obsolete trains_embeddings) still load, and the declared values are ignored."""
+    old_caps = {"mergeable": True, "optimizer_groups": True, "callbacks": False,
+                "trains_embeddings": True}
+    write_plugin(user_plugins / "old", {**GOOD_MANIFEST, "id": "old", "capabilities": old_caps},
+                 GOOD_CODE + "\ndef callbacks(model, params, ctx):\n    return []\n")
+    write_plugin(user_plugins / "new", {**GOOD_MANIFEST, "id": "new"},
+                 GOOD_CODE + "\ndef optimizer_param_groups(model, params, lr):\n    return None\n")
+    plugins, problems = discover()
+    assert {"old", "new"} <= set(plugins), problems
+    assert plugins["old"].capabilities == {"mergeable": True, "needs_quantized_base": False,
+                                           "optimizer_groups": False, "callbacks": True}
+    assert plugins["new"].capabilities["optimizer_groups"] and not plugins["new"].capabilities["callbacks"]
+    assert plugins["lisa"].capabilities["optimizer_groups"] and plugins["lisa"].capabilities["callbacks"]
+    assert not plugins["lora"].capabilities["callbacks"]
+
+
+def test_validate_uses_the_shared_checker(monkeypatch):
+    """Plugin.validate refuses through studio.schema.coerce_value, which names the field."""
+    from studio import schema
+
+    seen = []
+    real = schema.coerce_value
+    monkeypatch.setattr(schema, "coerce_value",
+                        lambda spec, raw, **kw: seen.append(kw["field"]) or real(spec, raw, **kw))
+    lora = get_plugin("lora", refresh=True)
+    with pytest.raises(UserError) as err:
+        lora.validate({"lora_dropout": 2})
+    assert seen == ["lora_dropout"] and err.value.field == "lora_dropout"
+    assert "out of range" in err.value.message and "from 0.0 to 0.9" in err.value.fix
+    with pytest.raises(UserError) as err:
+        schema.coerce_value(LORA_PARAMETERS["r"], "x", field="r")
+    assert err.value.field == "r" and "whole number" in err.value.fix

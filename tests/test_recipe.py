@@ -110,3 +110,32 @@ def test_syntax_errors_name_the_line(tmp_path):
         Recipe.from_dict({"training": {"max_steps": 0, "epochs": 0}}, bad).validate(
             check_paths=False)
     assert err.value.field == "training.max_steps"
+
+
+def test_schema_covers_every_setting_and_keeps_the_dataclass_defaults():
+    """One schema per section: every field has a spec whose default is the dataclass default."""
+    import dataclasses
+
+    from studio.core import recipe as recipe_mod
+
+    for section, cls in [("model", recipe_mod.ModelSection), ("data", recipe_mod.DataSection),
+                         ("training", recipe_mod.TrainingSection)]:
+        specs = recipe_mod.RECIPE_SCHEMA[section]
+        assert set(specs) == {f.name for f in dataclasses.fields(cls)}, section
+        assert {k: s["default"] for k, s in specs.items()} == dataclasses.asdict(cls()), section
+    assert recipe_mod.TRAINING_SCHEMA["max_steps"]["maximum"] == 10_000_000
+
+
+def test_validation_uses_the_shared_checker(monkeypatch):
+    """Recipe.validate refuses through studio.schema.coerce_value, naming the field."""
+    from studio import schema
+
+    seen = []
+    real = schema.coerce_value
+    monkeypatch.setattr(schema, "coerce_value",
+                        lambda spec, raw, **kw: seen.append(kw["field"]) or real(spec, raw, **kw))
+    bad = Recipe.from_dict({"training": {"max_steps": 10_000_001}})
+    with pytest.raises(UserError) as err:
+        bad.validate(check_paths=False, check_method=False)
+    assert err.value.field == "training.max_steps" and "out of range" in err.value.message
+    assert "training.max_steps" in seen and "model.quantization" in seen

@@ -6,7 +6,7 @@ copies them into a fresh base model; merge() is a no-op (the trained tensors are
 """
 
 
-from studio import tensor_subset
+from studio.plugins import tensor_subset
 from studio.errors import UserError
 
 ATTR = tensor_subset.ATTR           # names of the trained parameters, set by apply()/load()

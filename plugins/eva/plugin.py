@@ -10,7 +10,7 @@ starts equal to the base model. The result is a standard LoRA (ranks in rank_pat
 import itertools
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 
 class _PassLimit(Exception):
@@ -34,14 +34,10 @@ def _init_batches(ctx: dict, count: int, device) -> list[dict]:
 
 def apply(model, params: dict, ctx: dict):
     import torch
-    from peft import EvaConfig, LoraConfig, TaskType, initialize_lora_eva_weights
+    from peft import EvaConfig, initialize_lora_eva_weights
 
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
+    config = lora_config(
+        params,
         init_lora_weights="eva",
         eva_config=EvaConfig(rho=params["rho"], tau=params["tau"], whiten=params["whiten"]),
     )

@@ -15,7 +15,7 @@ result is a partial full fine-tune, so merge() is a no-op.
 
 import random
 
-from studio import tensor_subset
+from studio.plugins import tensor_subset
 from studio.errors import UserError
 
 ATTR = tensor_subset.ATTR           # names of the trained parameters, set by apply()/load()

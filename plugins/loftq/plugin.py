@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 META_FILE = "loftq.json"
 BLOCKSIZE = 64
@@ -58,21 +58,13 @@ def loftq_layer(weight, rank: int, scale: float, bits: int, iters: int):
 
 def apply(model, params: dict, ctx: dict):
     import torch
-    from peft import LoraConfig, TaskType
     from peft.tuners.lora import LoraLayer
 
     if _is_quantized(model):
         raise UserError("LoftQ needs the unquantised model: it computes the quantisation error itself.",
                         field="model.quantization",
                         fix="set quantization to none (\"\"); LoftQ simulates the 4-bit base on its own.")
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-    )
-    model = apply_peft_config(model, config)
+    model = apply_peft_config(model, lora_config(params))
     done = []
     with torch.no_grad():
         for name, module in model.base_model.model.named_modules():

@@ -1,24 +1,12 @@
 """LoRA-Dash (Si et al. 2024): peft LoRA for `pre_launch_steps` steps, then per-layer trainable
 scales along the top `num_directions` task-specific singular directions. The algorithm, saving,
-loading and merging live in studio.core.lora_dash; this file adapts it to the plugin contract."""
+loading and merging live in studio.plugins.lora_dash; this file adapts it to the plugin contract."""
 
 import logging
 
-from studio.core import lora_dash
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config, lora_dash
 
 SETTINGS_ATTR = "lora_dash_settings"   # {"pre_launch_steps", "num_directions"} kept on the PeftModel
-
-
-def lora_config(params: dict):
-    from peft import LoraConfig, TaskType
-    return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-    )
 
 
 def apply(model, params: dict, ctx: dict):

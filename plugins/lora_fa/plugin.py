@@ -6,19 +6,11 @@ merges it like any LoRA adapter.
 """
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 
 def apply(model, params: dict, ctx: dict):
-    from peft import LoraConfig, TaskType
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-    )
-    model = apply_peft_config(model, config)
+    model = apply_peft_config(model, lora_config(params))
     frozen = 0
     for name, param in model.named_parameters():
         if ".lora_A." in name or ".lora_embedding_A." in name:

@@ -6,19 +6,11 @@ scheduler scales every group's lr by the same factor, so the ratio holds through
 """
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 
 def apply(model, params: dict, ctx: dict):
-    from peft import LoraConfig, TaskType
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-    )
-    return apply_peft_config(model, config)
+    return apply_peft_config(model, lora_config(params))
 
 
 def optimizer_param_groups(model, params: dict, lr: float) -> list[dict]:

@@ -1,27 +1,19 @@
 """PiSSA (Meng et al. 2024) through peft: LoRA started from each weight's top-r singular triplets.
 
 PiSSA moves the principal part of W into the adapter (A0, B0) and trains on the residual
-W_res = W - s*B0A0, so the base weights of the training model are *changed*; studio.residual_init saves the
+W_res = W - s*B0A0, so the base weights of the training model are *changed*; studio.plugins.residual_init saves the
 result as a standard LoRA for the original base (plain peft loads and merges it).
 """
 
-from studio.plugins import apply_peft_config, parse_target_modules
-from studio.residual_init import remember_initial, save_for_original_base
+from studio.plugins import apply_peft_config, lora_config
+from studio.plugins.residual_init import remember_initial, save_for_original_base
 
 
 def apply(model, params: dict, ctx: dict):
     import torch
-    from peft import LoraConfig, TaskType
 
     n_iter = params["svd_iterations"]
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-        init_lora_weights="pissa" if n_iter == 0 else f"pissa_niter_{n_iter}",
-    )
+    config = lora_config(params, init_lora_weights="pissa" if n_iter == 0 else f"pissa_niter_{n_iter}")
     # the randomised SVD draws random numbers: seed it so a resumed run rebuilds the same start
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(ctx.get("seed", 0)))

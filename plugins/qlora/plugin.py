@@ -6,7 +6,7 @@ adds LoRA with the same hyperparameters as the plain LoRA plugin.
 """
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, lora_config
 
 QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt")
 
@@ -44,22 +44,13 @@ def apply(model, params: dict, ctx: dict):
                         fix="choose 4-bit on the Model page (recipe: [model] quantization = \"4bit\"), "
                             "or pick the plain LoRA method.")
     keep_trainable_on_cpu(model)
-    from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     # Gradient checkpointing follows the recipe (the training loop turns it on, non-reentrant);
     # peft's own default would switch it on always, which costs a third more time per step.
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=bool(ctx.get("gradient_checkpointing", False)),
         gradient_checkpointing_kwargs={"use_reentrant": False})
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=params["r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=parse_target_modules(params["target_modules"]),
-        bias=params["bias"],
-        use_rslora=params["use_rslora"],
-    )
-    return apply_peft_config(model, config)
+    return apply_peft_config(model, lora_config(params))     # with bias and use_rslora
 
 
 def merge(model):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio import schema
 from studio.errors import UserError
 
 QUANTIZATIONS = ("", "4bit", "8bit")
@@ -76,29 +77,92 @@ _SECTIONS = {
     "training": TrainingSection,
 }
 
-# (minimum, maximum, fix) per numeric field; None = unbounded on that side.
-_RANGES: dict[str, tuple[float | None, float | None, str]] = {
-    "data.eval_fraction": (0.0, 0.9, "use a fraction between 0 (no held-out split) and 0.9"),
-    "data.max_length": (8, 131072, "use a token count such as 256, 512 or 1024"),
-    "training.max_steps": (0, None, "use a positive step count, or 0 to train for `epochs`"),
-    "training.epochs": (0, None, "use a whole number of epochs, or 0 to stop at `max_steps`"),
-    "training.batch_size": (1, 4096, "use a batch size such as 1, 4 or 8"),
-    "training.grad_accum": (1, 4096, "use 1 (no accumulation) or more"),
-    "training.learning_rate": (1e-10, 1.0, "LoRA-style methods usually train well at 1e-4 .. 5e-4"),
-    "training.warmup_steps": (0, None, "use 0 or more warm-up steps"),
-    "training.weight_decay": (0.0, 10.0, "use 0.0 (none) or a small value such as 0.01"),
-    "training.max_grad_norm": (0.0, None, "use 1.0, or 0 to turn clipping off"),
-    "training.eval_every": (0, None, "use a step interval, or 0 to evaluate only at the end"),
-    "training.save_every": (0, None, "use a step interval, or 0 to checkpoint only on cancel"),
-    "training.log_every": (1, None, "use 1 to log every step"),
-}
+_SPEC_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+def _section_schema(cls, specs: dict[str, dict]) -> dict[str, dict]:
+    """Full specs (studio.schema format) for a section: type and default from the dataclass field,
+    the rest (range, choices, title, help, fix) from `specs`, in the order of `specs`."""
+    fields, blank = {f.name: f for f in dataclasses.fields(cls)}, cls()
+    out = {}
+    for name, extra in specs.items():
+        spec = {"type": _SPEC_TYPES[fields[name].type], "default": getattr(blank, name), **extra}
+        schema.check_spec(name, spec)
+        out[name] = spec
+    return out
+
+
+RUN_NAME_SPEC = {"type": "string", "default": "run", "title": "Run name",
+                 "help": "Names the run folder and the recipe."}
+
+MODEL_SCHEMA = _section_schema(ModelSection, {
+    "path": {"title": "Model folder", "help": "A local Hugging Face model folder."},
+    "quantization": {"enum": list(QUANTIZATIONS), "title": "Quantization",
+                     "help": "Load the frozen base in 4 or 8 bit (\"\" = unquantized)."},
+    "dtype": {"enum": list(DTYPES), "title": "Precision", "help": "The base model's weight type."},
+})
+
+DATA_SCHEMA = _section_schema(DataSection, {
+    "path": {"title": "Training data", "help": "A .jsonl, .json or .csv file."},
+    "format": {"enum": list(DATA_FORMATS), "title": "Format", "help": "How examples are laid out."},
+    "eval_path": {"title": "Eval data", "help": "Held-out examples (empty = split off eval_fraction)."},
+    "eval_fraction": {"minimum": 0.0, "maximum": 0.9, "title": "Eval fraction",
+                      "help": "Share of the examples held out to measure eval loss (0 = none).",
+                      "fix": "use a fraction between 0 (no held-out split) and 0.9"},
+    "max_length": {"minimum": 8, "maximum": 131072, "title": "Max length",
+                   "help": "Tokens per example; longer ones are cut.",
+                   "fix": "use a token count such as 256, 512 or 1024"},
+})
+
+# The [training] section; the Train page renders it as is (studio.ui.method_panel.TRAINING_FORM).
+TRAINING_SCHEMA = _section_schema(TrainingSection, {
+    "max_steps": {"minimum": 0, "maximum": 10_000_000, "title": "Steps",
+                  "help": "Optimiser steps to train for (0 = train for `epochs` instead).",
+                  "fix": "use a positive step count, or 0 to train for `epochs`"},
+    "batch_size": {"minimum": 1, "maximum": 4096, "title": "Batch size",
+                   "help": "Examples per forward pass.", "fix": "use a batch size such as 1, 4 or 8"},
+    "grad_accum": {"minimum": 1, "maximum": 4096, "title": "Gradient accumulation",
+                   "help": "Forward passes per optimiser step.", "fix": "use 1 (no accumulation) or more"},
+    "learning_rate": {"minimum": 1e-10, "maximum": 1.0, "title": "Learning rate",
+                      "help": "Peak learning rate; LoRA-style methods like 1e-4 .. 5e-4.",
+                      "fix": "LoRA-style methods usually train well at 1e-4 .. 5e-4"},
+    "lr_scheduler": {"enum": list(LR_SCHEDULERS), "title": "Scheduler",
+                     "help": "How the learning rate changes after warm-up."},
+    "warmup_steps": {"minimum": 0, "maximum": 10_000_000, "title": "Warm-up steps",
+                     "help": "Steps over which the learning rate ramps up from 0.",
+                     "fix": "use 0 or more warm-up steps"},
+    "eval_every": {"minimum": 0, "maximum": 10_000_000, "title": "Eval every",
+                   "help": "Measure eval loss every N steps (0 = only at the end).",
+                   "fix": "use a step interval, or 0 to evaluate only at the end"},
+    "save_every": {"minimum": 0, "maximum": 10_000_000, "title": "Save every",
+                   "help": "Write a resumable checkpoint every N steps (0 = only when cancelled).",
+                   "fix": "use a step interval, or 0 to checkpoint only on cancel"},
+    "epochs": {"minimum": 0, "maximum": 100_000, "title": "Epochs", "advanced": True,
+               "help": "Train for whole passes over the data when Steps is 0.",
+               "fix": "use a whole number of epochs, or 0 to stop at `max_steps`"},
+    "weight_decay": {"minimum": 0.0, "maximum": 10.0, "title": "Weight decay", "advanced": True,
+                     "help": "AdamW weight decay on the trained weights.",
+                     "fix": "use 0.0 (none) or a small value such as 0.01"},
+    "max_grad_norm": {"minimum": 0.0, "maximum": 1e6, "title": "Clip grad norm", "advanced": True,
+                      "help": "Clip the gradient norm to this value (0 = no clipping).",
+                      "fix": "use 1.0, or 0 to turn clipping off"},
+    "log_every": {"minimum": 1, "maximum": 100_000, "title": "Log every", "advanced": True,
+                  "help": "Send a curve point every N steps.", "fix": "use 1 to log every step"},
+    "seed": {"minimum": 0, "maximum": 2_147_483_647, "title": "Seed", "advanced": True,
+             "help": "Seeds the data order, the split and the adapter initialisation."},
+    "gradient_checkpointing": {"title": "Gradient checkpointing", "advanced": True,
+                               "help": "Recompute activations in the backward pass: less memory, slower."},
+})
+
+# Every checked section; validate() runs each value through studio.schema.coerce_value.
+RECIPE_SCHEMA = {"model": MODEL_SCHEMA, "data": DATA_SCHEMA, "training": TRAINING_SCHEMA}
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass
 class Recipe:
-    name: str = "run"
+    name: str = RUN_NAME_SPEC["default"]
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     method: MethodSection = field(default_factory=MethodSection)
@@ -223,19 +287,13 @@ class Recipe:
         if not self.name.strip():
             raise UserError("the run needs a name", path=path, field="name",
                             fix='set name = "my-run"')
-        _choice("model.quantization", self.model.quantization, QUANTIZATIONS, path)
-        _choice("model.dtype", self.model.dtype, DTYPES, path)
-        _choice("data.format", self.data.format, DATA_FORMATS, path)
-        _choice("training.lr_scheduler", self.training.lr_scheduler, LR_SCHEDULERS, path)
-        for dotted, (low, high, fix) in _RANGES.items():
-            section, key = dotted.split(".")
-            value = getattr(getattr(self, section), key)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"{value} is not a number", path=path, field=dotted, fix=fix)
-            if (low is not None and value < low) or (high is not None and value > high):
-                bounds = (f"between {low} and {high}" if high is not None else f"at least {low}")
-                raise UserError(f"{value} is out of range (must be {bounds})", path=path,
-                                field=dotted, fix=fix)
+        for section, specs in RECIPE_SCHEMA.items():
+            values = getattr(self, section)
+            for key, spec in specs.items():
+                try:
+                    schema.coerce_value(spec, getattr(values, key), field=f"{section}.{key}")
+                except UserError as err:
+                    raise UserError(err.message, path=path, field=err.field, fix=err.fix) from None
         if self.training.max_steps == 0 and self.training.epochs == 0:
             raise UserError("training has no length: max_steps and epochs are both 0",
                             path=path, field="training.max_steps",
@@ -338,13 +396,6 @@ def _build_section(name: str, values: dict, path):
         kind = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}[kind]
         kwargs[key] = _coerce(dotted, value, kind, path)
     return cls(**kwargs)
-
-
-def _choice(dotted: str, value: str, allowed: tuple, path) -> None:
-    if value not in allowed:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise UserError(f"{value!r} is not a valid choice", path=path, field=dotted,
-                        fix=f"use one of {shown}")
 
 
 def _toml_key(key: str) -> str:

@@ -1,52 +1,20 @@
 """The method picker (from plugin discovery) with description, paper link, capability badges, and the
-hyperparameter form generated from the chosen plugin's schema; plus the training-settings schema."""
+hyperparameter form generated from the chosen plugin's schema; plus the training form's schema
+(taken from studio.core.recipe)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
+from studio.core.recipe import RUN_NAME_SPEC, TRAINING_SCHEMA
 from studio.ui import tasks
 from studio.ui.param_form import ParamForm
 from studio.ui.widgets import Card, InlineMessage, badge, button, clear_layout, label
 
-LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                 "constant_with_warmup", "inverse_sqrt"]
-
-# The [training] section of a recipe, in the same schema language as a plugin's parameters.
-TRAINING_SCHEMA: dict[str, dict] = {
-    "name": {"type": "string", "default": "lora-dates", "title": "Run name",
-             "help": "Names the run folder and the recipe."},
-    "max_steps": {"type": "integer", "default": 60, "minimum": 0, "maximum": 10_000_000, "title": "Steps",
-                  "help": "Optimiser steps to train for (0 = train for `epochs` instead)."},
-    "batch_size": {"type": "integer", "default": 4, "minimum": 1, "maximum": 4096, "title": "Batch size",
-                   "help": "Examples per forward pass."},
-    "grad_accum": {"type": "integer", "default": 1, "minimum": 1, "maximum": 4096,
-                   "title": "Gradient accumulation", "help": "Forward passes per optimiser step."},
-    "learning_rate": {"type": "number", "default": 2e-4, "minimum": 1e-10, "maximum": 1.0,
-                      "title": "Learning rate", "help": "Peak learning rate; LoRA-style methods like 1e-4 .. 5e-4."},
-    "lr_scheduler": {"type": "string", "default": "cosine", "enum": LR_SCHEDULERS, "title": "Scheduler",
-                     "help": "How the learning rate changes after warm-up."},
-    "warmup_steps": {"type": "integer", "default": 5, "minimum": 0, "maximum": 10_000_000,
-                     "title": "Warm-up steps", "help": "Steps over which the learning rate ramps up from 0."},
-    "eval_every": {"type": "integer", "default": 20, "minimum": 0, "maximum": 10_000_000, "title": "Eval every",
-                   "help": "Measure eval loss every N steps (0 = only at the end)."},
-    "save_every": {"type": "integer", "default": 20, "minimum": 0, "maximum": 10_000_000, "title": "Save every",
-                   "help": "Write a resumable checkpoint every N steps (0 = only when cancelled)."},
-    "epochs": {"type": "integer", "default": 0, "minimum": 0, "maximum": 100_000, "title": "Epochs",
-               "help": "Train for whole passes over the data when Steps is 0.", "advanced": True},
-    "weight_decay": {"type": "number", "default": 0.0, "minimum": 0.0, "maximum": 10.0, "title": "Weight decay",
-                     "help": "AdamW weight decay on the trained weights.", "advanced": True},
-    "max_grad_norm": {"type": "number", "default": 1.0, "minimum": 0.0, "maximum": 1e6, "title": "Clip grad norm",
-                      "help": "Clip the gradient norm to this value (0 = no clipping).", "advanced": True},
-    "log_every": {"type": "integer", "default": 1, "minimum": 1, "maximum": 100_000, "title": "Log every",
-                  "help": "Send a curve point every N steps.", "advanced": True},
-    "seed": {"type": "integer", "default": 0, "minimum": 0, "maximum": 2_147_483_647, "title": "Seed",
-             "help": "Seeds the data order, the split and the adapter initialisation.", "advanced": True},
-    "gradient_checkpointing": {"type": "boolean", "default": False, "title": "Gradient checkpointing",
-                               "help": "Recompute activations in the backward pass: less memory, slower.",
-                               "advanced": True},
-}
+# The Train page's "Training" form: the run name and the recipe's [training] settings, rendered
+# from the recipe's own schema (studio.core.recipe owns the defaults and ranges).
+TRAINING_FORM: dict[str, dict] = {"name": RUN_NAME_SPEC, **TRAINING_SCHEMA}
 
 
 def _discover():

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from studio.errors import UserError
+from studio.schema import coerce_value
 from studio.ui import theme
 from studio.ui.widgets import InlineMessage, add_row, form_layout
 
@@ -89,20 +91,12 @@ class IntSpinBox(QSpinBox):
 
 
 def check_value(name: str, spec: dict, value) -> str | None:
-    """Why `value` is not allowed for this parameter (None when it is), in the plugins' words."""
-    from studio.plugins import _allowed, _coerce
-
-    title = _title(name, spec)
+    """Why `value` is not allowed for this parameter (None when it is), in the shared checker's words."""
     try:
-        typed = _coerce(value, spec["type"])
-    except (ValueError, TypeError):
-        return f"{title}: {value!r} is not valid. Use {_allowed(spec)}."
-    if "enum" in spec and typed not in spec["enum"]:
-        return f"{title}: {typed!r} is not one of the choices. Use {_allowed(spec)}."
-    lo, hi = spec.get("minimum"), spec.get("maximum")
-    if spec["type"] in ("integer", "number") and (
-            (lo is not None and typed < lo) or (hi is not None and typed > hi)):
-        return f"{title}: {typed} is out of range. Use {_allowed(spec)}."
+        coerce_value(spec, value, field=name)
+    except UserError as err:
+        fix = err.fix or ""
+        return f"{_title(name, spec)}: {err.message} {fix[:1].upper()}{fix[1:]}".rstrip()
     return None
 
 

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 from studio.errors import UserError
 from studio.ui import theme
 from studio.ui.curves import CurvesPanel
-from studio.ui.method_panel import TRAINING_SCHEMA, MethodPanel
+from studio.ui.method_panel import TRAINING_FORM, MethodPanel
 from studio.ui.param_form import ParamForm
 from studio.ui.train_recipe import RecipeActions
 from studio.ui.widgets import Card, FlowRow, InlineMessage, Page, badge, button, human_count, human_duration, label
@@ -67,7 +67,7 @@ class TrainPage(RecipeActions, Page):
             self.method_panel.set_model(self.model_page.info)
         left.addWidget(self.method_panel)
         training_card = Card("Training")
-        self.training_form = ParamForm(TRAINING_SCHEMA)
+        self.training_form = ParamForm(TRAINING_FORM)
         training_card.body.addWidget(self.training_form)
         self._auto_name = True
         self.training_form.editors["name"].textEdited.connect(lambda _t: setattr(self, "_auto_name", False))

@@ -1,0 +1,77 @@
+"""Helpers for plugin code and the GUI/CLI: target-module parsing, peft's get_peft_model with a
+clear error, parameter counts. torch/peft are imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+from studio.errors import UserError
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit packed weights count their real element count."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if type(param).__name__ == "Params4bit":
+            n *= 2 * param.element_size()   # two 4-bit values per byte of storage
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def parse_target_modules(text: str) -> str | list[str]:
+    """'all-linear' stays as is; 're:<regex>' becomes a regex; 'q_proj, v_proj' becomes a list."""
+    text = (text or "").strip()
+    if text == "all-linear":
+        return text
+    if text.startswith("re:"):
+        return text[3:]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError("target_modules is empty.", field="target_modules",
+                        fix="use 'all-linear' or a comma list such as 'q_proj,v_proj'.")
+    return names
+
+
+LORA_OPTIONS = ("bias", "use_rslora")     # the "lora_options" fragment, passed on when present
+
+
+def lora_config(params: dict, **extra):
+    """peft's LoraConfig for a causal LM from the "lora" fragment's parameters (r, lora_alpha,
+    lora_dropout, target_modules) and, when the manifest includes them, the "lora_options" ones
+    (bias, use_rslora); `extra` adds or overrides LoraConfig arguments (use_dora=True,
+    init_lora_weights="olora", ...)."""
+    from peft import LoraConfig, TaskType
+    kwargs = {"task_type": TaskType.CAUSAL_LM, "r": params["r"], "lora_alpha": params["lora_alpha"],
+              "lora_dropout": params["lora_dropout"],
+              "target_modules": parse_target_modules(params["target_modules"])}
+    kwargs.update({key: params[key] for key in LORA_OPTIONS if key in params})
+    return LoraConfig(**{**kwargs, **extra})
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the Linear-like leaf modules (what target_modules can name), in model order."""
+    names: list[str] = []
+    for full, module in model.named_modules():
+        if "Linear" in type(module).__name__ and not list(module.children()):
+            short = full.rsplit(".", 1)[-1]
+            if short not in names:
+                names.append(short)
+    return names
+
+
+def apply_peft_config(model, config):
+    """peft.get_peft_model, turning 'target modules not found' into a UserError on target_modules."""
+    from peft import get_peft_model
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        if type(exc).__name__ == "NoMatchingPeftModuleError" or "not found in the base" in str(exc):
+            layers = getattr(config, "layers_to_transform", None)
+            extra = f" (in layers {layers})" if layers is not None else ""
+            raise UserError(f"none of the target modules {config.target_modules!r}{extra} exist in "
+                            "this model.", field="target_modules",
+                            fix="use 'all-linear' or names from: "
+                                + ", ".join(linear_module_names(model))) from None
+        raise
