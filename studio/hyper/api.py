@@ -3,7 +3,7 @@
     hn = load_hypernetwork()                      # the shipped default Text-to-LoRA
     generate(hn, "out/adapter", description="Decide whether a sports sentence is plausible.")
     train_hypernetwork(library, out_dir, kind="t2l", mode="recon", head="S", steps=300,
-                       progress=print)            # studio.hyper.trainer
+                       progress=print)            # studio.hyper.training
 
 No Qt; torch is imported on first use of a hypernetwork, not at module import.
 """
@@ -182,8 +182,8 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
 def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon", head: str = "S",
                        steps: int = 300, lr: float | None = None, seed: int = 0,
                        model_path=None, progress=None, should_stop=None, **options) -> dict:
-    """Train a T2L (recon | sft) or DnD hypernetwork on a library; see studio.hyper.trainer."""
-    from studio.hyper.trainer import train_hypernetwork as _train
+    """Train a T2L (recon | sft) or DnD hypernetwork on a library; see studio.hyper.training."""
+    from studio.hyper.training import train_hypernetwork as _train
 
     return _train(library, out_dir, kind=kind, mode=mode, head=head, steps=steps, lr=lr,
                   seed=seed, model_path=model_path, progress=progress, should_stop=should_stop,

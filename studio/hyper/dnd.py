@@ -10,7 +10,7 @@ until the grid is [2 * modules, layers, latent]: one latent vector per (module, 
 Per (module, A|B) a linear head turns its latent vectors into that LoRA factor for every layer,
 so together the outputs are the flattened LoRA weights of all targeted layers. The heads start
 at a standard LoRA init (B = 0, A kaiming values from the bias). Trained with MSE against
-checkpoints of library LoRAs (several per task); the loop is studio.hyper.trainer.
+checkpoints of library LoRAs (several per task); the loop is studio.hyper.training.
 """
 
 from __future__ import annotations

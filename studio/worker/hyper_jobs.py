@@ -147,7 +147,7 @@ def create_train_run(library: str | Path, kind: str = "t2l", mode: str = "recon"
         mode = "recon"                  # DnD learns from the library's checkpoints only
         options.pop("init_from", None)
     if options.get("init_from"):
-        from studio.hyper.trainer import check_start_from
+        from studio.hyper.training import check_start_from
 
         options["init_from"] = str(check_start_from(options["init_from"]))
     label = name.strip() or f"hypernet-{kind}{'-' + mode if kind == 't2l' else ''}-{library.name}"
