@@ -26,8 +26,8 @@ from typing import Callable
 
 from studio.core import events
 from studio.errors import UserError
+from studio.hyper.saved import WEIGHTS_FILE
 
-WEIGHTS_FILE = "hypernetwork.safetensors"
 DEFAULT_LR = {("t2l", "recon"): 1e-3, ("t2l", "sft"): 2e-4, ("dnd", "recon"): 1e-3}
 
 

@@ -60,19 +60,13 @@ def generate_run(model_path: str | Path, kind: str = "t2l", description: str = "
 
     if kind not in KIND_NAMES:
         raise UserError(f"unknown generator '{kind}'.", field="kind", fix="Use t2l or dnd.")
-    if kind == "t2l" and not description.strip():
-        raise UserError("the task description is empty.", field="description",
-                        fix="Describe the task in a sentence, e.g. 'Decide whether a sentence "
-                            "about sports is plausible'.")
-    prompts = [p.strip() for p in (prompts or []) if p and p.strip()]
-    if kind == "dnd" and not prompts:
-        raise UserError("no example prompts given.", field="prompts",
-                        fix="Paste a few example inputs of the task, one per line.")
+    task_text, prompts = api.check_task_input(
+        kind, description, [p.strip() for p in (prompts or []) if p and p.strip()])
     hn = load_cached(hypernetwork, kind)
     t0 = time.perf_counter()
     api.warm_up()                                   # the sentence encoder (seconds, once)
     warm_up_s = time.perf_counter() - t0
-    task_text = description.strip() if kind == "t2l" else prompts[0]
+    task_text = task_text or prompts[0]
     label = name.strip() or f"generated-{kind}-{' '.join(task_text.split()[:6])}"
     run_dir = runs.new_run_dir(label, runs_base, max_chars=48)
     try:
