@@ -16,6 +16,7 @@ from pathlib import Path
 
 from studio.errors import UserError
 from studio.hyper.saved import CONFIG_FILE, WEIGHTS_FILE, read_hyper_config  # noqa: F401 - API names
+from studio.hyper.targets import check_adapter_target  # noqa: F401 - callers check --out early
 
 KINDS = {"text_to_lora": "t2l", "dnd": "dnd"}
 SHIPPED = {"t2l": "t2l-smollm2-135m", "dnd": "dnd-smollm2-135m"}
@@ -127,6 +128,8 @@ def generate(hn: Hypernetwork, out_dir: str | Path, description: str | None = No
 
     T2L takes `description`, DnD takes `prompts`. `base_model`: the base model folder (or its
     config), checked against the hypernetwork's shapes; it sets the adapter's base path and dtype.
+    `out_dir` may be new, empty or an earlier adapter (replaced once the new one is complete);
+    a file or a folder with other files is refused before anything is computed.
     Returns adapter_dir, kind, seconds, encode_ms, emit_ms, write_ms, size_mb, dtype and the
     description (T2L) or prompts (DnD) used.
     """
@@ -148,6 +151,7 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
 
     start = time.perf_counter()
     description, prompts = check_task_input(hn.kind, description, prompts)
+    check_adapter_target(out_dir)
     base_path, dtype = check_base_model(hn.spec, base_model)
     encoder = encoder or default_encoder()
     was_training = hn.net.training
