@@ -33,10 +33,16 @@ def _snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*"))}
 
 
-def _refused(proc, path_text: str) -> None:
+def _refuses(out, model_dir, cwd, root: Path, path_text: str) -> subprocess.CompletedProcess:
+    """Run generate --out `out`; it must fail cleanly (exit 2, the path and a fix named, no
+    traceback) and leave everything under `root` byte for byte as it was."""
+    before = _snapshot(root)
+    proc = _generate(out, model_dir, cwd)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr
     assert path_text in proc.stderr and "Fix:" in proc.stderr
+    assert _snapshot(root) == before
+    return proc
 
 
 def test_a_folder_of_user_files_is_refused_and_kept(tmp_path, model_dir):
@@ -44,9 +50,7 @@ def test_a_folder_of_user_files_is_refused_and_kept(tmp_path, model_dir):
     (user / "sub").mkdir(parents=True)
     (user / "notes.txt").write_text("years of notes")
     (user / "sub" / "photo.jpg").write_bytes(b"\xff\xd8 jpeg")
-    before = _snapshot(tmp_path)
-    _refused(_generate(user, model_dir, tmp_path), str(user))
-    assert _snapshot(tmp_path) == before
+    _refuses(user, model_dir, tmp_path, tmp_path, str(user))
 
 
 def test_an_adapter_folder_with_a_user_file_is_refused(tmp_path, model_dir):
@@ -55,29 +59,21 @@ def test_an_adapter_folder_with_a_user_file_is_refused(tmp_path, model_dir):
     folder.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors", "my_notes.md"):
         (folder / name).write_text(name)
-    before = _snapshot(tmp_path)
-    _refused(_generate(folder, model_dir, tmp_path), str(folder))
-    assert _snapshot(tmp_path) == before
+    _refuses(folder, model_dir, tmp_path, tmp_path, str(folder))
 
 
 def test_out_dot_in_a_folder_with_a_file_is_refused(tmp_path, model_dir):
     cwd = tmp_path / "work"
     cwd.mkdir()
     (cwd / "thesis.tex").write_text("chapter 1")
-    before = _snapshot(tmp_path)
-    proc = _generate(".", model_dir, cwd)
-    _refused(proc, ".")
-    assert _snapshot(tmp_path) == before
+    _refuses(".", model_dir, cwd, tmp_path, ".")
 
 
 def test_out_a_file_is_refused_cleanly(tmp_path, model_dir):
     target = tmp_path / "report.pdf"
     target.write_bytes(b"%PDF-1.4 user data")
-    before = _snapshot(tmp_path)
-    proc = _generate(target, model_dir, tmp_path)
-    _refused(proc, str(target))
+    proc = _refuses(target, model_dir, tmp_path, tmp_path, str(target))
     assert "is a file" in proc.stderr
-    assert _snapshot(tmp_path) == before
 
 
 def test_regenerate_into_an_existing_adapter_folder(tmp_path, model_dir):
