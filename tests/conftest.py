@@ -160,3 +160,28 @@ def make_window(qtbot, model_dir, demo_train_path, monkeypatch):
 @pytest.fixture
 def window(make_window):
     return make_window()
+
+
+@pytest.fixture(scope="session")
+def make_t2l(model_dir):
+    """make_t2l(out) -> out: a small untrained Text-to-LoRA network for the real model's shapes
+    (rank 2, head S), its head weights non-zero so its adapters visibly change the model; saved
+    to `out`. For the hypernetwork tests (Generate page, hyper_eval harness)."""
+
+    def make(out: Path) -> Path:
+        import torch
+
+        from studio.core.models import load_model
+        from studio.hyper.targets import spec_from_model
+        from studio.hyper.text_to_lora import T2LConfig, TextToLoRA
+
+        model, _ = load_model(model_dir)
+        spec = spec_from_model(model, r=2, alpha=4.0, base_model=str(model_dir))
+        torch.manual_seed(0)
+        net = TextToLoRA(T2LConfig(spec=spec.to_dict(), head="S", hidden=32, emb_dim=8, blocks=1))
+        with torch.no_grad():                       # non-zero B so the adapter visibly acts
+            net.head.weight.normal_(0, 0.05)
+        net.save(out)
+        return out
+
+    return make

@@ -20,23 +20,6 @@ from studio.ui import tasks  # noqa: E402
 TIMEOUT = 180_000          # ms: first encoder load + model shapes on 2 busy cores
 
 
-def _make_hypernetwork(model_dir, out: Path) -> Path:
-    import torch
-
-    from studio.core.models import load_model
-    from studio.hyper.targets import spec_from_model
-    from studio.hyper.text_to_lora import T2LConfig, TextToLoRA
-
-    model, _ = load_model(model_dir)
-    spec = spec_from_model(model, r=2, alpha=4.0, base_model=str(model_dir))
-    torch.manual_seed(0)
-    net = TextToLoRA(T2LConfig(spec=spec.to_dict(), head="S", hidden=32, emb_dim=8, blocks=1))
-    with torch.no_grad():                       # non-zero B so the adapter visibly acts
-        net.head.weight.normal_(0, 0.05)
-    net.save(out)
-    return out
-
-
 def _make_dnd(model_dir, out: Path) -> Path:
     import torch
 
@@ -55,9 +38,9 @@ def _make_dnd(model_dir, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hypernet_root(model_dir, tmp_path_factory):
+def hypernet_root(model_dir, tmp_path_factory, make_t2l):
     root = tmp_path_factory.mktemp("hypernetworks")
-    _make_hypernetwork(model_dir, root / "t2l-smollm2-135m")
+    make_t2l(root / "t2l-smollm2-135m")
     _make_dnd(model_dir, root / "dnd-smollm2-135m")
     return root
 

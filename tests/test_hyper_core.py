@@ -112,7 +112,8 @@ def test_t2l_step0_emits_standard_lora_init(spec, head):
 
 
 def test_generated_adapter_scaling_and_dtype(spec, model_dir, tmp_path):
-    from studio.hyper.text_to_lora import T2LConfig, TextToLoRA, generate_adapter
+    from studio.hyper import api
+    from studio.hyper.text_to_lora import T2LConfig, TextToLoRA
 
     class FakeEncoderFree:      # a fixed embedding: this test is about the files, not the encoder
         def embed(self, texts):
@@ -122,8 +123,9 @@ def test_generated_adapter_scaling_and_dtype(spec, model_dir, tmp_path):
     net = TextToLoRA(T2LConfig(spec=rs_spec, head="S", hidden=32))
     cfg = json.loads((model_dir / "config.json").read_text())
     cfg["torch_dtype"] = cfg["dtype"] = "bfloat16"
-    res = generate_adapter(net, "Answer questions about dates.", cfg, tmp_path / "a",
-                           encoder=FakeEncoderFree())
+    res = api.generate(api.Hypernetwork("t2l", net, tmp_path / "hn"), tmp_path / "a",
+                       description="Answer questions about dates.", base_model=cfg,
+                       encoder=FakeEncoderFree())
     saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert saved["use_rslora"] is True and saved["lora_alpha"] == 8.0 and saved["r"] == 4
     from safetensors.torch import load_file

@@ -25,18 +25,18 @@ STEPS = 8
 def train(recipe, base: Path, resume_dir=None, control=None):
     """Run in this process; returns (run_dir, events, metrics)."""
     run_dir = resume_dir or runs.create_run(recipe, base=base)
-    events = []
+    seen = []
     log = runs.RunLog(run_dir)
 
     def emit(event):
         validate_event(event)
         json.loads(encode(event))            # every event is strict JSON
         log.append(event)
-        events.append(event)
+        seen.append(event)
 
     metrics = run_training(runs.load_recipe(run_dir), run_dir, emit, control,
                            resume=resume_dir is not None)
-    return run_dir, events, metrics
+    return run_dir, seen, metrics
 
 
 @pytest.fixture(scope="module")

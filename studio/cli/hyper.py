@@ -50,6 +50,7 @@ def cmd_generate(args) -> int:
         from studio.paths import default_model_dir
 
         model = default_model_dir() if (default_model_dir() / "config.json").is_file() else None
+    api.check_adapter_target(args.out)       # refuse a bad --out before the slow encoder load
     api.warm_up()
     prompts = _read_prompts(args.prompts) if args.prompts else None
     res = api.generate(hn, args.out, description=args.description, prompts=prompts,
@@ -143,7 +144,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate a LoRA adapter from a task sentence "
                                                "(Text-to-LoRA) or example prompts (DnD)")
     p.add_argument("description", nargs="?", help="the task in a sentence (T2L)")
-    p.add_argument("--out", required=True, help="adapter folder to write (replaced if it exists)")
+    p.add_argument("--out", required=True, help="adapter folder: new, empty, or an adapter (replaced)")
     p.add_argument("--kind", choices=("t2l", "dnd"), default="t2l")
     p.add_argument("--prompts", help="DnD: file with one example prompt per line (or .jsonl)")
     p.add_argument("--hypernetwork", help="hypernetwork folder (default: the shipped one)")

@@ -23,6 +23,7 @@ import torch
 
 from studio.core.runs import checkpoints_dir, latest_checkpoint, list_checkpoints  # noqa: F401
 from studio.errors import UserError
+from studio.fileio import atomic_dir
 
 KEEP_CHECKPOINTS = 3
 
@@ -79,23 +80,18 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    plugin.save(model, tmp / "adapter")
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    cb_states = [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
-                 for cb in callbacks]
-    torch.save({"step": step, "position": dict(position), "rng": _rng_state(),
-                "group_names": group_param_names(model, optimizer), "callbacks": cb_states},
-               tmp / "state.pt")
-    progress = {"step": step, "position": dict(position), **(extra or {})}
-    (tmp / "progress.json").write_text(json.dumps(progress, indent=2), encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(final, replace=True) as tmp:       # the run's own checkpoint of this step
+        plugin.save(model, tmp / "adapter")
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        cb_states = [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
+                     for cb in callbacks]
+        torch.save({"step": step, "position": dict(position), "rng": _rng_state(),
+                    "group_names": group_param_names(model, optimizer), "callbacks": cb_states},
+                   tmp / "state.pt")
+        progress = {"step": step, "position": dict(position), **(extra or {})}
+        (tmp / "progress.json").write_text(json.dumps(progress, indent=2), encoding="utf-8")
     for _, old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from studio import paths
 from studio.errors import UserError
+from studio.fileio import write_json_atomic
 
 ACTIVE = ("running", "paused")
 _TAIL_BYTES = 256 * 1024
@@ -52,25 +53,40 @@ def slug(name: str) -> str:
     return text[:60] or "run"
 
 
-def create_run(recipe, base: Path | None = None) -> Path:
-    """A fresh run folder with the recipe (absolute paths) copied in; status 'created'."""
+def new_run_dir(label: str, base: Path | None = None, max_chars: int = 60) -> Path:
+    """A fresh, empty run folder <base>/<YYYYmmdd-HHMMSS>-<slug(label)>[-N]/ (base: runs_dir()).
+    Created with an exclusive mkdir, so two processes never get the same folder and an existing
+    folder is never reused."""
     base = Path(base) if base else paths.runs_dir()
     base.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{stamp}-{slug(recipe.name)}"
-    run_dir, n = base / name, 1
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug(label)[:max_chars]}"
+    run_dir, n = base / stem, 1
     while True:
         try:
             run_dir.mkdir()
-            break
+            return run_dir
         except FileExistsError:
             n += 1
-            run_dir = base / f"{name}-{n}"
+            run_dir = base / f"{stem}-{n}"
+
+
+def new_status(name: str, method: str, model: str, total_steps: int | None = None,
+               status: str = "created", **extra) -> dict:
+    """A run's first status.json: step 0, no losses yet."""
+    return {"status": status, "name": name, "created": datetime.now().isoformat(timespec="seconds"),
+            "method": method, "model": model, "step": 0, "total_steps": total_steps,
+            "last_loss": None, "eval_loss": None, **extra}
+
+
+def write_status(run_dir, status: dict) -> None:
+    write_json_atomic(Path(run_dir) / "status.json", status)
+
+
+def create_run(recipe, base: Path | None = None) -> Path:
+    """A fresh run folder with the recipe (absolute paths) copied in; status 'created'."""
+    run_dir = new_run_dir(recipe.name, base)
     recipe.resolved().save(run_dir / "recipe.toml")
-    _write_json(run_dir / "status.json", {
-        "status": "created", "name": recipe.name, "created": datetime.now().isoformat(timespec="seconds"),
-        "method": recipe.method.id, "model": Path(recipe.model.path).name, "step": 0,
-        "total_steps": None, "last_loss": None, "eval_loss": None})
+    write_status(run_dir, new_status(recipe.name, recipe.method.id, Path(recipe.model.path).name))
     return run_dir
 
 
@@ -120,12 +136,6 @@ def load_recipe(run_dir):
 
 
 # ---- status.json + events.jsonl --------------------------------------------------------------
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
-
 
 def read_status(run_dir) -> dict:
     try:
@@ -203,7 +213,7 @@ class RunLog:
         self.status = read_status(self.run_dir)
         if pid is not None:
             self.status.update(pid=pid, pid_start=_process_start(pid))
-            _write_json(self.run_dir / "status.json", self.status)
+            write_status(self.run_dir, self.status)
 
     def append(self, event: dict) -> None:
         from studio.core.events import encode
@@ -213,7 +223,7 @@ class RunLog:
         self.status = fold_event(self.status, event)
         if event.get("event") in ("finished", "failed", "cancelled"):
             self.status.pop("pid", None)
-        _write_json(self.run_dir / "status.json", self.status)
+        write_status(self.run_dir, self.status)
 
 
 def read_events(run_dir, tail_bytes: int | None = None) -> list[dict]:

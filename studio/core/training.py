@@ -10,8 +10,6 @@ studio.core.events through `emit`; pause/cancel arrive through `control` between
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections import deque
 from pathlib import Path
@@ -21,6 +19,7 @@ from studio.core.training_parts import (  # noqa: F401 - re-exported for the wor
     IGNORE, Batches, Control, autocast_for, TrainData, default_param_groups, make_optimizer,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
+from studio.fileio import atomic_dir, write_json_atomic
 from studio.core import events
 
 
@@ -283,21 +282,15 @@ class StepLoop:
 
     def _finish(self, step, seconds, tokens, start_step) -> dict:
         eval_loss = self._evaluate(step)
-        final = self.run_dir / "adapter"
-        tmp = self.run_dir / ".adapter.tmp"
+        final = self.run_dir / "adapter"           # the run's own folder: replaced on resume
         self.emit(events.phase("saving", step))
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.plugin.save(self.model, tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        with atomic_dir(final, replace=True) as tmp:
+            self.plugin.save(self.model, tmp)
         metrics = {"step": step, "train_loss": self.last_loss, "eval_loss": eval_loss,
                    "train_seconds": round(seconds, 3), "steps_this_session": step - start_step,
                    "tokens_per_s": tokens / seconds if seconds > 0 else None,
                    "eval_examples": len(self.data.eval)}
-        tmp_json = self.run_dir / ".eval.json.tmp"
-        tmp_json.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        tmp_json.replace(self.run_dir / "eval.json")
+        write_json_atomic(self.run_dir / "eval.json", metrics)
         self.emit(events.finished(step, str(final), metrics))
         return metrics
 

@@ -3,42 +3,29 @@
     hn = load_hypernetwork()                      # the shipped default Text-to-LoRA
     generate(hn, "out/adapter", description="Decide whether a sports sentence is plausible.")
     train_hypernetwork(library, out_dir, kind="t2l", mode="recon", head="S", steps=300,
-                       progress=print)            # studio.hyper.trainer
+                       progress=print)            # studio.hyper.training
 
 No Qt; torch is imported on first use of a hypernetwork, not at module import.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.hyper.saved import CONFIG_FILE, WEIGHTS_FILE, read_hyper_config  # noqa: F401 - API names
+from studio.hyper.targets import check_adapter_target  # noqa: F401 - callers check --out early
 
 KINDS = {"text_to_lora": "t2l", "dnd": "dnd"}
 SHIPPED = {"t2l": "t2l-smollm2-135m", "dnd": "dnd-smollm2-135m"}
-CONFIG_FILE = "hypernetwork.json"
-WEIGHTS_FILE = "hypernetwork.safetensors"
 
 
 def shipped_dir() -> Path:
     from studio.paths import resources_dir
 
     return resources_dir() / "hypernetworks"
-
-
-def _read_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise UserError("not a hypernetwork folder (no hypernetwork.json).", path=folder,
-                        fix="Choose a folder saved by PEFT Studio's hypernetwork training.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"hypernetwork.json is not valid JSON ({err}).", path=path,
-                        fix="Re-save the hypernetwork.") from err
 
 
 def shipped_hypernetworks() -> list[dict]:
@@ -48,7 +35,7 @@ def shipped_hypernetworks() -> list[dict]:
     for folder in sorted(root.glob("*/")) if root.is_dir() else []:
         if not (folder / CONFIG_FILE).is_file():
             continue
-        cfg = _read_config(folder)
+        cfg = read_hyper_config(folder)
         card = folder / "MODEL_CARD.md"
         found.append({"name": folder.name, "kind": KINDS.get(cfg.get("kind"), cfg.get("kind")),
                       "path": str(folder), "base_model_type": cfg["spec"].get("model_type", ""),
@@ -94,7 +81,7 @@ class Hypernetwork:
 def load_hypernetwork(folder: str | Path | None = None) -> Hypernetwork:
     """Load a saved hypernetwork (kind read from its hypernetwork.json); None: the shipped T2L."""
     folder = Path(folder) if folder else default_hypernetwork_dir("t2l")
-    kind = _read_config(folder).get("kind")
+    kind = read_hyper_config(folder).get("kind")
     if kind == "text_to_lora":
         from studio.hyper.text_to_lora import TextToLoRA
 
@@ -118,12 +105,33 @@ def _size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 3)
 
 
+def check_task_input(kind: str, description: str | None = None,
+                     prompts: list[str] | None = None) -> tuple[str | None, list[str] | None]:
+    """(description, prompts) cleaned for a generator of `kind`: T2L needs a description (its
+    whitespace collapsed), DnD example prompts (blank ones dropped). UserError when missing."""
+    if kind == "t2l":
+        if not description or not description.strip():
+            raise UserError("the task description is empty.", field="description",
+                            fix="Describe the task in a sentence, e.g. 'Classify the sentiment "
+                                "of a product review as positive or negative'.")
+        return " ".join(description.split()), None
+    prompts = [p for p in (prompts or []) if p and p.strip()]
+    if not prompts:
+        raise UserError("no example prompts given.", field="prompts",
+                        fix="Give a few example inputs of the task, one per line.")
+    return None, prompts
+
+
 def generate(hn: Hypernetwork, out_dir: str | Path, description: str | None = None,
              prompts: list[str] | None = None, base_model=None, encoder=None) -> dict:
-    """Write a standard PEFT LoRA adapter for a task into `out_dir` (replaced if it exists).
+    """Write a standard PEFT LoRA adapter for a task into `out_dir`; the one adapter generator.
 
     T2L takes `description`, DnD takes `prompts`. `base_model`: the base model folder (or its
     config), checked against the hypernetwork's shapes; it sets the adapter's base path and dtype.
+    `out_dir` may be new, empty or an earlier adapter (replaced once the new one is complete);
+    a file or a folder with other files is refused before anything is computed.
+    Returns adapter_dir, kind, seconds, encode_ms, emit_ms, write_ms, size_mb, dtype and the
+    description (T2L) or prompts (DnD) used.
     """
     import torch
 
@@ -142,31 +150,30 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
     from studio.hyper.targets import check_base_model, write_adapter
 
     start = time.perf_counter()
+    description, prompts = check_task_input(hn.kind, description, prompts)
+    check_adapter_target(out_dir)
     base_path, dtype = check_base_model(hn.spec, base_model)
     encoder = encoder or default_encoder()
-    t0 = time.perf_counter()
+    was_training = hn.net.training
     hn.net.eval()
-    if hn.kind == "t2l":
-        if not description or not description.strip():
-            raise UserError("the task description is empty.", field="description",
-                            fix="Describe the task in a sentence, e.g. 'Classify the sentiment "
-                                "of a product review as positive or negative'.")
-        description = " ".join(description.split())
-        emb = encoder.embed([description])
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            lora = hn.net.emit(emb)[0]
-        meta = {"generator": "text_to_lora", "head": hn.net.config.head, "description": description}
-    else:
-        prompts = [p for p in (prompts or []) if p and p.strip()]
-        if not prompts:
-            raise UserError("no example prompts given.", field="prompts",
-                            fix="Give a few example inputs of the task, one per line.")
-        states = hn.net.prompt_states(prompts, encoder)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            lora = hn.net(states[None])[0]
-        meta = {"generator": "dnd", "prompts": prompts[: hn.net.config.n_prompts]}
+    try:
+        t0 = time.perf_counter()
+        if hn.kind == "t2l":
+            emb = encoder.embed([description])
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                lora = hn.net.emit(emb)[0]
+            meta = {"generator": "text_to_lora", "head": hn.net.config.head,
+                    "description": description}
+        else:
+            states = hn.net.prompt_states(prompts, encoder)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                lora = hn.net(states[None])[0]
+            meta = {"generator": "dnd", "n_prompts": hn.net.config.n_prompts,
+                    "prompts": prompts[: hn.net.config.n_prompts]}
+    finally:
+        hn.net.train(was_training)
     t2 = time.perf_counter()
     meta["hypernetwork"] = str(hn.folder)
     path = write_adapter(hn.spec, lora, out_dir, base_model=base_path, dtype=dtype, metadata=meta)
@@ -174,16 +181,18 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
     result = {"adapter_dir": str(path), "kind": hn.kind, "seconds": t3 - start,
               "encode_ms": (t1 - t0) * 1e3, "emit_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
               "size_mb": _size_mb(path), "dtype": dtype}
-    result["description" if hn.kind == "t2l" else "prompts"] = description if hn.kind == "t2l" \
-        else prompts
+    if hn.kind == "t2l":
+        result["description"] = description
+    else:
+        result["prompts"] = prompts
     return result
 
 
 def train_hypernetwork(library, out_dir, kind: str = "t2l", mode: str = "recon", head: str = "S",
                        steps: int = 300, lr: float | None = None, seed: int = 0,
                        model_path=None, progress=None, should_stop=None, **options) -> dict:
-    """Train a T2L (recon | sft) or DnD hypernetwork on a library; see studio.hyper.trainer."""
-    from studio.hyper.trainer import train_hypernetwork as _train
+    """Train a T2L (recon | sft) or DnD hypernetwork on a library; see studio.hyper.training."""
+    from studio.hyper.training import train_hypernetwork as _train
 
     return _train(library, out_dir, kind=kind, mode=mode, head=head, steps=steps, lr=lr,
                   seed=seed, model_path=model_path, progress=progress, should_stop=should_stop,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from studio.core.bigbench import BigBenchTask, answer_text, format_input, load_task, task_to_examples
 from studio.errors import UserError
+from studio.fileio import write_json_atomic
 from studio.hyper.targets import LoraSpec, spec_from_model
 
 TEMPLATES = [
@@ -183,7 +184,7 @@ def train_task_lora(model, tokenizer, spec: LoraSpec, task: BigBenchTask, out_di
             "first_loss": losses[0], "final_loss": sum(losses[-5:]) / len(losses[-5:]),
             "eval_loss_before": eval_before, "eval_loss_after": eval_after,
             "seconds": time.perf_counter() - start}
-    (out_dir / "description.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    write_json_atomic(out_dir / "description.json", info, indent=1)   # last: marks the task built
     return model.unload(), info
 
 
@@ -258,7 +259,7 @@ def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir:
                                                       **train_kwargs)
         if task.name not in index[group]:
             index[group].append(task.name)
-        index_path.write_text(json.dumps(index, indent=1), encoding="utf-8")
+        write_json_atomic(index_path, index, indent=1)
     return {"library": str(out_dir), "built": infos, "tasks": index["tasks"],
             "held_out": index["held_out"]}
 

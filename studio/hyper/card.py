@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from studio.fileio import write_text_atomic
+
 
 def _fmt(v, spec=".4f") -> str:
     return "-" if v is None else format(v, spec)
@@ -75,6 +77,4 @@ def write_model_card(folder: str | Path, commands: list[str] | None = None,
         lines += [extra.rstrip(), ""]
     if commands:
         lines += ["## Rebuild", "", "```", *commands, "```", ""]
-    path = folder / "MODEL_CARD.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines))

@@ -10,23 +10,22 @@ until the grid is [2 * modules, layers, latent]: one latent vector per (module, 
 Per (module, A|B) a linear head turns its latent vectors into that LoRA factor for every layer,
 so together the outputs are the flattened LoRA weights of all targeted layers. The heads start
 at a standard LoRA init (B = 0, A kaiming values from the bias). Trained with MSE against
-checkpoints of library LoRAs (several per task); the loop is studio.hyper.trainer.
+checkpoints of library LoRAs (several per task); the loop is studio.hyper.training.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from studio.errors import UserError
-from studio.hyper.targets import Lora, LoraSpec, check_base_model, write_adapter
-from studio.hyper.text_to_lora import CONFIG_FILE, WEIGHTS_FILE, load_weights, read_hyper_config
+from studio.hyper.saved import load_weights, read_hyper_config, save_network
+from studio.hyper.targets import Lora, LoraSpec
 
 
 @dataclass
@@ -117,15 +116,7 @@ class DnDGenerator(nn.Module):
         return states
 
     def save(self, out_dir: str | Path) -> Path:
-        from safetensors.torch import save_file
-        import json
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  str(out_dir / WEIGHTS_FILE))
-        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1), encoding="utf-8")
-        return out_dir
+        return save_network(self, out_dir)
 
     @classmethod
     def load(cls, folder: str | Path) -> "DnDGenerator":
@@ -185,21 +176,3 @@ class DnDData:
         out = self.generator(torch.stack(states))
         spec = self.generator.spec
         return torch.stack([((_flat(spec, lo) - t) ** 2).mean() for lo, t in zip(out, tgt)]).mean()
-
-
-def generate_adapter_from_prompts(generator: DnDGenerator, prompts: list[str], base_model_config=None,
-                                  out_dir: str | Path = "adapter", encoder=None) -> dict:
-    """Example prompts of a task -> standard PEFT LoRA adapter folder."""
-    start = time.perf_counter()
-    base_path, dtype = check_base_model(generator.spec, base_model_config)
-    states = generator.prompt_states(prompts, encoder)
-    was_training = generator.training
-    generator.eval()
-    with torch.inference_mode():
-        lora = generator(states[None])[0]
-    generator.train(was_training)
-    meta = {"generator": "dnd", "n_prompts": generator.config.n_prompts,
-            "prompts": prompts[: generator.config.n_prompts]}
-    path = write_adapter(generator.spec, lora, out_dir, base_model=base_path, dtype=dtype,
-                         metadata=meta)
-    return {"adapter_dir": str(path), "seconds": time.perf_counter() - start, "dtype": dtype}

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.fileio import atomic_dir
 
 Lora = dict  # {(layer, module): (A [r, in], B [out, r])}
 
@@ -155,14 +153,60 @@ def check_base_model(spec: LoraSpec, base) -> tuple[str, str]:
     return folder or spec.base_model, dtype if dtype in ("float32", "bfloat16", "float16") else spec.dtype
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# Everything PEFT's save_pretrained or write_adapter puts in a LoRA adapter folder; a folder with
+# anything else in it (or a sub-folder) holds something of the user's and is never replaced.
+ADAPTER_FILES = frozenset({ADAPTER_CONFIG, *ADAPTER_WEIGHTS, "generated_by.json", "README.md"})
+
+
+def is_adapter_folder(folder: str | Path) -> bool:
+    """True for a folder holding one LoRA adapter and nothing else: adapter_config.json, a
+    weights file, and at most generated_by.json and README.md (no other files, no sub-folders)."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    names = set()
+    for entry in folder.iterdir():
+        if entry.is_symlink() or not entry.is_file():
+            return False
+        names.add(entry.name)
+    return (ADAPTER_CONFIG in names and any(w in names for w in ADAPTER_WEIGHTS)
+            and names <= ADAPTER_FILES)
+
+
+def check_adapter_target(out_dir: str | Path) -> Path:
+    """The absolute folder to write an adapter to: new, empty, or an adapter folder (replaced).
+    UserError for anything whose contents would be lost or that is not a folder."""
+    given = Path(out_dir)
+    target = given.absolute()
+    fix = "Choose a new folder name, e.g. --out ./my-adapter."
+    if target.is_symlink():
+        raise UserError("is a symbolic link; the adapter is not written through it.", path=given,
+                        fix=fix)
+    if target.exists() and not target.is_dir():
+        raise UserError("is a file, not a folder; it was left as it is.", path=given, fix=fix)
+    if target.is_dir():
+        if target.resolve() == Path.cwd().resolve():
+            raise UserError("is the current folder; the adapter needs a folder of its own.",
+                            path=given, fix=fix)
+        if any(target.iterdir()) and not is_adapter_folder(target):
+            raise UserError("holds files that are not a LoRA adapter; it was left as it is "
+                            "(only a folder with just an adapter's files is replaced).",
+                            path=given, fix=fix + " Or empty the folder first.")
+    return target
+
+
 def write_adapter(spec: LoraSpec, lora: Lora, out_dir: str | Path, base_model: str | None = None,
                   dtype: str | None = None, metadata: dict | None = None) -> Path:
-    """Write a standard PEFT LoRA adapter folder (written to a temp name, then renamed)."""
+    """Write a standard PEFT LoRA adapter folder: built in a temp folder beside `out_dir`, then
+    renamed into place. `out_dir` may be new, empty or an adapter folder (replaced only once the
+    new one is complete); anything else is refused (check_adapter_target)."""
     import torch
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    target = check_adapter_target(out_dir)
     torch_dtype = getattr(torch, dtype or spec.dtype)
     tensors = {}
     for layer, m in spec.keys:
@@ -172,20 +216,19 @@ def write_adapter(spec: LoraSpec, lora: Lora, out_dir: str | Path, base_model: s
             raise ValueError(f"LoRA for layer {layer} {m} has shapes {tuple(a.shape)}, {tuple(b.shape)}")
         tensors[spec.saved_key(layer, m, "A")] = a.detach().to("cpu", torch_dtype).contiguous()
         tensors[spec.saved_key(layer, m, "B")] = b.detach().to("cpu", torch_dtype).contiguous()
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
-        config = spec.lora_config()
-        config.base_model_name_or_path = base_model if base_model is not None else spec.base_model
-        config.save_pretrained(str(tmp))
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        if metadata:
-            (tmp / "generated_by.json").write_text(json.dumps(metadata, indent=1), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target, replace=target.is_dir()) as tmp:
+            config = spec.lora_config()
+            config.base_model_name_or_path = base_model if base_model is not None else spec.base_model
+            config.save_pretrained(str(tmp))
+            save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
+            if metadata:
+                (tmp / "generated_by.json").write_text(json.dumps(metadata, indent=1),
+                                                       encoding="utf-8")
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise UserError(f"the adapter could not be written here ({err.strerror or err}).",
+                        path=out_dir, fix="Choose a new folder you can write to, e.g. "
+                                          "--out ./my-adapter.") from err
     return out_dir
 
 

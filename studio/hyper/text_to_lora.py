@@ -17,21 +17,18 @@ bias would give every layer the same A).
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from studio.errors import UserError
-from studio.hyper.targets import Lora, LoraSpec, check_base_model, write_adapter
+from studio.hyper.saved import load_weights, read_hyper_config, save_network
+from studio.hyper.targets import Lora, LoraSpec
 
 HEADS = ("L", "M", "S")
-CONFIG_FILE = "hypernetwork.json"
-WEIGHTS_FILE = "hypernetwork.safetensors"
 
 
 @dataclass
@@ -175,14 +172,7 @@ class TextToLoRA(nn.Module):
 
     # ------------------------------------------------------------------ save / load
     def save(self, out_dir: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out_dir / WEIGHTS_FILE))
-        (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1), encoding="utf-8")
-        return out_dir
+        return save_network(self, out_dir)
 
     @classmethod
     def load(cls, folder: str | Path) -> "TextToLoRA":
@@ -192,61 +182,3 @@ class TextToLoRA(nn.Module):
         load_weights(model, folder)
         model.eval()
         return model
-
-
-def read_hyper_config(folder: Path, kind: str) -> dict:
-    cfg_path = folder / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise UserError("not a hypernetwork folder (no hypernetwork.json).", path=folder,
-                        fix="Choose a folder saved by PEFT Studio's hypernetwork training.")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"hypernetwork.json is not valid JSON ({err}).", path=cfg_path,
-                        fix="Re-save the hypernetwork.") from err
-    if config.get("kind") != kind:
-        raise UserError(f"this hypernetwork is a '{config.get('kind')}', not a '{kind}'.",
-                        path=cfg_path, field="kind", fix="Open it with the matching generator.")
-    return config
-
-
-def load_weights(model: nn.Module, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    path = folder / WEIGHTS_FILE
-    if not path.is_file():
-        raise UserError("hypernetwork weights are missing.", path=path,
-                        fix="Re-save or re-train the hypernetwork.")
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as err:
-        raise UserError(f"weights do not match hypernetwork.json ({str(err).splitlines()[0]}).",
-                        path=path, fix="Re-save or re-train the hypernetwork.") from err
-
-
-def generate_adapter(hypernet: TextToLoRA, description: str, base_model_config=None,
-                     out_dir: str | Path = "adapter", encoder=None) -> dict:
-    """Task sentence -> standard PEFT LoRA adapter folder. Returns {"adapter_dir", "seconds", ...}.
-
-    base_model_config: the base model folder (or its config dict / transformers config); checked
-    against the hypernetwork's target shapes and used for the adapter's base path and dtype.
-    """
-    if not description or not description.strip():
-        raise UserError("the task description is empty.", field="description",
-                        fix="Describe the task in a sentence, e.g. 'Classify the sentiment of a review'.")
-    from studio.hyper.encoder import default_encoder
-
-    start = time.perf_counter()
-    base_path, dtype = check_base_model(hypernet.spec, base_model_config)
-    encoder = encoder or default_encoder()
-    emb = encoder.embed([description.strip()])
-    was_training = hypernet.training
-    hypernet.eval()
-    with torch.inference_mode():
-        lora = hypernet.emit(emb)[0]
-    hypernet.train(was_training)
-    meta = {"generator": "text_to_lora", "head": hypernet.config.head,
-            "description": description.strip()}
-    path = write_adapter(hypernet.spec, lora, out_dir, base_model=base_path, dtype=dtype,
-                         metadata=meta)
-    return {"adapter_dir": str(path), "seconds": time.perf_counter() - start, "dtype": dtype}

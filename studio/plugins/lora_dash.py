@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from studio.errors import UserError
+from studio.fileio import atomic_file
 
 LOG = logging.getLogger("studio.lora_dash")
 
@@ -297,9 +298,8 @@ def save_dash(model: nn.Module, out_dir: str | Path, pre_launch_steps: int | Non
     meta = {"method": "lora_dash", "format_version": FORMAT_VERSION, "installed": bool(terms),
             "pre_launch_steps": pre_launch_steps, "num_directions": num_directions, "layers": layers}
     if tensors:
-        tmp = out / (DASH_WEIGHTS + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt", "method": "lora_dash"})
-        tmp.replace(out / DASH_WEIGHTS)
+        with atomic_file(out / DASH_WEIGHTS) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "method": "lora_dash"})
     else:
         (out / DASH_WEIGHTS).unlink(missing_ok=True)
     (out / DASH_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")

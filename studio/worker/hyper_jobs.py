@@ -15,14 +15,13 @@ cancelled) so the curves panel plots them. No Qt.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-from studio import paths
+from studio.core import events, runs
 from studio.errors import UserError
+from studio.fileio import write_json_atomic, write_text_atomic
 
 JOB_FILE = "hyper_job.json"
 KIND_NAMES = {"t2l": "Text-to-LoRA", "dnd": "DnD"}
@@ -31,28 +30,6 @@ HEADS = ("L", "M", "S")
 
 _loaded: dict[tuple, object] = {}    # (folder, weights mtime) -> api.Hypernetwork, process-wide
 _lock = threading.Lock()
-
-
-def _new_run_dir(label: str, base: Path | None = None) -> Path:
-    from studio.core.runs import slug
-
-    base = Path(base) if base else paths.runs_dir()
-    base.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug(label)[:48]}"
-    run_dir, n = base / stem, 1
-    while True:
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            n += 1
-            run_dir = base / f"{stem}-{n}"
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def load_cached(folder: str | Path | None, kind: str | None = "t2l"):
@@ -83,21 +60,15 @@ def generate_run(model_path: str | Path, kind: str = "t2l", description: str = "
 
     if kind not in KIND_NAMES:
         raise UserError(f"unknown generator '{kind}'.", field="kind", fix="Use t2l or dnd.")
-    if kind == "t2l" and not description.strip():
-        raise UserError("the task description is empty.", field="description",
-                        fix="Describe the task in a sentence, e.g. 'Decide whether a sentence "
-                            "about sports is plausible'.")
-    prompts = [p.strip() for p in (prompts or []) if p and p.strip()]
-    if kind == "dnd" and not prompts:
-        raise UserError("no example prompts given.", field="prompts",
-                        fix="Paste a few example inputs of the task, one per line.")
+    task_text, prompts = api.check_task_input(
+        kind, description, [p.strip() for p in (prompts or []) if p and p.strip()])
     hn = load_cached(hypernetwork, kind)
     t0 = time.perf_counter()
     api.warm_up()                                   # the sentence encoder (seconds, once)
     warm_up_s = time.perf_counter() - t0
-    task_text = description.strip() if kind == "t2l" else prompts[0]
+    task_text = task_text or prompts[0]
     label = name.strip() or f"generated-{kind}-{' '.join(task_text.split()[:6])}"
-    run_dir = _new_run_dir(label, runs_base)
+    run_dir = runs.new_run_dir(label, runs_base, max_chars=48)
     try:
         res = api.generate(hn, run_dir / "adapter", description=description if kind == "t2l" else None,
                            prompts=prompts if kind == "dnd" else None, base_model=str(model_path))
@@ -107,24 +78,19 @@ def generate_run(model_path: str | Path, kind: str = "t2l", description: str = "
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     ms = res["seconds"] * 1e3
-    now = time.time()
     display = name.strip() or f"{KIND_NAMES[kind]}: {' '.join(task_text.split())[:60]}"
     metrics = {"generation_ms": round(ms, 1), "encode_ms": round(res["encode_ms"], 1),
                "emit_ms": round(res["emit_ms"], 1), "write_ms": round(res["write_ms"], 1),
                "size_mb": res["size_mb"], "hypernetwork": str(hn.folder)}
-    event = {"event": "finished", "time": now, "step": 0, "adapter_path": res["adapter_dir"],
-             "metrics": metrics}
-    with open(run_dir / "events.jsonl", "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(event) + "\n")
-    _write_json(run_dir / "generation.json", {
+    event = events.finished(0, res["adapter_dir"], metrics)
+    write_text_atomic(run_dir / "events.jsonl", events.encode(event))
+    write_json_atomic(run_dir / "generation.json", {
         "kind": kind, "description": description.strip() if kind == "t2l" else "",
         "prompts": prompts if kind == "dnd" else [], "model": str(model_path),
         "hypernetwork": str(hn.folder), **metrics})
-    _write_json(run_dir / "status.json", {
-        "status": "finished", "name": display, "created": datetime.now().isoformat(timespec="seconds"),
-        "method": "text_to_lora" if kind == "t2l" else "dnd", "model": Path(model_path).name,
-        "step": 0, "total_steps": 0, "last_loss": None, "eval_loss": None,
-        "adapter_path": res["adapter_dir"], "updated": now})
+    runs.write_status(run_dir, runs.new_status(
+        display, "text_to_lora" if kind == "t2l" else "dnd", Path(model_path).name, total_steps=0,
+        status="finished", adapter_path=res["adapter_dir"], updated=event["time"]))
     res.update(run_dir=str(run_dir), ms=ms, warm_up_s=warm_up_s, name=display)
     return res
 
@@ -175,21 +141,20 @@ def create_train_run(library: str | Path, kind: str = "t2l", mode: str = "recon"
         mode = "recon"                  # DnD learns from the library's checkpoints only
         options.pop("init_from", None)
     if options.get("init_from"):
-        from studio.hyper.trainer import check_start_from
+        from studio.hyper.training import check_start_from
 
         options["init_from"] = str(check_start_from(options["init_from"]))
     label = name.strip() or f"hypernet-{kind}{'-' + mode if kind == 't2l' else ''}-{library.name}"
-    run_dir = _new_run_dir(label, runs_base)
+    run_dir = runs.new_run_dir(label, runs_base, max_chars=48)
     out = Path(out_dir) if out_dir else run_dir / "hypernetwork"
     job = {"library": str(library.resolve()), "out_dir": str(out), "kind": kind, "mode": mode,
            "head": head, "steps": int(steps), "model_path": str(model_path) if model_path else None,
            "options": options}
-    _write_json(run_dir / JOB_FILE, job)
+    write_json_atomic(run_dir / JOB_FILE, job)
     method = f"hypernetwork ({KIND_NAMES[kind]}{', ' + mode + ', head ' + head if kind == 't2l' else ''})"
-    _write_json(run_dir / "status.json", {
-        "status": "created", "name": label, "created": datetime.now().isoformat(timespec="seconds"),
-        "method": method, "model": Path(model_path).name if model_path else library.name,
-        "step": 0, "total_steps": int(steps), "last_loss": None, "eval_loss": None})
+    runs.write_status(run_dir, runs.new_status(
+        label, method, Path(model_path).name if model_path else library.name,
+        total_steps=int(steps)))
     return run_dir
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.errors import UserError
+from studio.fileio import write_text_atomic
 
 COLUMNS = [
     ("method", "Method"),
@@ -372,9 +373,7 @@ def write_report(rows: list[dict], out: Path, command: str, base_accuracy: float
     if failed:
         text += "\nRuns that did not finish:\n\n" + "\n".join(
             f"- {r['method']}: {r.get('cause') or r.get('status')}" for r in failed) + "\n"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, text)
     json_out = out.with_suffix(".json")
     json_out.write_text(json.dumps({"command": command, "base_accuracy": base_accuracy,
                                     "rows": rows, "not_run": missing}, indent=2, default=str),

@@ -1,4 +1,4 @@
-"""Losses for training Text-to-LoRA (the loop is studio.hyper.trainer): reconstruction of library LoRAs, or SFT through the frozen base model.
+"""Losses for training Text-to-LoRA (the loop is studio.hyper.training): reconstruction of library LoRAs, or SFT through the frozen base model.
 
 Reconstruction: L1 between the emitted factors and target factors. LoRA factors are not unique,
 so by default (`target="svd"`) the targets are the canonical SVD factorisation of each library
