@@ -1,19 +1,13 @@
 """BOFT (Liu et al. 2024) through peft: an orthogonal rotation built from butterfly factors."""
 
 from studio.errors import UserError
-from studio.plugins import apply_peft_config, parse_target_modules
+from studio.plugins import apply_peft_config, peft_config
 
 
 def apply(model, params: dict, ctx: dict):
-    from peft import BOFTConfig, TaskType
-    config = BOFTConfig(
-        task_type=TaskType.CAUSAL_LM,
-        boft_block_size=params["boft_block_size"],
-        boft_block_num=0,                      # peft takes either the block size or the block count
-        boft_n_butterfly_factor=params["boft_n_butterfly_factor"],
-        target_modules=parse_target_modules(params["target_modules"]),
-        boft_dropout=params["boft_dropout"],
-    )
+    config = peft_config("BOFTConfig", params, ("boft_block_size", "boft_n_butterfly_factor",
+                                                "target_modules", "boft_dropout"),
+                         boft_block_num=0)      # peft takes either the block size or the block count
     try:
         return apply_peft_config(model, config)
     except ValueError as exc:

@@ -37,17 +37,26 @@ def parse_target_modules(text: str) -> str | list[str]:
 LORA_OPTIONS = ("bias", "use_rslora")     # the "lora_options" fragment, passed on when present
 
 
+def peft_config(class_name: str, params: dict, names=(), **extra):
+    """peft's `class_name` config (LoHaConfig, PrefixTuningConfig, ...) for a causal LM: each
+    parameter in `names` passed on under its own name (target_modules parsed the studio's way),
+    then `extra` (fixed or renamed arguments). A method plugin's apply() is then one line."""
+    import peft
+
+    kwargs = {"task_type": peft.TaskType.CAUSAL_LM}
+    for name in names:
+        kwargs[name] = parse_target_modules(params[name]) if name == "target_modules" else params[name]
+    return getattr(peft, class_name)(**{**kwargs, **extra})
+
+
 def lora_config(params: dict, **extra):
     """peft's LoraConfig for a causal LM from the "lora" fragment's parameters (r, lora_alpha,
     lora_dropout, target_modules) and, when the manifest includes them, the "lora_options" ones
     (bias, use_rslora); `extra` adds or overrides LoraConfig arguments (use_dora=True,
     init_lora_weights="olora", ...)."""
-    from peft import LoraConfig, TaskType
-    kwargs = {"task_type": TaskType.CAUSAL_LM, "r": params["r"], "lora_alpha": params["lora_alpha"],
-              "lora_dropout": params["lora_dropout"],
-              "target_modules": parse_target_modules(params["target_modules"])}
-    kwargs.update({key: params[key] for key in LORA_OPTIONS if key in params})
-    return LoraConfig(**{**kwargs, **extra})
+    names = ("r", "lora_alpha", "lora_dropout", "target_modules") + tuple(
+        key for key in LORA_OPTIONS if key in params)
+    return peft_config("LoraConfig", params, names, **extra)
 
 
 def linear_module_names(model) -> list[str]:
