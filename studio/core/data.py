@@ -56,6 +56,13 @@ def load_examples(path, fmt: str = "auto") -> list[Example]:
     return examples_from_rows(rows, path, fmt)
 
 
+def detect_file_format(path) -> str:
+    """Which of the accepted formats (alpaca, chat, sharegpt, text) a data file is written in."""
+    from studio.core.data_files import detect_rows_format
+
+    return detect_rows_format(read_rows(Path(path)), path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Templates and label masks
 

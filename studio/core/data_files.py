@@ -188,24 +188,30 @@ def detect_format(record: object) -> str | None:
     return None
 
 
+def detect_rows_format(rows, path) -> str:
+    """The format of a file's records, from its first few; UserError when none fits."""
+    rows = [row if isinstance(row, tuple) else (None, row) for row in rows]
+    if not rows:
+        raise UserError("the file has no records.", path=path, fix="add at least one example record.")
+    for line, record in rows[:5]:
+        fmt = detect_format(record)
+        if fmt:
+            return fmt
+        if not isinstance(record, dict):
+            raise UserError(f"each record must be a JSON object, got {_kind(record)}.", path=path,
+                            line=line, fix=f"write one object per record in an accepted format: {ACCEPTED}.")
+    keys = sorted(rows[0][1]) if isinstance(rows[0][1], dict) else []
+    raise UserError(f"cannot tell the data format from the fields {keys}.", path=path,
+                    line=rows[0][0], fix=f"use one of the accepted formats: {ACCEPTED}.")
+
+
 def examples_from_rows(rows, path, fmt: str = "auto") -> list[Example]:
     """Turn (line, record) pairs (or plain records) into examples of one format."""
     rows = [row if isinstance(row, tuple) else (None, row) for row in rows]
     if not rows:
         raise UserError("the file has no records.", path=path, fix="add at least one example record.")
     if fmt == "auto":
-        fmt = None
-        for line, record in rows[:5]:
-            fmt = detect_format(record)
-            if fmt:
-                break
-            if not isinstance(record, dict):
-                raise UserError(f"each record must be a JSON object, got {_kind(record)}.", path=path,
-                                line=line, fix='write records like {"instruction": "...", "output": "..."}.')
-        if fmt is None:
-            keys = sorted(rows[0][1]) if isinstance(rows[0][1], dict) else []
-            raise UserError(f"cannot tell the data format from the fields {keys}.", path=path,
-                            line=rows[0][0], fix=f"use one of the accepted formats: {ACCEPTED}.")
+        fmt = detect_rows_format(rows, path)
     convert = {"alpaca": _from_alpaca, "chat": _from_chat, "sharegpt": _from_sharegpt,
                "text": _from_text}[fmt]
     examples = []

@@ -26,6 +26,14 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+class SciAxis(pg.AxisItem):
+    """Tick labels in one style for a whole axis (1e-04, 9e-05, ...), never "0.0001" next to
+    "9e-05" as the default mixes them for learning rates."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        return [f"{v * scale:.1e}" if v else "0" for v in values]
+
+
 class _Chart(QFrame):
     def __init__(self, title: str, series: list[tuple[str, str]], fmt: str) -> None:
         super().__init__()
@@ -47,7 +55,8 @@ class _Chart(QFrame):
             head.addWidget(value)
             self.value_labels[key] = value
         layout.addLayout(head)
-        self.plot = pg.PlotWidget(background=theme.SURFACE)
+        axes = {"left": SciAxis("left")} if fmt.endswith("e}") else {}
+        self.plot = pg.PlotWidget(background=theme.SURFACE, axisItems=axes)
         self.plot.setMinimumHeight(100)
         item = self.plot.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.12)
@@ -78,7 +87,11 @@ class _Chart(QFrame):
         layout.addWidget(self.plot, 1)
 
     def set_data(self, key: str, xs: list, ys: list) -> None:
-        self.curves[key].setData(xs, ys)
+        curve = self.curves[key]
+        if key != "eval_loss":              # a line needs two points: one point shows as a dot
+            curve.setSymbol("o" if len(xs) == 1 else None)
+            curve.setSymbolBrush(theme.SERIES[key])
+        curve.setData(xs, ys)
         self.value_labels[key].setText(self.fmt.format(ys[-1]) if ys else "—")
         has_data = any(curve.xData is not None and len(curve.xData) for curve in self.curves.values())
         self.placeholder.setVisible(not has_data)

@@ -44,8 +44,9 @@ def analyse(data_path: str, fmt: str, model_path: str | None, max_length: int) -
     from studio.core import data as core_data
 
     examples = core_data.load_examples(data_path, fmt)
+    detected = core_data.detect_file_format(data_path) if fmt == "auto" else fmt
     result: dict = {"count": len(examples), "previews": [], "stats": None, "lengths": [],
-                    "format": _detected_format(examples)}
+                    "format": detected}
     if not model_path:
         return result
     tokenizer = cached_tokenizer(model_path)
@@ -54,13 +55,6 @@ def analyse(data_path: str, fmt: str, model_path: str | None, max_length: int) -
     sample = examples[:HISTOGRAM_SAMPLE]
     result["lengths"] = [len(core_data.tokenize_example(ex, tokenizer, 1 << 30)["input_ids"]) for ex in sample]
     return result
-
-
-def _detected_format(examples) -> str:
-    if not examples:
-        return "—"
-    first = examples[0]
-    return "text" if first.messages is None else "conversation"
 
 
 def preview_html(pieces: list[tuple[str, bool]]) -> str:
@@ -103,6 +97,11 @@ class DataPage(Page):
         self.picker = PathPicker("file", "Choose a dataset", DATA_FILTER, "/path/to/train.jsonl")
         self.picker.changed.connect(lambda _p: self.refresh())
         file_card.body.addWidget(self.picker)
+        self.demo_button = button("Use demo data", kind="ghost",
+                                  tooltip="The shipped dates dataset (the base model fails it; a few "
+                                          "minutes of LoRA on CPU teaches it)")
+        self.demo_button.clicked.connect(self.use_demo_data)
+        file_card.add_header_widget(self.demo_button)
         form = form_layout()
         self.format = QComboBox()
         self.format.addItems(FORMATS)
@@ -235,6 +234,9 @@ class DataPage(Page):
     def set_data_path(self, path: str | Path) -> None:
         self.picker.set_path(str(path))
 
+    def use_demo_data(self) -> None:
+        self.set_data_path(paths.demo_data_path())
+
     def set_model(self, info) -> None:
         """Slot for ModelPage.model_changed: previews need the model's tokenizer."""
         new = str(info.path) if info is not None else None
@@ -253,7 +255,11 @@ class DataPage(Page):
         request = self._request
         if not path:
             self._pending = False
-            self._show_error("Choose a data file.")
+            self._show_error("")
+            self.error.show_info("Choose a data file, or press “Use demo data”.")
+            self.count_badge.setText("no file")
+            self.count_badge.setProperty("role", "badge")
+            theme.repolish(self.count_badge)
             return
         self._pending = True
         self.count_badge.setText("reading…")
@@ -286,13 +292,18 @@ class DataPage(Page):
 
     def _show_error(self, text: str) -> None:
         self.result = None
-        self.error.show_error(text)
+        if text:
+            self.error.show_error(text)
+        else:
+            self.error.clear_message()
         self.count_badge.setText("not usable")
         self.count_badge.setProperty("role", "badge-warn")
         theme.repolish(self.count_badge)
         self.preview.clear()
         self.stats.clear()
         self.bars.setOpts(x=[], height=[], width=1)
+        self.limit_line.setVisible(False)
+        self.histogram_note.setText("")
         self._update_nav()
 
     def _show_stats(self, result: dict) -> None:
@@ -333,7 +344,11 @@ class DataPage(Page):
         self.limit_line.setValue(limit)
         self.limit_line.setVisible(show_limit)
         self.histogram.getPlotItem().setXRange(low - width, right, padding=0)
-        self.histogram.getPlotItem().setYRange(0, max(counts) * 1.15, padding=0)
+        top = int(max(counts))
+        self.histogram.getPlotItem().setYRange(0, top * 1.15 if top > 1 else 1.5, padding=0)
+        step = max(1, -(-top // 5))                   # whole examples: at most ~5 integer ticks
+        self.histogram.getPlotItem().getAxis("left").setTicks(
+            [[(v, str(v)) for v in range(0, top + step, step)], []])
         self.histogram_note.setText(
             "" if show_limit else f"all examples are well under the max length ({limit} tokens)"
             if high <= limit else "")

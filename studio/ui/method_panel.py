@@ -74,6 +74,21 @@ def model_warning(plugin, facts: dict | None, values: dict) -> tuple[str, list[t
     return "", []
 
 
+def shared_changes(old, new, old_values: dict) -> dict:
+    """The settings a user changed on the previous method that the new one also has (same name and
+    type): switching LoRA -> DoRA keeps rank 8 instead of resetting it to DoRA's default."""
+    if old is None:
+        return {}
+    out = {}
+    for name, value in old_values.items():
+        spec, new_spec = old.parameters.get(name), new.parameters.get(name)
+        if spec is None or new_spec is None or spec.get("type") != new_spec.get("type"):
+            continue
+        if value != spec.get("default"):
+            out[name] = value
+    return out
+
+
 class MethodPanel(QWidget):
     """Emits `loaded()` once plugins are discovered and `method_changed(id)` on each choice."""
 
@@ -231,8 +246,10 @@ class MethodPanel(QWidget):
         plugin = self.plugins.get(method_id)
         if plugin is None:
             return
+        carried: dict = {}
         if self.form is not None and self._current and self._current != method_id:
             self._values[self._current] = self.form.values()
+            carried = shared_changes(self.plugins.get(self._current), plugin, self._values[self._current])
         self._current = method_id
         self.description.setText(plugin.description)
         clear_layout(self.badges)
@@ -261,8 +278,9 @@ class MethodPanel(QWidget):
             self.note.clear_message()
         clear_layout(self.form_holder)
         self.form = ParamForm(plugin.parameters)
-        if method_id in self._values:
-            self.form.set_values(self._values[method_id])
+        wanted = {**self._values.get(method_id, {}), **carried}
+        if wanted:
+            self.form.set_values(wanted)
         self.form.changed.connect(self._update_warning)
         self.form_holder.addWidget(self.form)
         self.form_card.title_label.setText(f"{plugin.name} settings")

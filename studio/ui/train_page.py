@@ -326,6 +326,11 @@ class TrainPage(RecipeActions, Page):
         self.state_badge.setProperty("role", BADGE_ROLES.get(state, "badge"))
         theme.repolish(self.state_badge)
         running = state in ("starting", "running", "paused", "cancelling")
+        # a run trains with the settings it started with: lock them so no one thinks an edit applies
+        self.method_panel.setEnabled(not running)
+        self.training_form.setEnabled(not running)
+        self.method_panel.setToolTip("Locked while a run trains: its settings are fixed when it starts."
+                                     if running else "")
         self.start_button.setEnabled(not running)
         self.pause_button.setEnabled(state in ("starting", "running"))
         self.resume_button.setEnabled(state == "paused")

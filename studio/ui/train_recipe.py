@@ -89,7 +89,8 @@ class RecipeActions:
         if recipe is None:
             return None
         saved = recipe.save(path)
-        self.status_line.setText(f"Recipe saved to {saved}. Replay it with: peft-studio train {saved}")
+        # the message line, not the status line: a live run's status must stay on screen
+        self.message.show_info(f"Recipe saved to {saved}. Replay it with: peft-studio train {saved}")
         return saved
 
     def _save_recipe_dialog(self) -> None:
@@ -113,7 +114,7 @@ class RecipeActions:
             self.message.show_error(str(err))
             return False
         self.apply_recipe(recipe)
-        self.status_line.setText(f"Loaded {path}.")
+        self.message.show_info(f"Loaded {path}.")
         return True
 
     def _on_method_changed(self, _method_id: str = "") -> None:
