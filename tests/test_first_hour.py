@@ -95,3 +95,19 @@ def test_method_panel_switch_keeps_rank(qtbot):
     assert panel.values()["r"] == 8
     panel.set_method("dora")
     assert panel.values()["r"] == 8 and panel.method_id() == "dora"
+
+
+def test_help_menu_and_status_bar(qtbot, window):
+    from studio.ui.app import about_text, shipped_docs, shortcuts_text
+
+    titles = [a.text() for a in window.help_menu.actions()]
+    assert "Keyboard shortcuts" in titles and "About PEFT Studio" in titles
+    docs = shipped_docs()
+    assert docs and all(path.is_file() for _, path in docs)
+    assert {"README", "ARCHITECTURE", "PLUGINS"} <= {title for title, _ in docs}
+    assert "Ctrl+1" in shortcuts_text() and "transformers" in about_text()
+    window.help_menu.actions()[0].trigger()
+    assert "Ctrl+Q" in window.last_help_box.text()
+    window.last_help_box.close()
+    assert window.status_model.text().startswith("Model: SmolLM2")
+    assert window.status_job.text() == ""                     # nothing training

@@ -347,6 +347,12 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     assert page.state == "finished", page.message.text() + page.log_tail.toPlainText()
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_config.json").is_file()
+    # the finished run offers what to do next; the status bar says what is loaded
+    assert all(b.isVisible() for b in page.next_buttons.values())
+    assert "SmolLM2" in window.status_model.text() and "dates_train" in window.status_data.text()
+    qtbot.mouseClick(page.next_buttons["chat"], Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.chat_page
+    assert Path(window.chat_page.adapter_dir()) == adapter
 
     window.show_page("runs")
     runs = window.runs_page

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QIcon
 from PySide6.QtWidgets import (
     QApplication, QButtonGroup, QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget,
     QVBoxLayout, QWidget,
@@ -77,6 +77,36 @@ TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
     ("Evaluate on a task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
 ]
+
+
+def shortcuts_text() -> str:
+    rows = [(f"Ctrl+{i + 1}", f"Go to {title}") for i, (_k, title, _i, _f) in enumerate(PAGES[:9])]
+    rows += [("Ctrl+Enter", "Send the prompt (Chat)"), ("Ctrl+Q", "Quit"), ("F1", "This list")]
+    return "<table>" + "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def shipped_docs() -> list[tuple[str, Path]]:
+    """The documentation that ships in the repository (README and docs/*.md), title and path."""
+    root = paths.resources_dir().parent
+    found = [("README", root / "README.md")] if (root / "README.md").is_file() else []
+    for path in sorted((root / "docs").glob("*.md")):
+        found.append((path.stem.replace("_", " ").capitalize() if path.stem.islower() else path.stem, path))
+    return found
+
+
+def about_text() -> str:
+    import importlib.metadata as md
+
+    versions = []
+    for name in ("torch", "transformers", "peft", "PySide6"):
+        try:
+            versions.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return (f"<b>PEFT Studio {__version__}</b><br>Fine-tune a local LLM with adapter methods, or "
+            f"make an adapter from one sentence.<br><br>{' · '.join(versions)}<br><br>"
+            f"Your data (models, runs, plugins): {paths.data_dir()}<br>"
+            f"Plugins: built-in {paths.builtin_plugins_dir()}, yours {paths.user_plugins_dir()}")
 
 
 class Sidebar(QFrame):
@@ -180,6 +210,8 @@ class MainWindow(QMainWindow):
         self.train_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
         self.runs_page.resume_requested.connect(self._resume_run)
         self.runs_page.chat_requested.connect(self._chat_with)
+        self.train_page.next_step.connect(self._next_step)
+        self._build_status_bar()
 
         self.show_page("model")
         self.model_page.set_model_path(str(model_path or paths.default_model_dir()))
@@ -214,6 +246,80 @@ class MainWindow(QMainWindow):
                 tools_menu.addAction(action)
                 self.tool_actions[text] = action
                 self.sidebar.tool_buttons[text].clicked.connect(action.trigger)
+        self._build_help_menu()
+
+    # ---- status bar: the model (and quantisation), the data file, the running job ------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_model = QLabel("")
+        self.status_data = QLabel("")
+        self.status_job = QLabel("")
+        for label in (self.status_model, self.status_data, self.status_job):
+            label.setObjectName("StatusText")
+            bar.addWidget(label)
+        self.model_page.model_changed.connect(lambda _i: self._update_status())
+        self.model_page.quantization_changed.connect(lambda _q: self._update_status())
+        self.data_page.settings_changed.connect(self._update_status)
+        self.train_page.run_started.connect(lambda _r: self._update_status())
+        self.train_page.run_ended.connect(lambda _r: self._update_status())
+        self._status_timer = QTimer(self, interval=1000)
+        self._status_timer.timeout.connect(self._update_status)
+        self._status_timer.start()
+        self._update_status()
+
+    def _update_status(self) -> None:
+        info = self.model_page.info
+        quant = self.model_page.quantization()
+        model = Path(info.path).name if info is not None else "no model"
+        self.status_model.setText(f"Model: {model}" + (f" ({quant})" if quant else ""))
+        data = self.data_page.picker.path()
+        self.status_data.setText(f"   Data: {Path(data).name if data else 'none'}")
+        page = self.train_page
+        if page.is_running() and page.run_dir is not None:
+            total = page.total_steps or "?"
+            self.status_job.setText(f"   Training {page.run_dir.name}: step {page.step}/{total} ({page.state})")
+        else:
+            self.status_job.setText("")
+
+    def _next_step(self, action: str, adapter_dir: str) -> None:
+        """The buttons a finished run offers: chat with it, evaluate it, see it in Runs."""
+        if action == "chat":
+            self._chat_with(adapter_dir)
+        elif action == "evaluate":
+            from studio.ui import eval_dialog
+
+            eval_dialog.open_dialog(self, adapter_dir=adapter_dir)
+        elif action == "runs":
+            self.show_page("runs")
+            if self.train_page.run_dir is not None:
+                self.runs_page.select_run(self.train_page.run_dir)
+
+    # ---- help --------------------------------------------------------------------------------
+    def _build_help_menu(self) -> None:
+        menu = self.menuBar().addMenu("&Help")
+        shortcuts = QAction("Keyboard shortcuts", self)
+        shortcuts.setShortcut("F1")
+        shortcuts.triggered.connect(lambda: self._show_text("Keyboard shortcuts", shortcuts_text()))
+        menu.addAction(shortcuts)
+        docs = menu.addMenu("Documentation")
+        for title, path in shipped_docs():
+            action = QAction(title, self)
+            action.triggered.connect(lambda _c=False, p=path: QDesktopServices.openUrl(QUrl.fromLocalFile(str(p))))
+            docs.addAction(action)
+        menu.addSeparator()
+        about = QAction("About PEFT Studio", self)
+        about.triggered.connect(lambda: self._show_text("About PEFT Studio", about_text()))
+        menu.addAction(about)
+        self.help_menu = menu
+
+    def _show_text(self, title: str, text: str) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(QMessageBox.Icon.NoIcon, title, text, QMessageBox.StandardButton.Close, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.last_help_box = box
+        box.open()
 
     def show_page(self, key: str) -> None:
         page = self.pages[key]

@@ -27,9 +27,35 @@ BADGE_ROLES = {"finished": "badge-ok", "failed": "badge-warn", "paused": "badge-
                "running": "badge-accent", "starting": "badge-accent", "cancelling": "badge-warn"}
 
 
+NEXT_STEPS = [
+    ("chat", "Chat with it", "chat", "Ask it questions next to the base model"),
+    ("evaluate", "Evaluate on a task…", "evaluate", "Score it and the base model on a task file"),
+    ("runs", "See in Runs", "runs", "The run's curves, settings and files"),
+]
+
+
+def notify(widget, title: str, text: str) -> None:
+    """A desktop notification when the window is not in front (tray message where the desktop has
+    a tray, else the taskbar alert)."""
+    from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+
+    window = widget.window()
+    if window.isActiveWindow():
+        return
+    if QSystemTrayIcon.isSystemTrayAvailable():
+        tray = getattr(window, "_tray", None)
+        if tray is None:
+            tray = QSystemTrayIcon(window.windowIcon(), window)
+            window._tray = tray
+        tray.show()
+        tray.showMessage(title, text)
+    QApplication.alert(window)
+
+
 class TrainPage(RecipeActions, Page):
     run_started = Signal(str)     # run folder
     run_ended = Signal(str)
+    next_step = Signal(str, str)  # (action: "chat" | "evaluate" | "runs" | "export", adapter folder)
 
     def __init__(self, model_page, data_page, parent: QWidget | None = None) -> None:
         super().__init__("Train", "Pick a method, set it up, and watch it learn. Every run is saved and resumable.")
@@ -120,6 +146,16 @@ class TrainPage(RecipeActions, Page):
         run_card.body.addWidget(self.status_line)
         self.message = InlineMessage()
         run_card.body.addWidget(self.message)
+        # what to do with a finished adapter, offered where the run ends
+        self.next_steps = FlowRow()
+        self.next_buttons: dict[str, object] = {}
+        for action, text, icon_name, tip in NEXT_STEPS:
+            b = button(text, icon_name=icon_name, tooltip=tip)
+            b.clicked.connect(lambda _c=False, a=action: self._next(a))
+            b.hide()
+            self.next_steps.addWidget(b)
+            self.next_buttons[action] = b
+        run_card.body.addLayout(self.next_steps)
         self.log_tail = QPlainTextEdit()
         self.log_tail.setReadOnly(True)
         self.log_tail.setFont(theme.mono_font(8.5))
@@ -275,6 +311,11 @@ class TrainPage(RecipeActions, Page):
             extra = f"  Final eval loss {loss:.4f}." if isinstance(loss, (int, float)) else ""
             self.status_line.setText(f"Finished at step {self.step}.{extra}  Adapter: {event.get('adapter_path')}")
             self._update_progress()
+            self.finished_adapter = event.get("adapter_path") or ""
+            for b in self.next_buttons.values():
+                b.show()
+            notify(self, "Training finished", f"{self.run_dir.name if self.run_dir else 'The run'}: "
+                                              f"step {self.step}.{extra}")
         elif kind == "failed":
             self._set_state("failed")
             self.status_line.setText("The training process stopped.")
@@ -283,6 +324,10 @@ class TrainPage(RecipeActions, Page):
             if tail:
                 self.log_tail.setPlainText(tail)
                 self.log_tail.show()
+
+    def _next(self, action: str) -> None:
+        if getattr(self, "finished_adapter", ""):
+            self.next_step.emit(action, self.finished_adapter)
 
     def _show_phase(self, event: dict) -> None:
         """Between logged steps: 'Evaluating… 3/10 batches' / 'Saving a checkpoint…', so a long
@@ -326,6 +371,9 @@ class TrainPage(RecipeActions, Page):
         self.state_badge.setProperty("role", BADGE_ROLES.get(state, "badge"))
         theme.repolish(self.state_badge)
         running = state in ("starting", "running", "paused", "cancelling")
+        if state != "finished":
+            for b in self.next_buttons.values():
+                b.hide()
         # a run trains with the settings it started with: lock them so no one thinks an edit applies
         self.method_panel.setEnabled(not running)
         self.training_form.setEnabled(not running)
