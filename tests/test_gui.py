@@ -360,6 +360,15 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     runs.select_run(run_dir)
     qtbot.waitUntil(lambda: runs.chat_button.isEnabled(), timeout=10_000)
     assert runs.chat_button.isVisible()
+    # the run's settings are shown, and can be cloned into the Train page
+    qtbot.waitUntil(lambda: "lora:" in runs.settings_line.text(), timeout=30_000)
+    assert "r=4" in runs.settings_line.text() and "dates_train" in runs.settings_line.text()
+    qtbot.mouseClick(runs.clone_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is page
+    assert page.training_form.values()["name"] == "gui-chat-2"
+    assert page.method_panel.method_id() == "lora" and page.method_panel.values()["r"] == 4
+    window.show_page("runs")
+    runs.select_run(run_dir)
     qtbot.mouseClick(runs.chat_button, Qt.MouseButton.LeftButton)
     chat = window.chat_page
     assert window.stack.currentWidget() is chat

@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         self.train_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
         self.runs_page.resume_requested.connect(self._resume_run)
         self.runs_page.chat_requested.connect(self._chat_with)
+        self.runs_page.clone_requested.connect(self._clone_run)
         self.train_page.next_step.connect(self._next_step)
         self._build_status_bar()
 
@@ -338,6 +339,10 @@ class MainWindow(QMainWindow):
     def _resume_run(self, run_dir: str) -> None:
         self.show_page("train")
         self.train_page.resume_run(run_dir)
+
+    def _clone_run(self, run_dir: str) -> None:
+        self.show_page("train")
+        self.train_page.clone_run(run_dir)
 
     def _chat_with(self, adapter_dir: str) -> None:
         self.show_page("chat")

@@ -39,6 +39,20 @@ def _load_evaluations(run_dir: str):
     return list_evaluations(run_dir)
 
 
+def run_settings(run_dir: str) -> str:
+    """Worker thread: one line of the run's settings from its recipe.toml (method and its
+    parameters, learning rate, steps, batch, max length, data file)."""
+    from studio.core.runs import load_recipe
+
+    recipe = load_recipe(run_dir)
+    params = "  ".join(f"{k}={v}" for k, v in recipe.method.params.items())
+    t = recipe.training
+    steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+    return (f"{recipe.method.id}: {params}   ·   lr {t.learning_rate:g} ({t.lr_scheduler}), {steps}, "
+            f"batch {t.batch_size}×{t.grad_accum}, max length {recipe.data.max_length}   ·   "
+            f"data {Path(recipe.data.path).name}")
+
+
 def status_color(status: str) -> str:
     return theme.STATUS_COLORS.get(status.split(" ")[0], theme.MUTED)
 
@@ -57,6 +71,7 @@ def _fmt_time(iso: str) -> str:
 class RunsPage(Page):
     resume_requested = Signal(str)     # run folder
     chat_requested = Signal(str)       # adapter folder
+    clone_requested = Signal(str)      # run folder: its settings to the Train page
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Runs", "Every training run on this machine, with its curves. Runs survive restarts.")
@@ -110,15 +125,23 @@ class RunsPage(Page):
                                   tooltip="Score this adapter and the base model on a BIG-bench "
                                           "task file, with a paired confidence interval")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
+        self.clone_button = button("Clone settings to Train", icon_name="train",
+                                   tooltip="Start a new run from this run's model, data and settings")
+        self.clone_button.clicked.connect(lambda: self.selected is not None and
+                                          self.clone_requested.emit(str(self.selected.path)))
         self.actions = FlowRow()          # wraps on a narrow window instead of widening it
         for widget, slot in ((self.resume_button, self._resume), (self.open_button, self._open),
                              (self.chat_button, self._chat), (self.eval_button, self._evaluate),
                              (self.delete_button, self._delete)):
             widget.clicked.connect(slot)
             self.actions.addWidget(widget)
+        self.actions.addWidget(self.clone_button)
         detail.body.addLayout(self.actions)
         self.detail_line = label("", "muted", wrap=True, selectable=True)
         detail.body.addWidget(self.detail_line)
+        self.settings_line = label("", "faint", wrap=True, selectable=True)
+        self.settings_line.setToolTip("The run's settings (its recipe.toml)")
+        detail.body.addWidget(self.settings_line)
         self.evals_line = label("", "muted", wrap=True, selectable=True)
         self.evals_line.setToolTip("Task evaluations saved in this run (Evaluate on task…)")
         self.evals_line.hide()
@@ -155,8 +178,9 @@ class RunsPage(Page):
         return self._loading
 
     def _auto_refresh(self) -> None:
-        if self.isVisible() and not self._loading and any(
-                r.status in ("running", "paused", "created") for r in self.runs):
+        """Every 3 s while shown: runs started from the Train page, the CLI or another window
+        appear, and a running run's step and losses move, without pressing Refresh."""
+        if self.isVisible() and not self._loading:
             self.refresh()
 
     def _on_runs_error(self, request: int, exc: BaseException) -> None:
@@ -238,6 +262,8 @@ class RunsPage(Page):
         if reload_curves:
             path = str(run.path)
             tasks.run_async(_load_events, path, on_done=lambda events: self._on_events(path, events))
+            tasks.run_async(run_settings, path, on_done=lambda text: self._on_settings(path, text),
+                            on_error=lambda exc: self._on_settings(path, ""))
             self.load_evaluations()
         self._update_buttons()
 
@@ -260,6 +286,10 @@ class RunsPage(Page):
             self.evals_line.setText("Evaluated on   " + "   ·   ".join(shown) + more)
         self.evals_line.setVisible(bool(items))
 
+    def _on_settings(self, path: str, text: str) -> None:
+        if self.selected is not None and str(self.selected.path) == path:
+            self.settings_line.setText(text)
+
     def _on_events(self, path: str, events: list) -> None:
         if self.selected is not None and str(self.selected.path) == path:
             self.curves.set_placeholder("no steps yet")
@@ -275,6 +305,8 @@ class RunsPage(Page):
         self.chat_button.setEnabled(has_adapter)
         self.eval_button.setEnabled(has_adapter and not active)
         self.delete_button.setEnabled(run is not None and not active)
+        self.delete_button.setToolTip("Stop the run before deleting it" if active else "")
+        self.clone_button.setEnabled(run is not None)
 
     @staticmethod
     def _checkpoint(run):

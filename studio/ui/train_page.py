@@ -205,7 +205,34 @@ class TrainPage(RecipeActions, Page):
             return False
         history = read_events(run_dir)
         self.curves.load_events(history)
-        return self._launch(Path(run_dir), resume=True, total=None, keep_curves=True)
+        started = self._launch(Path(run_dir), resume=True, total=None, keep_curves=True)
+        # while the model loads, show where the run resumes, not "step 0"
+        steps = [e.get("step") for e in history if e.get("event") in ("log", "checkpoint", "cancelled")]
+        totals = [e.get("total_steps") for e in history if e.get("event") == "started"]
+        self.step = max((int(x) for x in steps if isinstance(x, int)), default=0)
+        self.total_steps = next((int(x) for x in reversed(totals) if isinstance(x, int)), None)
+        self._update_progress()
+        return started
+
+    def clone_run(self, run_dir: str | Path) -> bool:
+        """Runs → "Clone settings to Train": this page gets the run's model, data, method and
+        training settings, under a new name, ready to change and start."""
+        from studio.core.runs import load_recipe
+
+        if self.is_running():
+            self.message.show_error("A run is going; its settings are locked until it ends.")
+            return False
+        self.clear_errors()
+        try:
+            recipe = load_recipe(run_dir)
+        except UserError as err:
+            self.message.show_error(str(err))
+            return False
+        recipe.name = f"{recipe.name}-2"
+        self.apply_recipe(recipe)
+        self.message.show_info(f"Settings of {Path(run_dir).name} loaded as “{recipe.name}”: change "
+                               f"what you like and press Start.")
+        return True
 
     def _launch(self, run_dir: Path, resume: bool, total: int | None, keep_curves: bool = False) -> bool:
         from studio.worker.launcher import Job
