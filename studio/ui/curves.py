@@ -55,10 +55,44 @@ class _Chart(QFrame):
             head.addWidget(value)
             self.value_labels[key] = value
         layout.addLayout(head)
-        axes = {"left": SciAxis("left")} if fmt.endswith("e}") else {}
-        self.plot = pg.PlotWidget(background=theme.SURFACE, axisItems=axes)
-        self.plot.setMinimumHeight(100)
-        item = self.plot.getPlotItem()
+        self.layout_ = layout
+        self.series = series
+        self._plot = None                    # built on first show (16 charts cost ~1.5 s at start-up)
+        self._pending: dict[str, tuple[list, list]] = {}
+        self._placeholder_text = "waiting for data…"
+        self.setMinimumHeight(140)
+
+    # The plot is made when the chart is first shown or used: the window appears sooner, and a
+    # page that is never opened never pays for its charts.
+    @property
+    def plot(self) -> pg.PlotWidget:
+        if self._plot is None:
+            self._build()
+        return self._plot
+
+    @property
+    def curves(self) -> dict:
+        return self.plot and self._curves
+
+    @property
+    def placeholder(self):
+        return self.plot and self._placeholder
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self._plot is None:
+            self._build()
+        super().showEvent(event)
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder_text = text
+        if self._plot is not None:
+            self._placeholder.setText(text)
+
+    def _build(self) -> None:
+        axes = {"left": SciAxis("left")} if self.fmt.endswith("e}") else {}
+        self._plot = pg.PlotWidget(background=theme.SURFACE, axisItems=axes)
+        self._plot.setMinimumHeight(100)
+        item = self._plot.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.12)
         item.setMenuEnabled(False)
         item.hideButtons()
@@ -69,42 +103,49 @@ class _Chart(QFrame):
             axis.setStyle(tickLength=-4)
         item.getAxis("left").setWidth(52)
         item.setClipToView(True)
-        self.curves: dict[str, pg.PlotDataItem] = {}
-        if len(series) > 1:
+        self._curves: dict[str, pg.PlotDataItem] = {}
+        if len(self.series) > 1:
             legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED, brush=pg.mkBrush(22, 26, 34, 200))
             legend.setParentItem(item.vb)
             legend.anchor((1, 0), (1, 0), offset=(-6, 6))
-        for key, name in series:
+        for key, name in self.series:
             color = theme.SERIES[key]
             symbol = "o" if key == "eval_loss" else None
-            self.curves[key] = self.plot.plot(
+            self._curves[key] = self._plot.plot(
                 [], [], name=name, pen=pg.mkPen(color, width=2),
                 symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(theme.SURFACE, width=1.5))
         self._had_data = True
-        self.placeholder = pg.TextItem("waiting for data…", color=theme.FAINT, anchor=(0.5, 0.5))
-        self.plot.addItem(self.placeholder, ignoreBounds=True)
-        self.placeholder.setPos(0.5, 0.5)
-        layout.addWidget(self.plot, 1)
+        self._placeholder = pg.TextItem(self._placeholder_text, color=theme.FAINT, anchor=(0.5, 0.5))
+        self._plot.addItem(self._placeholder, ignoreBounds=True)
+        self._placeholder.setPos(0.5, 0.5)
+        self.layout_.addWidget(self._plot, 1)
+        pending, self._pending = self._pending, {}
+        for key in self._curves:
+            xs, ys = pending.get(key, ([], []))
+            self.set_data(key, xs, ys)
 
     def set_data(self, key: str, xs: list, ys: list) -> None:
-        curve = self.curves[key]
+        self.value_labels[key].setText(self.fmt.format(ys[-1]) if ys else "—")
+        if self._plot is None:                # drawn when the chart is built
+            self._pending[key] = (list(xs), list(ys))
+            return
+        curve = self._curves[key]
         if key != "eval_loss":              # a line needs two points: one point shows as a dot
             curve.setSymbol("o" if len(xs) == 1 else None)
             curve.setSymbolBrush(theme.SERIES[key])
         curve.setData(xs, ys)
-        self.value_labels[key].setText(self.fmt.format(ys[-1]) if ys else "—")
-        has_data = any(curve.xData is not None and len(curve.xData) for curve in self.curves.values())
-        self.placeholder.setVisible(not has_data)
+        has_data = any(c.xData is not None and len(c.xData) for c in self._curves.values())
+        self._placeholder.setVisible(not has_data)
         if has_data != self._had_data:          # no made-up 0..1 scale on an empty chart
             self._had_data = has_data
-            item = self.plot.getPlotItem()
+            item = self._plot.getPlotItem()
             for side in ("left", "bottom"):
                 item.getAxis(side).setStyle(showValues=has_data)
             if has_data:
                 item.enableAutoRange()
             else:
                 item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
-                self.placeholder.setPos(0.5, 0.5)
+                self._placeholder.setPos(0.5, 0.5)
 
 
 class CurvesPanel(QWidget):
@@ -166,7 +207,7 @@ class CurvesPanel(QWidget):
     def set_placeholder(self, text: str) -> None:
         """What an empty chart says (e.g. "waiting for the first step", "no run selected")."""
         for chart in self.charts.values():
-            chart.placeholder.setText(text)
+            chart.set_placeholder(text)
 
     def clear(self) -> None:
         self.data = {key: ([], []) for key in self.series_chart}
