@@ -53,3 +53,8 @@ def builtin_plugins_dir() -> Path:
 
 def demo_data_path() -> Path:
     return resources_dir() / "demo" / "dates_train.jsonl"
+
+
+def sample_tasks_dir() -> Path:
+    """The BIG-bench sample tasks shipped for "Evaluate on a task" (resources/sample_tasks/<name>/)."""
+    return resources_dir() / "sample_tasks"

@@ -122,3 +122,18 @@ def test_against_base_needs_an_adapter(tmp_path, capsys):
     task = write_task(tmp_path, MC_TASK, "opposites")
     assert cli.main(["eval", str(task), "--against-base"]) == 2
     assert "--adapter" in capsys.readouterr().err
+
+
+def test_eval_on_a_data_file_and_the_shipped_samples(model_dir, demo_eval_path, capsys):
+    """A run's eval data (chat .jsonl) is scored like a generative task; the shipped sample tasks
+    load and cover both kinds."""
+    from studio import paths
+    from studio.core.bigbench import load_task
+
+    task = load_task(demo_eval_path)
+    assert not task.is_multiple_choice and len(task.examples) > 10
+    assert task.examples[0].targets[0] and task.examples[0].input
+    assert cli.main(["eval", str(demo_eval_path), "--model", str(model_dir), "--limit", "3"]) == 0
+    assert "exact match" in capsys.readouterr().out
+    kinds = {load_task(p).is_multiple_choice for p in paths.sample_tasks_dir().glob("*/task.json")}
+    assert kinds == {True, False}

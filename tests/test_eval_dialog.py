@@ -144,3 +144,15 @@ def test_runs_page_lists_a_runs_saved_evaluations(qtbot, model_dir, demo_train_p
     assert "units (50): 0.520 vs base 0.500" in page.evals_line.text()
     assert page.evals_line.text().index("units") < page.evals_line.text().index("plain_task")
     tasks.wait_all(30_000)
+
+
+def test_dialog_offers_the_shipped_samples(qtbot):
+    from studio.ui.eval_dialog import EvalDialog
+
+    dialog = EvalDialog()
+    qtbot.addWidget(dialog)
+    names = [dialog.samples.itemText(i) for i in range(dialog.samples.count())]
+    assert any(n.startswith("sports_understanding") for n in names)
+    assert any("generative" in n for n in names) and any("multiple choice" in n for n in names)
+    dialog._on_sample(1)
+    assert dialog.task.path().endswith("task.json")

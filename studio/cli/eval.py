@@ -91,7 +91,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="score a model (+ adapter) on a BIG-bench task.json, with a 95%% CI",
         description="Multiple choice by log-likelihood, generative by exact match / ROUGE-L.")
-    p.add_argument("task", help="a BIG-bench task.json (or the folder holding it)")
+    p.add_argument("task", help="a BIG-bench task.json (or the folder holding it), or a .jsonl/.csv "
+                                "data file: exact match on each example's reply")
     p.add_argument("--model", help="base model folder (default: the installed default model)")
     p.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the model")
     p.add_argument("--against-base", action="store_true",

@@ -114,9 +114,38 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
     )
 
 
-def load_task(path: str | Path) -> BigBenchTask:
-    """Read a BIG-bench task.json (or a folder holding one)."""
+DATA_SUFFIXES = (".jsonl", ".csv")
+
+
+def task_from_data(path: str | Path) -> BigBenchTask:
+    """A generative task from a training-data file (a run's eval split, any .jsonl/.csv in the
+    studio's formats): each example's prompt (the conversation before its last reply) against that
+    reply, scored by exact match like any generative BIG-bench task."""
+    from studio.core.data import load_examples
+    from studio.core.evaluate import split_for_generation
+
     path = Path(path)
+    examples = []
+    for ex in load_examples(path):
+        split = split_for_generation(ex)
+        if split is None:
+            continue
+        messages, reply = split
+        prompt = "\n".join(m["content"] for m in messages if m["role"] != "system")
+        examples.append(TaskExample(prompt, None, [reply.strip()]))
+    if not examples:
+        raise UserError("this data file has no examples with a reply to score.", path=path,
+                        fix="Use chat/alpaca data whose examples end with the assistant's answer.")
+    return BigBenchTask(name=path.stem, description=f"examples of {path.name}", path=path,
+                        examples=examples, input_prefix="", output_prefix="")
+
+
+def load_task(path: str | Path) -> BigBenchTask:
+    """Read a BIG-bench task.json (or a folder holding one), or make a generative task from a
+    data file (.jsonl / .csv: see task_from_data)."""
+    path = Path(path)
+    if path.suffix.lower() in DATA_SUFFIXES and path.is_file():
+        return task_from_data(path)
     if path.is_dir():
         path = path / "task.json"
     if not path.is_file():

@@ -18,7 +18,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+    QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
     QProgressBar, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
@@ -52,6 +52,32 @@ def results_folder(adapter_dir: str) -> Path:
     return paths.data_dir() / "evals"
 
 
+def sample_tasks() -> list[tuple[str, Path, str]]:
+    """The BIG-bench sample tasks shipped in resources/sample_tasks: (name, task.json, kind)."""
+    out = []
+    for task in sorted(paths.sample_tasks_dir().glob("*/task.json")):
+        try:
+            first = json.loads(task.read_text(encoding="utf-8"))["examples"][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        out.append((task.parent.name, task, "multiple choice" if "target_scores" in first else "generative"))
+    return out
+
+
+def run_eval_file(adapter_dir: str) -> str | None:
+    """The eval data file of the run an adapter belongs to (its recipe's data.eval_path), if any."""
+    if not adapter_dir:
+        return None
+    try:
+        from studio.core.runs import load_recipe
+
+        run = results_folder(adapter_dir).parent
+        eval_path = load_recipe(run).data.eval_path if (run / "recipe.toml").is_file() else ""
+    except Exception:  # noqa: BLE001 - no run, or an unreadable recipe: just no such choice
+        return None
+    return eval_path if eval_path and Path(eval_path).is_file() else None
+
+
 def _settings() -> QSettings:
     """The studio's own settings file (inside PEFT_STUDIO_HOME, so tests never touch the user's)."""
     return QSettings(str(paths.data_dir() / "settings.ini"), QSettings.Format.IniFormat)
@@ -79,6 +105,12 @@ class EvalDialog(CliDialog):
         self._hint = ""
         self._build(adapter_dir)
 
+    def _on_sample(self, index: int) -> None:
+        path = self.samples.itemData(index)
+        if path:
+            self.task.set_path(path)
+            self._update_buttons()
+
     # ---- layout ---------------------------------------------------------------------------
     def _build(self, adapter_dir: str) -> None:
         outer = QVBoxLayout(self)
@@ -97,7 +129,7 @@ class EvalDialog(CliDialog):
         self.adapter.edit.textChanged.connect(lambda _t: self._update_buttons())
         form.addRow("Adapter", self.adapter)
         self.task = PathPicker("file", "Choose a BIG-bench task.json",
-                               "BIG-bench task (task.json *.json);;All files (*)",
+                               "BIG-bench task or data file (task.json *.json *.jsonl *.csv);;All files (*)",
                                placeholder="…/bigbench_tasks/<task>/task.json")
         last = _settings().value("eval/last_task", "")
         if last and task_file(str(last)):
@@ -105,6 +137,15 @@ class EvalDialog(CliDialog):
         self.task.changed.connect(lambda _p: self._update_buttons())
         self.task.edit.textChanged.connect(lambda _t: self._update_buttons())
         form.addRow("Task file", self.task)
+        self.samples = QComboBox()
+        self.samples.addItem("Pick a shipped sample task or the run's own eval data…", "")
+        for name, path, kind in sample_tasks():
+            self.samples.addItem(f"{name}  ({kind})", str(path))
+        run_eval = run_eval_file(adapter_dir)
+        if run_eval:
+            self.samples.addItem(f"This run's eval data ({Path(run_eval).name}, exact match)", run_eval)
+        self.samples.activated.connect(self._on_sample)
+        form.addRow("Samples", self.samples)
         row = QHBoxLayout()
         self.limit = QSpinBox()
         self.limit.setRange(0, 100000)
