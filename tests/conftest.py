@@ -118,7 +118,7 @@ def random_adapter(model_dir, tmp_path_factory):
 
 # ---- the main window (pytest-qt) -----------------------------------------------------------------
 
-GUI_LOAD_TIMEOUT = 120_000      # ms: model info, tokenizer, plugin discovery on 2 busy cores
+GUI_LOAD_TIMEOUT = 300_000      # ms: model info, tokenizer, plugin discovery on 2 busy cores
 
 
 @pytest.fixture
