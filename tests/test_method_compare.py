@@ -122,6 +122,32 @@ def test_dialog_builds_the_cli_command(qtbot, tmp_path):
     assert args[args.index("--model") + 1] == str(tmp_path / "m")
     assert "--data" not in args                      # the demo data: the recipe finds its eval file
     assert dialog.run_button.isEnabled() and not dialog.stop_button.isEnabled()
+    assert not dialog.use_train_settings.isEnabled()  # no Train page recipe given
+
+
+def test_dialog_uses_the_train_page_settings_and_names_the_base_phase(qtbot, model_dir):
+    from studio.core.recipe import Recipe
+    from studio.ui.cli_process import is_noise
+    from studio.ui.compare_dialog import CompareDialog
+
+    recipe = Recipe.default(model_path=model_dir)
+    recipe.training.batch_size, recipe.data.max_length = 2, 96
+    dialog = CompareDialog(recipe=recipe)
+    qtbot.addWidget(dialog)
+    assert dialog.use_train_settings.isChecked()
+    args = dialog.command()
+    saved = Recipe.load(args[args.index("--recipe") + 1])
+    assert (saved.training.batch_size, saved.data.max_length) == (2, 96)
+    dialog.use_train_settings.setChecked(False)
+    assert "--recipe" not in dialog.command()
+    dialog.handle_line('@progress {"phase": "base"}')
+    assert "base model" in dialog.status.text()
+    for noise in ("  warnings.warn(", "Loading weights: 100%|##########| 272/272 [00:00<00:00]",
+                  "/x/modeling_utils.py:3312: FutureWarning: deprecated"):
+        dialog.handle_line(noise)
+        assert is_noise(noise)
+    assert "warn" not in dialog.log.toPlainText() and "Loading" not in dialog.log.toPlainText()
+    assert not is_noise("[lora] training 40 steps ...")
 
 
 def test_bad_input_is_a_user_error_before_any_training(capsys):

@@ -118,6 +118,8 @@ def cmd_compare_methods(args) -> int:
         base_acc = None
         if not args.no_baseline:
             log("[base] evaluating the base model without an adapter ...")
+            if args.progress_json:
+                print(events.progress_line({"phase": "base"}), flush=True)
             base_acc = method_compare.baseline_accuracy(base, args.eval_limit)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,15 @@ from studio import paths
 
 from studio.core.events import PROGRESS_PREFIX, parse_progress  # noqa: F401 - the dialogs read these
 
+_NOISE = ("warnings.warn(", "FutureWarning", "UserWarning", "DeprecationWarning", "it/s]", "s/it]",
+          "Loading weights", "Loading checkpoint shards", "Converting and de-quantizing")
+
+
+def is_noise(line: str) -> bool:
+    """Library chatter a dialog's log should not show: Python warnings, tqdm progress bars."""
+    text = line.strip()
+    return not text or "%|" in text or any(marker in text for marker in _NOISE)
+
 
 class CliProcess(QObject):
     line = Signal(str)          # one line of merged stdout/stderr, without its newline

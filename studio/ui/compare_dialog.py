@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import paths
-from studio.ui.cli_process import CliDialog, CliProcess, parse_progress
+from studio.ui.cli_process import CliDialog, CliProcess, is_noise, parse_progress
 
 DEFAULT_METHODS = ("lora", "dora", "ia3", "lora_dash")
 TABLE_COLUMNS = [("method", "Method"), ("status", "Status"), ("trainable_params", "Trainable"),
@@ -46,11 +46,12 @@ def fmt(value) -> str:
 
 class CompareDialog(CliDialog):
     def __init__(self, parent: QWidget | None = None, model_path: str | None = None,
-                 data_path: str | None = None, python: str | None = None) -> None:
+                 data_path: str | None = None, python: str | None = None, recipe=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Compare methods")
         self.resize(1100, 760)
         self.model_path, self.data_path = model_path, data_path
+        self.recipe = recipe            # the Train page's recipe: shared settings for every method
         self.python = python or sys.executable
         self.process: CliProcess | None = None
         self.out_path: Path | None = None
@@ -65,7 +66,10 @@ class CompareDialog(CliDialog):
         outer = QVBoxLayout(self)
         intro = QLabel("Train each chosen method on the current model and data with the same "
                        "number of steps, each in its own process, and compare trainable "
-                       "parameters, time, memory, loss, exact-match accuracy and adapter size.")
+                       "parameters, time, memory, loss, exact-match accuracy and adapter size. "
+                       "Each method keeps its own default settings (rank, alpha, ...); the shared "
+                       "ones (data split, max length, batch size, scheduler) come from the Train "
+                       "page when that box is ticked, else from the demo recipe.")
         intro.setWordWrap(True)
         outer.addWidget(intro)
 
@@ -117,6 +121,13 @@ class CompareDialog(CliDialog):
         self.lr.setToolTip("Learning rate: each plugin's suggestion (IA3 and prompt tuning need "
                            "far larger rates than LoRA), or one rate for all methods.")
         form.addRow("Learning rate", self.lr)
+        self.use_train_settings = QCheckBox("the Train page's shared settings")
+        self.use_train_settings.setChecked(self.recipe is not None)
+        self.use_train_settings.setEnabled(self.recipe is not None)
+        self.use_train_settings.setToolTip("Data split, max length, batch size, gradient "
+                                           "accumulation, scheduler and warm-up as set on the "
+                                           "Train and Data pages (methods keep their own defaults)")
+        form.addRow("Use", self.use_train_settings)
         top.addWidget(settings, 1)
         outer.addLayout(top)
 
@@ -174,6 +185,10 @@ class CompareDialog(CliDialog):
         args = ["-m", "studio.cli", "compare-methods", "--methods", ",".join(self.selected()),
                 "--steps", str(self.steps.value()), "--eval-limit", str(self.eval_limit.value()),
                 "--lr", self.lr.currentData(), "--out", str(self.out_path), "--progress-json"]
+        if self.recipe is not None and self.use_train_settings.isChecked():
+            recipe_file = folder / f"compare-{stamp}.recipe.toml"
+            self.recipe.save(recipe_file)
+            return args + ["--recipe", str(recipe_file)]
         if self.model_path:
             args += ["--model", self.model_path]
         if self.data_path and Path(self.data_path) != paths.demo_data_path():
@@ -207,10 +222,13 @@ class CompareDialog(CliDialog):
         """One line of the CLI's output: progress JSON updates the bar/table, the rest is log."""
         info = parse_progress(line)
         if info is None:
-            if line.strip():
+            if not is_noise(line):
                 self.log.appendPlainText(line)
             return
         phase = info.get("phase")
+        if phase == "base":
+            self.status.setText("Measuring the base model's accuracy (no adapter) on the same examples")
+            return
         if phase == "finished":
             self.base_accuracy = info.get("base_accuracy")
             if self.base_accuracy is not None:
@@ -260,12 +278,13 @@ class CompareDialog(CliDialog):
 
 def open_dialog(window) -> CompareDialog:
     """The Tools-menu action: a dialog on the main window's current model and data."""
-    model = data = None
+    model = data = recipe = None
     try:
         model = window.model_page.model_path() or None
         data = window.data_page.settings().get("path") or None
-    except Exception:  # noqa: BLE001 - the dialog also works without the pages
+        recipe = window.train_page.build_recipe()
+    except Exception:  # noqa: BLE001 - the dialog also works without the pages (or a valid recipe)
         pass
-    dialog = CompareDialog(window, model_path=model, data_path=data)
+    dialog = CompareDialog(window, model_path=model, data_path=data, recipe=recipe)
     dialog.show()
     return dialog

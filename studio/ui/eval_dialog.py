@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from studio import paths
 from studio.ui import theme
-from studio.ui.cli_process import CliDialog, CliProcess, parse_progress
+from studio.ui.cli_process import CliDialog, CliProcess, is_noise, parse_progress
 from studio.ui.widgets import InlineMessage, PathPicker, button
 
 SUMMARY_COLUMNS = ["", "Score", "95% CI", "Examples", "Metric"]
@@ -283,7 +283,7 @@ class EvalDialog(CliDialog):
     def handle_line(self, line: str) -> None:
         info = parse_progress(line)
         if info is None:
-            if line.strip():
+            if not is_noise(line):
                 self._log.append(line)
             return
         done, total = float(info.get("done", 0)), max(1.0, float(info.get("total", 1)))
