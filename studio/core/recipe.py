@@ -68,6 +68,12 @@ class TrainingSection:
     log_every: int = 1
     seed: int = 0
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw"
+    precision: str = "auto"
+    train_on: str = "answers"
+    neftune_alpha: float = 0.0
+    early_stopping_patience: int = 0
+    keep_best: bool = False
 
 
 _SECTIONS = {
@@ -91,6 +97,9 @@ def _section_schema(cls, specs: dict[str, dict]) -> dict[str, dict]:
         out[name] = spec
     return out
 
+
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 RUN_NAME_SPEC = {"type": "string", "default": "run", "title": "Run name",
                  "help": "Names the run folder and the recipe."}
@@ -152,6 +161,25 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
              "help": "Seeds the data order, the split and the adapter initialisation."},
     "gradient_checkpointing": {"title": "Gradient checkpointing", "advanced": True,
                                "help": "Recompute activations in the backward pass: less memory, slower."},
+    "optimizer": {"enum": list(OPTIMIZERS), "title": "Optimizer", "advanced": True,
+                  "help": "adamw (PyTorch); adamw_8bit / paged_adamw_8bit (bitsandbytes: 4x smaller "
+                          "optimizer state); adafactor (factored second moments, least memory)."},
+    "precision": {"enum": list(PRECISIONS), "title": "Compute precision", "advanced": True,
+                  "help": "auto: bf16 autocast on a GPU that has it, else fp32; bf16: bf16 autocast "
+                          "(also on a CPU with avx512_bf16); fp32: full precision."},
+    "train_on": {"enum": ["answers", "all"], "title": "Train on", "advanced": True,
+                 "help": "answers: the loss on the assistant's replies only (the usual choice); "
+                         "all: on every token, prompts included."},
+    "neftune_alpha": {"minimum": 0.0, "maximum": 100.0, "title": "NEFTune noise", "advanced": True,
+                      "help": "Noise on the input embeddings while training (NEFTune; 5 is typical, "
+                              "0 = off).", "fix": "use 0 (off) or a value such as 5"},
+    "early_stopping_patience": {"minimum": 0, "maximum": 10_000, "title": "Early stopping",
+                                "advanced": True,
+                                "help": "Stop when the eval loss has not improved for this many "
+                                        "evaluations (0 = never; needs eval every N steps).",
+                                "fix": "use 0 (off) or a small count such as 3"},
+    "keep_best": {"title": "Keep the best adapter", "advanced": True,
+                  "help": "Also save the adapter of the lowest eval loss as best-adapter/."},
 })
 
 # Every checked section; validate() runs each value through studio.schema.coerce_value.

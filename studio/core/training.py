@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.core.training_parts import (  # noqa: F401 - re-exported for the worker, CLI, benchmark
-    IGNORE, Batches, Control, autocast_for, TrainData, default_param_groups, make_optimizer,
+    IGNORE, Batches, Control, add_neftune, autocast_for, TrainData, default_param_groups, make_optimizer,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
 from studio.fileio import atomic_dir, write_json_atomic
@@ -66,6 +66,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
            "gradient_checkpointing": t.gradient_checkpointing, "quantization": quant or "",
            "learning_rate": t.learning_rate}
     model = plugin.apply(model, params, ctx)
+    add_neftune(model, t.neftune_alpha)
     model.train()
     callbacks = plugin.callbacks(model, params, ctx)
     trainable, total = plugins.count_parameters(model)
@@ -74,6 +75,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                         field="method.params", fix="check the method's target modules")
 
     step, epoch, index = 0, 0, 0
+    early: dict = {}
     if ckpt is not None:
         saved = checkpoints.read_state(ckpt, device)
         for cb in callbacks:
@@ -99,6 +101,7 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                 cb.load_state_dict(cb_state)
         step = int(state["step"])
         epoch, index = int(state["position"]["epoch"]), int(state["position"]["index"])
+        early = state.get("early_stopping") or {}
         checkpoints.restore_rng(state)
         del saved
     if device.startswith("cuda"):
@@ -107,16 +110,21 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
     emit(events.started(str(run_dir), total_steps, trainable, total, resumed_from=step,
                           device=device, method=plugin.id, quantization=quant or "",
                           train_examples=len(data.train), eval_examples=len(data.eval),
-                          dropped_examples=data.dropped,
+                          dropped_examples=data.dropped, optimizer=t.optimizer,
+                          precision=t.precision, train_on=t.train_on,
                           warnings=interval_warnings(recipe.training, total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                     data, pad_id, device, total_steps)
+    loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
+    loop.evals_without_gain = int(early.get("evals_without_gain", 0))
     return loop.run(step, epoch, index)
 
 
 def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
     """What the eval / checkpoint intervals will not do in a run of `total_steps` steps."""
     out = []
+    if getattr(training, "early_stopping_patience", 0) and not (has_eval and training.eval_every):
+        out.append("early stopping needs an eval set and 'eval every' > 0: it is off for this run.")
     if has_eval and training.eval_every and training.eval_every >= total_steps:
         out.append(f"eval every {training.eval_every} steps, but the run has {total_steps}: the eval "
                    f"loss is measured only at the end (lower 'eval every' to see it during the run).")
@@ -139,6 +147,9 @@ class StepLoop:
         self.step_times: deque[float] = deque(maxlen=20)
         self.last_loss: float | None = None
         self.last_eval: float | None = None
+        self.best_eval: float | None = None      # early stopping / keep best
+        self.best_step: int | None = None
+        self.evals_without_gain = 0
 
     # ---- between steps -------------------------------------------------------------------
     def _position(self, epoch, index) -> dict:
@@ -152,7 +163,9 @@ class StepLoop:
             self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
             scheduler=self.scheduler, position=self._position(epoch, index),
             callbacks=self.callbacks,
-            extra={"total_steps": self.total, "loss": self.last_loss})
+            extra={"total_steps": self.total, "loss": self.last_loss,
+                   "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
+                                      "evals_without_gain": self.evals_without_gain}})
         self.emit(events.checkpoint(step, str(path)))
         return path
 
@@ -177,13 +190,25 @@ class StepLoop:
         self.emit(events.phase("evaluating", step, 0, len(batches)))
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_for(self.device):
+            with torch.no_grad(), autocast_for(self.device, self.t.precision):
                 value = float(eval_loss(self.model, batches, progress))
         finally:
             self.model.train()
         self.last_eval = value
         self.emit(events.eval_result(step, value))
+        if self.best_eval is None or value < self.best_eval - 1e-6:     # a real gain, not float noise
+            self.best_eval, self.best_step, self.evals_without_gain = value, step, 0
+            if self.t.keep_best:
+                self.emit(events.phase("saving", step))
+                with atomic_dir(self.run_dir / "best-adapter", replace=True) as tmp:
+                    self.plugin.save(self.model, tmp)
+        else:
+            self.evals_without_gain += 1
         return value
+
+    def should_stop_early(self) -> bool:
+        patience = self.t.early_stopping_patience
+        return bool(patience) and self.evals_without_gain >= patience
 
     def _wait_if_paused(self, step) -> None:
         if not self.control.paused or self.control.cancelled:
@@ -228,7 +253,7 @@ class StepLoop:
                 train_tokens += train_tokens_b
                 share = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_trained
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with autocast_for(self.device):
+                with autocast_for(self.device, t.precision):
                     out = self.model(**batch)
                 loss = out.loss.float() * share
                 loss.backward()
@@ -256,6 +281,10 @@ class StepLoop:
                 if t.eval_every and step % t.eval_every == 0:
                     self._evaluate(step)
                     busy = True
+                    if self.should_stop_early():
+                        self.emit(events.phase("saving", step))
+                        return self._finish(step, time.perf_counter() - train_start, train_tokens,
+                                            start_step, stopped_early=True)
                 if t.save_every and step % t.save_every == 0:
                     self._checkpoint(step, epoch, index)
                     busy = True
@@ -280,8 +309,8 @@ class StepLoop:
             tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
             eta_s=per_step * (self.total - step), progress=round(step / self.total, 4)))
 
-    def _finish(self, step, seconds, tokens, start_step) -> dict:
-        eval_loss = self._evaluate(step)
+    def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
+        eval_loss = self.last_eval if stopped_early else self._evaluate(step)
         final = self.run_dir / "adapter"           # the run's own folder: replaced on resume
         self.emit(events.phase("saving", step))
         with atomic_dir(final, replace=True) as tmp:
@@ -290,6 +319,13 @@ class StepLoop:
                    "train_seconds": round(seconds, 3), "steps_this_session": step - start_step,
                    "tokens_per_s": tokens / seconds if seconds > 0 else None,
                    "eval_examples": len(self.data.eval)}
+        if stopped_early:
+            metrics["stopped_early"] = (f"no eval-loss gain in {self.t.early_stopping_patience} "
+                                        f"evaluations; best {self.best_eval:.4f} at step {self.best_step}")
+        if self.best_eval is not None:
+            metrics.update(best_eval_loss=self.best_eval, best_step=self.best_step)
+        if self.t.keep_best and (self.run_dir / "best-adapter").is_dir():
+            metrics["best_adapter_path"] = str(self.run_dir / "best-adapter")
         write_json_atomic(self.run_dir / "eval.json", metrics)
         self.emit(events.finished(step, str(final), metrics))
         return metrics

@@ -110,6 +110,8 @@ def prepare_data(recipe, tokenizer) -> TrainData:
         train_ex, eval_ex = examples, []
     max_len = recipe.data.max_length
     train = [data.tokenize_example(ex, tokenizer, max_len) for ex in train_ex]
+    if getattr(recipe.training, "train_on", "answers") == "all":    # the loss on every token
+        train = [{**item, "labels": list(item["input_ids"])} for item in train]
     kept = [item for item in train if _has_trained_token(item)]
     evals = [item for item in (data.tokenize_example(ex, tokenizer, max_len) for ex in eval_ex)
              if _has_trained_token(item)]
@@ -152,11 +154,14 @@ class Batches:
         return (self[i] for i in range(len(self)))
 
 
-def autocast_for(device: str):
+def autocast_for(device: str, precision: str = "auto"):
+    """The autocast context for a step: bf16 where asked (or, with "auto", on a GPU that has
+    it); nothing (fp32) otherwise."""
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if precision == "bf16" or (precision == "auto" and kind == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.autocast(kind, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -172,16 +177,45 @@ def default_param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(groups, recipe, device):
+    """The recipe's optimizer over the plugin's (or the default) parameter groups."""
     import torch
 
-    fused = device.startswith("cuda") and all(
-        p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    t = recipe.training
     for group in groups:
         group.pop("fused", None)
         group.pop("foreach", None)
-    return torch.optim.AdamW(groups, lr=recipe.training.learning_rate,
-                             weight_decay=recipe.training.weight_decay,
+    name = getattr(t, "optimizer", "adamw")
+    if name in ("adamw_8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.AdamW8bit if name == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+        return cls(groups, lr=t.learning_rate, weight_decay=t.weight_decay)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=t.learning_rate, weight_decay=t.weight_decay,
+                         relative_step=False, scale_parameter=False, warmup_init=False)
+    fused = device.startswith("cuda") and all(
+        p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=t.learning_rate, weight_decay=t.weight_decay,
                              **({"fused": True} if fused else {}))
+
+
+def add_neftune(model, alpha: float):
+    """NEFTune (Jain et al. 2023): while training, add uniform noise of size alpha/sqrt(L*d) to the
+    input embeddings (L tokens, d hidden size). Returns the hook handle (None when alpha is 0)."""
+    if not alpha:
+        return None
+    import torch
+
+    def hook(module, args, output):
+        if not module.training:
+            return output
+        length, dim = output.shape[-2], output.shape[-1]
+        scale = alpha / (length * dim) ** 0.5
+        return output + torch.zeros_like(output).uniform_(-scale, scale)
+
+    return model.get_input_embeddings().register_forward_hook(hook)
 
 
 def total_steps_for(recipe, batches_per_epoch: int) -> int:

@@ -1,0 +1,79 @@
+"""The training options peers offer, on the real model with tiny runs: the optimizer (AdamW,
+8-bit and paged 8-bit AdamW from bitsandbytes, Adafactor), bf16 compute, training on every token,
+NEFTune noise, early stopping on the eval loss and keeping the best adapter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import small_recipe
+from studio.core import runs
+from studio.core.training import run_training
+
+
+def _run(recipe, tmp_path):
+    run_dir = runs.create_run(recipe, base=tmp_path / "runs")
+    seen = []
+    metrics = run_training(runs.load_recipe(run_dir), run_dir, seen.append)
+    return run_dir, seen, metrics
+
+
+@pytest.mark.parametrize("optimizer", ["adamw_8bit", "paged_adamw_8bit", "adafactor"])
+def test_each_optimizer_trains(optimizer, model_dir, tmp_path, demo_train_path, demo_eval_path):
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=3, optimizer=optimizer)
+    run_dir, seen, metrics = _run(recipe, tmp_path)
+    losses = [e["loss"] for e in seen if e["event"] == "log"]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert seen[0]["optimizer"] == optimizer
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_bf16_compute_and_training_on_every_token(model_dir, tmp_path, demo_train_path, demo_eval_path):
+    from studio.core.models import load_model
+    from studio.core.training_parts import prepare_data
+
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=2, precision="bf16", train_on="all")
+    _, tokenizer = load_model(model_dir)
+    data = prepare_data(recipe, tokenizer)
+    assert all(item["labels"] == item["input_ids"] for item in data.train)   # prompts trained too
+    answers_only = prepare_data(small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path,
+                                             n_train=8, n_eval=4, steps=2), tokenizer)
+    assert any(-100 in item["labels"] for item in answers_only.train)
+    _, seen, metrics = _run(recipe, tmp_path)
+    assert seen[0]["precision"] == "bf16" and math.isfinite(metrics["train_loss"])
+
+
+def test_neftune_noise_only_while_training(model_dir):
+    from studio.core.models import load_model
+    from studio.core.training_parts import add_neftune
+
+    model, _ = load_model(model_dir)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    clean = model.get_input_embeddings()(ids)
+    handle = add_neftune(model, 5.0)
+    model.train()
+    noisy = model.get_input_embeddings()(ids)
+    bound = 5.0 / math.sqrt(4 * clean.shape[-1])
+    assert not torch.equal(noisy, clean) and (noisy - clean).abs().max() <= bound + 1e-6
+    model.eval()
+    assert torch.equal(model.get_input_embeddings()(ids), clean)
+    handle.remove()
+    assert add_neftune(model, 0.0) is None
+
+
+def test_early_stopping_and_keep_best(model_dir, tmp_path, demo_train_path, demo_eval_path):
+    """With a learning rate too small to move the eval loss, patience 2 stops the run at the
+    third evaluation; the best adapter is kept beside the final one."""
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=8, eval_every=1, learning_rate=1e-10,
+                          early_stopping_patience=2, keep_best=True)
+    run_dir, seen, metrics = _run(recipe, tmp_path)
+    assert metrics["step"] == 3 and "no eval-loss gain in 2" in metrics["stopped_early"]
+    assert seen[-1]["event"] == "finished" and metrics["best_step"] == 1
+    assert (run_dir / "best-adapter" / "adapter_config.json").is_file()
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
