@@ -12,10 +12,20 @@ stays on one file system). On an error the temp file or folder is removed, and t
 left as it was. `atomic_dir(replace=True)` replaces an existing target only after the new folder
 is complete: the old one is moved aside, the new one renamed in, then the old one removed.
 Callers decide whether a target may be replaced; these helpers never check what is inside it.
+
+A full disk is a message, not a traceback:
+
+    check_free_space(folder, needed_bytes)                # UserError before writing when it won't fit
+    with disk_full_as_user_error(target, needed_bytes):   # ENOSPC (or torch's "file write failed")
+        ...                                               # becomes "disk full at PATH: about N MB ..."
+
+`safe_child(parent, name)` is the one way to turn a name read from a file into a path: the result
+is inside `parent`, or a UserError.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,6 +33,13 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+from studio.errors import UserError
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# what torch.save / safetensors say when the disk fills under them (they do not keep the errno)
+_DISK_FULL_TEXT = ("no space left", "file write failed", "unexpected pos", "storagefull",
+                   "quota exceeded")
 
 
 @contextmanager
@@ -81,3 +98,86 @@ def _move_into_place(tmp: Path, target: Path, replace: bool) -> None:
         aside.rmdir()
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+def _existing(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    return shutil.disk_usage(_existing(Path(path))).free
+
+
+def _mb(n: int | float) -> str:
+    return f"{max(0.0, n) / 1e6:,.0f}" if n >= 1e6 or n <= 0 else f"{n / 1e6:.1f}"
+
+
+def disk_full_error(path: str | Path, needed_bytes: int | None = None) -> UserError:
+    """The one message for a full disk: 'disk full at PATH: about N MB needed, M MB free'."""
+    free = free_bytes(path)
+    need = f"about {_mb(needed_bytes)} MB needed, " if needed_bytes else ""
+    return UserError(f"disk full at {path}: {need}{_mb(free)} MB free.",
+                     fix="free some space on that disk (or point PEFT_STUDIO_HOME at a larger "
+                         "one), then try again; a run continues with `peft-studio train --resume "
+                         "RUN`.")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for an error that means the disk (or the user's quota) is full."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+        return True
+    if isinstance(err, (OSError, RuntimeError)) or type(err).__name__ == "SafetensorError":
+        text = str(err).lower()
+        return any(t in text for t in _DISK_FULL_TEXT)
+    return False
+
+
+def check_free_space(path: str | Path, needed_bytes: int) -> None:
+    """UserError (disk full) when the file system of `path` has less than `needed_bytes` free."""
+    if free_bytes(path) < needed_bytes:
+        raise disk_full_error(path, needed_bytes)
+
+
+@contextmanager
+def disk_full_as_user_error(path: str | Path, needed_bytes: int | None = None):
+    """Turn a disk-full error raised in the block into disk_full_error(path, needed_bytes).
+    Put it outside atomic_file / atomic_dir, so their temp files are gone when the free space
+    is measured."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:      # noqa: BLE001 - only disk-full errors are turned, others re-raised
+        if is_disk_full(err):
+            raise disk_full_error(path, needed_bytes) from None
+        raise
+
+
+# ---- names from file content ------------------------------------------------------------------
+
+def safe_child(parent: str | Path, name: str, field: str | None = None,
+               source: str | Path | None = None) -> Path:
+    """parent / name, for a `name` read from a file (a task name, a library entry): UserError
+    unless it is one plain path component inside `parent` (no '..', no '/', not absolute, not
+    hidden, not empty). `source`/`field` name where the bad name came from."""
+    text = str(name)
+    bad = (not text.strip() or text in (".", "..") or text.startswith(".") or "/" in text
+           or "\\" in text or "\0" in text or Path(text).is_absolute())
+    child = Path(parent) / text
+    if not bad:
+        try:
+            child.resolve().relative_to(Path(parent).resolve())
+        except ValueError:
+            bad = True
+    if bad:
+        raise UserError(f"the name {text!r} is not a plain folder name, so it could write outside "
+                        f"{parent}.", path=source, field=field,
+                        fix="use a name made of letters, digits, '-', '_' and '.' (no '/', no "
+                            "'..', not starting with '.').")
+    return child

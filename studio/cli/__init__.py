@@ -79,6 +79,13 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from studio.fileio import disk_full_error, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        print(f"error: {disk_full_error(err.filename or '.')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -62,6 +62,8 @@ def cmd_generate(args) -> int:
         print(f"generated in {res['seconds'] * 1e3:.0f} ms (encode {res['encode_ms']:.0f} ms, "
               f"hypernetwork {res['emit_ms']:.0f} ms, write {res['write_ms']:.0f} ms); "
               f"{res['size_mb']:.2f} MB, {res['dtype']}")
+        if res.get("notice"):
+            print(f"note: {res['notice']}")
     return 0
 
 

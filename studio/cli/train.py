@@ -45,10 +45,10 @@ def describe_event(event: dict, total: int | None = None) -> str | None:
 def cmd_train(args) -> int:
     from studio.core import runs
     from studio.core.recipe import Recipe
-    from studio.core.training import Control, run_training
 
     if args.resume:
         run_dir = runs.find_run(args.resume)
+        lock = runs.lock_run(run_dir)          # UserError when another process trains it
         runs.check_not_running(run_dir)
         recipe = runs.load_recipe(run_dir)
         if args.recipe:
@@ -61,9 +61,22 @@ def cmd_train(args) -> int:
         recipe = Recipe.load(args.recipe)
         recipe.validate()
         run_dir = runs.create_run(recipe, base=Path(args.runs_dir) if args.runs_dir else None)
+        lock = runs.lock_run(run_dir)
         recipe = runs.load_recipe(run_dir)
+    try:
+        return _train_locked(args, run_dir, recipe)
+    finally:
+        runs.unlock_run(run_dir, lock)
+
+
+def _train_locked(args, run_dir: Path, recipe) -> int:
+    from studio.core import events, runs
+    from studio.core.training import Control, run_training
+    from studio.fileio import disk_full_as_user_error
+
     print(f"run: {run_dir}", flush=True)
-    log = runs.RunLog(run_dir, pid=os.getpid())
+    with disk_full_as_user_error(run_dir):
+        log = runs.RunLog(run_dir, pid=os.getpid())
     control = Control()
     total = {"steps": None}
 
@@ -85,17 +98,16 @@ def cmd_train(args) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         run_training(recipe, run_dir, emit, control, resume=bool(args.resume))
+    except runs.RunFinished:
+        raise                                   # refused before training: the run stays finished
     except UserError as err:
-        from studio.core import events
-
-        log.append(events.failed(str(err), "", user_error=True))
+        log.record_failure(events.failed(str(err), "", user_error=True))
         raise
     except BaseException as err:
-        from studio.core import events
         from studio.worker.child import describe_failure
 
         cause, tail = describe_failure(err)
-        log.append(events.failed(cause, tail))
+        log.record_failure(events.failed(cause, tail))
         raise
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -60,6 +60,22 @@ def _as_bool(value) -> bool:
     return bool(value)
 
 
+def _text_field(data: dict, key: str, default: str | None, where: str) -> str | None:
+    """A text setting of the task: absent -> default; a string -> itself; else UserError (a null
+    prefix would otherwise become the literal text "None", a number a crash while scoring)."""
+    if key not in data:
+        return default
+    value = data[key]
+    if isinstance(value, str):
+        return value
+    if value is None and default is None:
+        return None
+    shown = "null" if value is None else json.dumps(value)
+    raise UserError(f"'{key}' must be text, not {shown}.", path=where, field=key,
+                    fix=f"Write it as a JSON string (e.g. \"{key}\": \"...\"), or remove the "
+                        "field to use the default.")
+
+
 def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
     """Validate a task dict (the content of a task.json) and return a BigBenchTask."""
     where = str(path) if path is not None else "task"
@@ -89,6 +105,11 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
                                 path=where, field=fld + ".target_scores",
                                 fix="Write e.g. {\"yes\": 1, \"no\": 0}.")
             scores = {str(k): float(v) for k, v in scores.items()}
+            if not any(v > 0 for v in scores.values()):
+                raise UserError("every choice in 'target_scores' scores 0 (or less), so no answer "
+                                "is right.", path=where, field=fld + ".target_scores",
+                                fix="Give the correct choice a score of 1, e.g. {\"yes\": 1, "
+                                    "\"no\": 0}.")
         elif not targets:
             raise UserError("example has neither 'target' nor 'target_scores'.", path=where,
                             field=fld, fix="Add the expected answer.")
@@ -98,18 +119,29 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
         raise UserError("mixes multiple-choice and generative examples.", path=where,
                         field="examples", fix="Split the task into two files.")
     name = str(data.get("name") or (Path(path).parent.name if path else "task"))
+    text = {key: _text_field(data, key, default, where) for key, default in (
+        ("task_prefix", ""), ("example_input_prefix", DEFAULT_INPUT_PREFIX),
+        ("example_output_prefix", DEFAULT_OUTPUT_PREFIX), ("choice_prefix", DEFAULT_CHOICE_PREFIX),
+        ("stop_string", None), ("output_regex", None))}
+    if text["output_regex"]:
+        try:
+            re.compile(text["output_regex"])
+        except re.error as err:
+            raise UserError(f"'output_regex' is not a valid regular expression ({err}).",
+                            path=where, field="output_regex",
+                            fix="Correct the pattern (Python `re` syntax), or remove the field.")
     return BigBenchTask(
         name=name,
         description=str(data.get("description") or "").strip(),
         path=Path(path) if path is not None else None,
         examples=examples,
-        task_prefix=str(data.get("task_prefix", "")),
-        input_prefix=str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX)),
-        output_prefix=str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX)),
-        choice_prefix=str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX)),
+        task_prefix=text["task_prefix"],
+        input_prefix=text["example_input_prefix"],
+        output_prefix=text["example_output_prefix"],
+        choice_prefix=text["choice_prefix"],
         append_choices=_as_bool(data.get("append_choices_to_input", True)),
-        stop_string=data.get("stop_string") or None,
-        output_regex=data.get("output_regex") or None,
+        stop_string=text["stop_string"] or None,
+        output_regex=text["output_regex"] or None,
         keywords=[str(k) for k in data.get("keywords", []) if isinstance(k, str)],
     )
 

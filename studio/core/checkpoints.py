@@ -23,9 +23,36 @@ import torch
 
 from studio.core.runs import checkpoints_dir, latest_checkpoint, list_checkpoints  # noqa: F401
 from studio.errors import UserError
-from studio.fileio import atomic_dir
+from studio.fileio import atomic_dir, check_free_space, disk_full_as_user_error
 
 KEEP_CHECKPOINTS = 3
+# bytes a checkpoint takes per trainable parameter, when no earlier checkpoint tells: the adapter
+# and trainable.safetensors (float32 each) and AdamW's two moments, plus room for the rest
+BYTES_PER_TRAINABLE = 4 + 4 + 8
+SPARE_BYTES = 4 * 1024 * 1024
+
+
+def folder_bytes(folder) -> int:
+    """Total size of the files under `folder` (0 when it is gone)."""
+    total = 0
+    for path in Path(folder).rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def checkpoint_bytes_needed(run_dir, model, adapter_only: bool = False) -> int:
+    """About how much the next checkpoint (or, `adapter_only`, the final adapter) takes: the
+    newest checkpoint's size, else an estimate from the trainable parameter count; plus a margin."""
+    last = latest_checkpoint(run_dir)
+    size = folder_bytes(last / "adapter" if adapter_only else last) if last is not None else 0
+    if size <= 0:
+        per_param = 4 if adapter_only else BYTES_PER_TRAINABLE
+        size = per_param * sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return int(size * 1.1) + SPARE_BYTES
 
 
 def _rng_state() -> dict:
@@ -80,7 +107,10 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
-    with atomic_dir(final, replace=True) as tmp:       # the run's own checkpoint of this step
+    needed = checkpoint_bytes_needed(run_dir, model)
+    check_free_space(root, needed)
+    with disk_full_as_user_error(final, needed), \
+            atomic_dir(final, replace=True) as tmp:   # the run's own checkpoint of this step
         plugin.save(model, tmp / "adapter")
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

@@ -53,7 +53,25 @@ def load_examples(path, fmt: str = "auto") -> list[Example]:
         raise UserError("is a folder, not a data file.", path=path,
                         fix="choose a .jsonl, .json or .csv file inside it.")
     rows = read_rows(path)
-    return examples_from_rows(rows, path, fmt)
+    examples = examples_from_rows(rows, path, fmt)
+    answer_warnings(examples, path)          # UserError when no example has an answer
+    return examples
+
+
+def answer_warnings(examples, path=None) -> list[str]:
+    """Warnings about examples with nothing to learn: an empty answer (alpaca 'output', the
+    assistant turns) teaches the model to say nothing. UserError when every example is so."""
+    convo = [ex for ex in examples if ex.messages is not None]
+    empty = sum(1 for ex in convo if not any(
+        m["role"] == "assistant" and str(m.get("content") or "").strip() for m in ex.messages))
+    if not convo or not empty:
+        return []
+    if empty == len(convo):
+        raise UserError(f"every one of the {empty} examples has an empty answer (alpaca "
+                        "'output' / assistant reply), so there is nothing to learn.", path=path,
+                        field="output", fix="fill in the answers the model should learn to give.")
+    return [f"{empty} of {len(convo)} examples have an empty answer (alpaca 'output' / assistant "
+            "reply): they teach the model to reply with nothing. Fill them in or remove them."]
 
 
 def detect_file_format(path) -> str:

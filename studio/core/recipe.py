@@ -20,6 +20,7 @@ from typing import Any
 
 from studio import schema
 from studio.errors import UserError
+from studio.fileio import disk_full_as_user_error, write_text_atomic
 
 QUANTIZATIONS = ("", "4bit", "8bit")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -245,7 +246,15 @@ class Recipe:
         if not path.is_file():
             raise UserError("recipe file not found", path=path,
                             fix="check the path, or create one with `peft-studio recipe new OUT.toml`")
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            raise UserError(f"is not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset "
+                            f"{err.start} cannot be read", path=path, line=line,
+                            fix="save the recipe with UTF-8 encoding (or retype that "
+                                "character)") from None
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text)
@@ -284,9 +293,8 @@ class Recipe:
         path = Path(path)
         text = self.to_json() if path.suffix.lower() == ".json" else self.to_toml()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        with disk_full_as_user_error(path, len(text.encode("utf-8"))):
+            write_text_atomic(path, text)     # the temp file is removed when the write fails
         return path
 
     def copy(self) -> "Recipe":

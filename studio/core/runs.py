@@ -20,11 +20,15 @@ from pathlib import Path
 
 from studio import paths
 from studio.errors import UserError
-from studio.fileio import write_json_atomic
+from studio.fileio import check_free_space, disk_full_as_user_error, write_json_atomic
 
 ACTIVE = ("running", "paused")
 _TAIL_BYTES = 256 * 1024
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# free space a new run needs before its folder is made: the recipe, the logs and a first
+# checkpoint of a small adapter (the checkpoint itself is checked again, from its real size)
+RUN_MIN_FREE_BYTES = 32 * 1024 * 1024
+LOCK_FILE = "train.lock"
 
 
 @dataclass
@@ -83,10 +87,24 @@ def write_status(run_dir, status: dict) -> None:
 
 
 def create_run(recipe, base: Path | None = None) -> Path:
-    """A fresh run folder with the recipe (absolute paths) copied in; status 'created'."""
+    """A fresh run folder with the recipe (absolute paths) copied in; status 'created'.
+    UserError (disk full) before making the folder when there is no room for a run; a folder this
+    call made is removed again when writing into it fails (no empty run is left behind)."""
+    check_free_space(Path(base) if base else paths.runs_dir(), RUN_MIN_FREE_BYTES)
     run_dir = new_run_dir(recipe.name, base)
-    recipe.resolved().save(run_dir / "recipe.toml")
-    write_status(run_dir, new_status(recipe.name, recipe.method.id, Path(recipe.model.path).name))
+    try:
+        with disk_full_as_user_error(run_dir, RUN_MIN_FREE_BYTES):
+            recipe.resolved().save(run_dir / "recipe.toml")
+            write_status(run_dir, new_status(recipe.name, recipe.method.id,
+                                             Path(recipe.model.path).name))
+    except BaseException:
+        for name in ("recipe.toml", "status.json"):     # only what this call wrote
+            (run_dir / name).unlink(missing_ok=True)
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+        raise
     return run_dir
 
 
@@ -106,6 +124,29 @@ def check_not_running(run_dir) -> None:
     if status.get("status") in ACTIVE and pid_alive(status.get("pid"), status.get("pid_start")):
         raise UserError(f"this run is still being trained by process {status['pid']}",
                         path=run_dir, fix="cancel it first, or wait for it to finish")
+
+
+class RunFinished(UserError):
+    """`--resume` of a run that already reached its last step (refused; the run is left as is)."""
+
+
+def check_resumable(run_dir, total_steps: int) -> None:
+    """RunFinished when the run finished at a step >= `total_steps` (the recipe's steps now):
+    resuming would train the last steps again and overwrite its adapter."""
+    status = read_status(run_dir)
+    if status.get("status") != "finished":
+        return
+    try:
+        done = int(status.get("step") or 0)
+    except (TypeError, ValueError):
+        return
+    if done >= total_steps:
+        raise RunFinished(
+            f"the run is finished at step {done} of {total_steps}; resuming would train its last "
+            "steps again and overwrite its adapter", path=run_dir,
+            fix="to train more, clone its recipe with a larger training.max_steps (`peft-studio "
+                "train` on a copy of its recipe.toml), or raise max_steps in the run's own "
+                "recipe.toml and resume")
 
 
 def checkpoints_dir(run_dir) -> Path:
@@ -218,12 +259,66 @@ class RunLog:
     def append(self, event: dict) -> None:
         from studio.core.events import encode
 
-        with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(encode(event))
+        line = encode(event).encode("utf-8")
+        with open(self.run_dir / "events.jsonl", "a+b") as fh:
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":       # a torn last line (power loss, full disk): the
+                    line = b"\n" + line        # event starts a line of its own, not glued to it
+            fh.write(line)
         self.status = fold_event(self.status, event)
         if event.get("event") in ("finished", "failed", "cancelled"):
             self.status.pop("pid", None)
         write_status(self.run_dir, self.status)
+
+
+    def record_failure(self, event: dict) -> bool:
+        """Append a `failed` event, as far as the disk allows: False (and nothing raised) when it
+        cannot be written, so the error that ended the run is the one the user sees."""
+        try:
+            self.append(event)
+            return True
+        except OSError:
+            return False
+
+
+def lock_run(run_dir):
+    """Take the run's training lock (an OS lock on RUN_DIR/train.lock) for this process's life;
+    returns the open lock file: keep it (closing it releases the lock). The OS drops the lock
+    when the process dies, so a crash never leaves a stale lock. UserError when another process
+    holds it."""
+    import fcntl
+
+    key = str(Path(run_dir).resolve())
+    if key in _held_locks:                 # this process holds it already
+        return _held_locks[key]
+    path = Path(run_dir) / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise UserError(f"this run is already being trained by process {holder}", path=run_dir,
+                        fix="wait for it to finish, or cancel it (Runs page, or kill that "
+                            "process) before starting it again") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    _held_locks[key] = fh
+    return fh
+
+
+def unlock_run(run_dir, lock=None) -> None:
+    """Release this process's training lock on the run (the CLI's in-process train, when done)."""
+    fh = _held_locks.pop(str(Path(run_dir).resolve()), None) or lock
+    if fh is not None:
+        fh.close()
+
+
+_held_locks: dict[str, object] = {}     # keeps each lock file open for the process's life
 
 
 def read_events(run_dir, tail_bytes: int | None = None) -> list[dict]:
@@ -263,17 +358,47 @@ def run_info(run_dir) -> RunInfo:
         for event in events:                             # events newer than the status write
             if event.get("time", 0) > status.get("updated", 0):
                 status = fold_event(status, event)
-    state = status.get("status") or "created"
-    cause = status.get("cause") or ""
+    state = _field(status, "status", str, "") or "created"
+    cause = _field(status, "cause", str, "")
     if state in ACTIVE and not pid_alive(status.get("pid"), status.get("pid_start")):
         state, cause = "failed (process died)", cause or "the training process ended without a word"
-    name = status.get("name") or run_dir.name
-    created = status.get("created") or _created_from_name(run_dir.name)
+    created = _created_from_name(run_dir.name)
     return RunInfo(
-        path=run_dir, name=name, status=state, step=int(status.get("step") or 0),
-        total_steps=status.get("total_steps"), last_loss=status.get("last_loss"),
-        eval_loss=status.get("eval_loss"), created=created, method=status.get("method") or "?",
-        model=status.get("model") or "?", cause=cause, adapter_path=status.get("adapter_path") or "")
+        path=run_dir, name=_field(status, "name", str, "") or run_dir.name,
+        status=state, step=_field(status, "step", int, 0),
+        total_steps=_field(status, "total_steps", int, None),
+        last_loss=_field(status, "last_loss", float, None),
+        eval_loss=_field(status, "eval_loss", float, None),
+        created=_field(status, "created", str, "") or created,
+        method=_field(status, "method", str, "") or "?", model=_field(status, "model", str, "") or "?",
+        cause=cause, adapter_path=_field(status, "adapter_path", str, "") or "")
+
+
+class _BadField(ValueError):
+    pass
+
+
+def _field(status: dict, key: str, kind, default):
+    """status[key] as `kind` (default when missing / null); _BadField naming the key otherwise."""
+    value = status.get(key)
+    if value is None:
+        return default
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _BadField(f"status.json: '{key}' is {json.dumps(value)[:40]}, not "
+                    f"{ {str: 'text', int: 'a whole number', float: 'a number'}[kind] }")
+
+
+def unreadable_run(run_dir, reason: str) -> RunInfo:
+    """What list_runs shows for a run folder whose files cannot be read (the others still show)."""
+    run_dir = Path(run_dir)
+    return RunInfo(path=run_dir, name=run_dir.name, status="unreadable", step=0, total_steps=None,
+                   last_loss=None, eval_loss=None, created=_created_from_name(run_dir.name),
+                   method="?", model="?", cause=f"unreadable: {reason}")
 
 
 def _created_from_name(folder: str) -> str:
@@ -291,7 +416,12 @@ def list_runs(base: Path | None = None) -> list[RunInfo]:
         for child in base.iterdir():
             if child.is_dir() and not child.name.startswith(".") and (
                     (child / "recipe.toml").is_file() or (child / "status.json").is_file()):
-                runs.append(run_info(child))
+                try:
+                    runs.append(run_info(child))
+                except Exception as err:    # noqa: BLE001 - one bad run never hides the others
+                    reason = str(err) if isinstance(err, _BadField) else (
+                        f"{type(err).__name__}: {err}")
+                    runs.append(unreadable_run(child, reason))
     runs.sort(key=lambda r: (r.created, r.path.name), reverse=True)
     return runs
 

@@ -19,13 +19,20 @@ from studio.core.training_parts import (  # noqa: F401 - re-exported for the wor
     IGNORE, Batches, Control, add_neftune, autocast_for, TrainData, default_param_groups, make_optimizer,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
-from studio.fileio import atomic_dir, write_json_atomic
+from studio.fileio import (atomic_dir, check_free_space, disk_full_as_user_error,
+                           write_json_atomic)
 from studio.core import events
 
 
 def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control | None = None,
                  resume: bool = False) -> dict:
-    """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics."""
+    """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
+    A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
+    with disk_full_as_user_error(run_dir):
+        return _run_training(recipe, run_dir, emit, control, resume)
+
+
+def _run_training(recipe, run_dir, emit, control, resume) -> dict:
     import torch
     import transformers
 
@@ -54,6 +61,10 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                                   recipe.model.dtype, device)
     data = prepare_data(recipe, tokenizer)
     total_steps = total_steps_for(recipe, data.batches_per_epoch)
+    if resume:
+        from studio.core.runs import check_resumable
+
+        check_resumable(run_dir, total_steps)     # RunFinished: nothing left to train
     pad_id = tokenizer.pad_token_id
 
     if t.gradient_checkpointing:
@@ -112,7 +123,8 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped, optimizer=t.optimizer,
                           precision=t.precision, train_on=t.train_on,
-                          warnings=interval_warnings(recipe.training, total_steps, bool(data.eval))))
+                          warnings=data.warnings + interval_warnings(recipe.training,
+                                                                     total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                     data, pad_id, device, total_steps)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
@@ -310,10 +322,14 @@ class StepLoop:
             eta_s=per_step * (self.total - step), progress=round(step / self.total, 4)))
 
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
+        from studio.core.checkpoints import checkpoint_bytes_needed
+
         eval_loss = self.last_eval if stopped_early else self._evaluate(step)
         final = self.run_dir / "adapter"           # the run's own folder: replaced on resume
         self.emit(events.phase("saving", step))
-        with atomic_dir(final, replace=True) as tmp:
+        needed = checkpoint_bytes_needed(self.run_dir, self.model, adapter_only=True)
+        check_free_space(self.run_dir, needed)
+        with disk_full_as_user_error(final, needed), atomic_dir(final, replace=True) as tmp:
             self.plugin.save(self.model, tmp)
         metrics = {"step": step, "train_loss": self.last_loss, "eval_loss": eval_loss,
                    "train_seconds": round(seconds, 3), "steps_this_session": step - start_step,

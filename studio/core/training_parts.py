@@ -9,7 +9,7 @@ import os
 import random
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from studio.errors import UserError
 
@@ -59,6 +59,7 @@ class TrainData:
     eval: list[dict]
     dropped: int
     batches_per_epoch: int
+    warnings: list[str] = field(default_factory=list)     # about the data, shown at start
 
 
 def pick_device() -> str:
@@ -120,7 +121,8 @@ def prepare_data(recipe, tokenizer) -> TrainData:
                         f"max_length={max_len}", path=recipe.source, field="data.max_length",
                         fix="raise max_length, or check that the data has assistant replies")
     per_epoch = math.ceil(len(kept) / recipe.training.batch_size)
-    return TrainData(kept, evals, len(train) - len(kept), per_epoch)
+    return TrainData(kept, evals, len(train) - len(kept), per_epoch,
+                     data.answer_warnings(train_ex, recipe.resolve_path(recipe.data.path)))
 
 
 def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int):

@@ -105,6 +105,21 @@ def _size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 3)
 
 
+MAX_DESCRIPTION_CHARS = 8000     # far beyond what the encoder reads (256 tokens): a pasted file
+
+
+def truncation_notice(encoder, description: str) -> str:
+    """'description truncated to N tokens ...' when the encoder cuts it, else ''."""
+    count = getattr(encoder, "token_count", None)
+    if count is None:                      # a precomputed-embeddings encoder: no tokenizer
+        return ""
+    n, limit = count(description)
+    if n <= limit:
+        return ""
+    return (f"description truncated to {limit} tokens (it has {n}): the generator did not read "
+            "the rest; put what matters first.")
+
+
 def check_task_input(kind: str, description: str | None = None,
                      prompts: list[str] | None = None) -> tuple[str | None, list[str] | None]:
     """(description, prompts) cleaned for a generator of `kind`: T2L needs a description (its
@@ -114,7 +129,14 @@ def check_task_input(kind: str, description: str | None = None,
             raise UserError("the task description is empty.", field="description",
                             fix="Describe the task in a sentence, e.g. 'Classify the sentiment "
                                 "of a product review as positive or negative'.")
-        return " ".join(description.split()), None
+        description = " ".join(description.split())
+        if len(description) > MAX_DESCRIPTION_CHARS:
+            raise UserError(f"the task description is {len(description):,} characters; the "
+                            f"sentence encoder reads only its first few hundred words.",
+                            field="description",
+                            fix=f"Describe the task in a few sentences (at most "
+                                f"{MAX_DESCRIPTION_CHARS:,} characters).")
+        return description, None
     prompts = [p for p in (prompts or []) if p and p.strip()]
     if not prompts:
         raise UserError("no example prompts given.", field="prompts",
@@ -183,6 +205,7 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
               "size_mb": _size_mb(path), "dtype": dtype}
     if hn.kind == "t2l":
         result["description"] = description
+        result["notice"] = truncation_notice(encoder, description)
     else:
         result["prompts"] = prompts
     return result

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from studio.core.bigbench import BigBenchTask, answer_text, format_input, load_task, task_to_examples
 from studio.errors import UserError
-from studio.fileio import write_json_atomic
+from studio.fileio import safe_child, write_json_atomic
 from studio.hyper.targets import LoraSpec, spec_from_model
 
 TEMPLATES = [
@@ -249,7 +249,7 @@ def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir:
     for n, (path, group) in enumerate(jobs, 1):
         task = load_task(path)
         key = _key(path)
-        folder = out_dir / task.name
+        folder = safe_child(out_dir, task.name, field="name", source=task.path)
         if (folder / "description.json").is_file() and not overwrite:
             log(f"[{n}/{len(jobs)}] {task.name}: already built, skipped")
         else:

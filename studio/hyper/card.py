@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.fileio import write_text_atomic
+from studio.fileio import safe_child, write_text_atomic
 
 
 def _fmt(v, spec=".4f") -> str:
@@ -15,7 +15,8 @@ def _fmt(v, spec=".4f") -> str:
 def _library_rows(library: Path, names: list[str]) -> list[str]:
     rows = []
     for name in names:
-        info_path = library / name / "description.json"
+        info_path = safe_child(library, name, field="tasks",
+                               source=library / "library.json") / "description.json"
         if not info_path.is_file():
             rows.append(f"| {name} | | | | |")
             continue

@@ -52,6 +52,12 @@ class TextEncoder:
                                     normalize_embeddings=True, show_progress_bar=False)
         return out.detach().float().cpu().clone()
 
+    def token_count(self, text: str) -> tuple[int, int]:
+        """(tokens in `text`, tokens the encoder reads): embed() cuts text beyond the second."""
+        limit = int(self.model.max_seq_length)
+        n = len(self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return n, limit
+
     def token_states(self, texts: list[str], max_tokens: int = 32):
         """[N, max_tokens, 384] token embeddings (zero-padded / cut) and a [N, max_tokens] mask."""
         import torch

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.fileio import safe_child
 from studio.hyper.targets import LoraSpec
 
 _KEY_RE = re.compile(r"^base_model\.model\.(.*\.)(\d+)(\.(?:.*\.)?([A-Za-z0-9_]+))\.lora_([AB])\.weight$")
@@ -121,11 +122,12 @@ def spec_from_adapter(adapter_dir: str | Path) -> LoraSpec:
 
 
 def _built_entry(folder: Path, name: str) -> LibraryEntry | None:
-    desc_path = folder / name / "description.json"
-    if not desc_path.is_file() or not (folder / name / "adapter").is_dir():
+    task_dir = safe_child(folder, name, field="tasks", source=folder / "library.json")
+    desc_path = task_dir / "description.json"
+    if not desc_path.is_file() or not (task_dir / "adapter").is_dir():
         return None       # unfinished task (interrupted build)
     info = json.loads(desc_path.read_text(encoding="utf-8"))
-    return LibraryEntry(name, folder / name, folder / name / "adapter", info["description"],
+    return LibraryEntry(name, task_dir, task_dir / "adapter", info["description"],
                         info["train_descriptions"], info.get("eval_descriptions", []), info)
 
 

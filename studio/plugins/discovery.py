@@ -49,6 +49,8 @@ def _import_file(name: str, path: Path):
 def _describe_exception(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SystemExit):
+        return f"the plugin called sys.exit({exc.code!r}) while being imported{where}"
     return f"{type(exc).__name__}: {exc}{where}"
 
 
@@ -67,7 +69,9 @@ def load_plugin_folder(folder: str | Path, kind: str = "extra", source: str | No
         raise ManifestError("no plugin.py")
     try:
         module = _import_file(_module_name(kind, folder), module_path)
-    except Exception as exc:  # a third-party import error must not stop the app
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - even sys.exit() in a plugin must not stop the app
         raise ManifestError(f"plugin.py failed to import: {_describe_exception(exc)}") from None
     return Plugin(manifest, module, source or f"{kind}:{folder}", folder)
 
@@ -75,7 +79,9 @@ def load_plugin_folder(folder: str | Path, kind: str = "extra", source: str | No
 def _plugin_from_entry_point(ep) -> Plugin:
     try:
         obj = ep.load()
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin's import too
         raise ManifestError(f"entry point failed to load: {_describe_exception(exc)}") from None
     source = f"entry-point:{ep.name}={ep.value}"
     if isinstance(obj, (str, os.PathLike)):
@@ -118,7 +124,9 @@ def discover(extra_dirs=()) -> tuple[dict[str, Plugin], list[str]]:
         except ManifestError as exc:
             problems.append(f"{where}: {exc}; skipped")
             return
-        except Exception as exc:  # defensive: never let a plugin stop discovery
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - never let a plugin stop discovery
             problems.append(f"{where}: {_describe_exception(exc)}; skipped")
             return
         if plugin.id in plugins:

@@ -70,9 +70,27 @@ def linear_module_names(model) -> list[str]:
     return names
 
 
+def check_target_names(model, targets) -> None:
+    """UserError naming each listed target module that matches no module of the model (peft
+    accepts a list where only some names match, and silently ignores the rest). A regex string
+    or 'all-linear' is left to peft."""
+    if isinstance(targets, str) or not targets:
+        return
+    full_names = [name for name, _ in model.named_modules()]
+    missing = [t for t in sorted(targets)
+               if not any(n == t or n.endswith("." + t) for n in full_names)]
+    if missing:
+        raise UserError(f"target module{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(missing)} match{'' if len(missing) > 1 else 'es'} nothing in "
+                        "this model.", field="target_modules",
+                        fix="use 'all-linear' or names from: " + ", ".join(linear_module_names(model)))
+
+
 def apply_peft_config(model, config):
-    """peft.get_peft_model, turning 'target modules not found' into a UserError on target_modules."""
+    """peft.get_peft_model, turning 'target modules not found' into a UserError on target_modules;
+    a listed target that matches nothing is a UserError too (check_target_names)."""
     from peft import get_peft_model
+    check_target_names(model, getattr(config, "target_modules", None))
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

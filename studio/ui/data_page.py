@@ -46,7 +46,8 @@ def analyse(data_path: str, fmt: str, model_path: str | None, max_length: int) -
     examples = core_data.load_examples(data_path, fmt)
     detected = core_data.detect_file_format(data_path) if fmt == "auto" else fmt
     result: dict = {"count": len(examples), "previews": [], "stats": None, "lengths": [],
-                    "format": detected}
+                    "format": detected,
+                    "warnings": core_data.answer_warnings(examples, data_path)}
     if not model_path:
         return result
     tokenizer = cached_tokenizer(model_path)
@@ -283,6 +284,8 @@ class DataPage(Page):
         self._preview_index -= self._preview_index % PREVIEW_PAGE
         self.show_example(self._preview_index)
         self._show_stats(result)
+        if result.get("warnings"):
+            self.error.show_info("Warning: " + "\n".join(result["warnings"]))
 
     def _on_error(self, request: int, exc: BaseException) -> None:
         if request != self._request:

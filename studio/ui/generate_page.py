@@ -298,6 +298,8 @@ class GeneratePage(Page):
         self.stats.set("kind", KIND_TITLES.get(res["kind"], res["kind"]))
         self.result_path.setText(f"{res['name']}\nAdapter: {res['adapter_dir']}")
         self.result_card.show()
+        if res.get("notice"):
+            self.message.show_info("Note: " + res["notice"])
         self.generated.emit(res["run_dir"])
 
     def _on_failed(self, exc: BaseException) -> None:

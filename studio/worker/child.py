@@ -36,7 +36,10 @@ class EventSink:
 
     def __call__(self, event: dict) -> None:
         with self.lock:
-            self.log.append(event)
+            if event.get("event") == "failed":
+                self.log.record_failure(event)    # a full disk must not hide why the run ended
+            else:
+                self.log.append(event)
             if self.channel is not None:
                 try:
                     self.channel.write(events.encode(event))
@@ -88,6 +91,18 @@ def _private_stdout():
     return os.fdopen(fd, "w", encoding="utf-8", buffering=1)
 
 
+def _refuse(channel, err: BaseException) -> int:
+    """Report a refusal to the parent only (stdout channel + stderr), not to the run folder."""
+    cause, tail = describe_failure(err)
+    print(tail or cause, file=sys.stderr, flush=True)
+    try:
+        channel.write(events.encode(events.failed(cause, tail, user_error=isinstance(err, UserError))))
+        channel.flush()
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio.worker.child")
     parser.add_argument("run_dir")
@@ -96,6 +111,13 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     quiet_library_noise()
     channel = _private_stdout()
+    from studio.core.runs import RunFinished, lock_run
+
+    try:
+        lock_run(run_dir)          # held until this process ends (the OS releases it on a crash)
+    except (UserError, OSError) as err:
+        # another process trains this run: its status and events are not ours to touch
+        return _refuse(channel, err)
     emit = EventSink(run_dir, channel)
     try:
         from studio.core.recipe import Recipe
@@ -112,6 +134,8 @@ def main(argv=None) -> int:
             return 0
         recipe = Recipe.load(run_dir / "recipe.toml")
         run_training(recipe, run_dir, emit, control, resume=args.resume)
+    except RunFinished as err:    # refused before training: the run stays finished
+        return _refuse(channel, err)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a `failed` event
         cause, tail = describe_failure(err)
         print(tail or cause, file=sys.stderr, flush=True)
