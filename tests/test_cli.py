@@ -58,10 +58,17 @@ def test_recipe_new_train_runs_and_resume(tmp_path, capsys, model_dir, demo_trai
     assert listing[0].split()[:3] == ["RUN", "STATUS", "STEP"]
     assert run_dir.name in listing[1] and "finished" in listing[1] and "2/2" in listing[1]
 
+    # a finished run is not silently retrained: resume refuses it ...
+    assert cli.main(["train", "--resume", str(run_dir)]) == 2
+    assert "finished" in capsys.readouterr().err
+    # ... until its recipe asks for more steps: then it continues from its last checkpoint
+    longer = Recipe.load(run_dir / "recipe.toml")
+    longer.training.max_steps = 3
+    longer.save(run_dir / "recipe.toml")
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "resumed from step 1" in printed and "step 2/2" in printed
-    assert "step 1/2" not in printed and "finished at step 2" in printed
+    assert "resumed from step 1" in printed and "step 3/3" in printed
+    assert "step 1/3" not in printed and "finished at step 3" in printed
     events = [e["event"] for e in runs.read_events(run_dir)]
     assert events.count("started") == 2 and events[-1] == "finished"
 
