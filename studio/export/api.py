@@ -1,0 +1,316 @@
+"""Export a run's adapter: as the adapter itself, as a merged transformers model, as GGUF, or as
+an Ollama folder, each with a parity report (parity.json + parity.md) and a verdict.
+
+    plan = estimate(source, "merged", dtype="bf16")      # disk and memory, before starting
+    result = export(source, target, "merged", dtype="bf16", parity_prompts=8,
+                    progress=lambda phase, done, total: ..., cancel=lambda: False)
+
+Every file is written into `<target>.partial-<random>/` and renamed onto the target at the end
+(studio.export.staging). The base model is loaded once at a time: the reference (adapter on its
+base, as trained) is measured, the same model is merged in place when it was loaded unquantised
+in float32 (a QLoRA base is reloaded unquantised first), saved, dropped, and the saved folder is
+loaded again with plain transformers / peft / llama.cpp and measured.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from pathlib import Path
+
+from studio.errors import UserError
+from studio.export import parity
+from studio.export.card import model_card
+from studio.export.staging import MB, Cancelled, Staging, check_disk, check_target
+
+FORMATS = ("adapter", "merged", "gguf", "ollama")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+MAX_SHARD_SIZE = "2GB"
+
+
+def _noop(*_args) -> None:
+    pass
+
+
+class _Run:
+    """Progress and cancellation for one export."""
+
+    def __init__(self, progress, cancel, phases: list[str]) -> None:
+        self.progress = progress or _noop
+        self.cancel = cancel or (lambda: False)
+        self.phases = phases
+
+    def phase(self, name: str, done: int = 0, total: int = 1) -> None:
+        if self.cancel():
+            raise Cancelled()
+        self.progress(name, done, total)
+
+    def stepper(self, name: str):
+        def step(done, total):
+            self.phase(name, done, total)
+        return step
+
+
+def _dir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def estimate(source, fmt: str, dtype: str = "fp32", quant: str = "f16") -> dict:
+    """What the export needs before it starts: peak disk in the staging folder, the final size,
+    and memory (the base loaded unquantised in float32 for the merge, plus the measurements)."""
+    from studio.core.models import check_model_folder
+    from studio.export import gguf
+
+    _check_choice(fmt, dtype, quant)
+    info = check_model_folder(source.base_model)
+    params = info.num_parameters or 0
+    tokenizer_bytes = sum(f.stat().st_size for f in source.base_model.iterdir()
+                          if f.is_file() and not f.name.endswith((".safetensors", ".bin")))
+    adapter_bytes = _dir_bytes(source.adapter_dir)
+    if fmt == "adapter":
+        final = peak = adapter_bytes + MB
+        memory = params * 4
+    elif fmt == "merged":
+        final = peak = params * DTYPE_BYTES[dtype] + tokenizer_bytes
+        memory = params * (4 + DTYPE_BYTES[dtype])
+    else:
+        final = int(params * gguf.BYTES_PER_PARAM[quant]) + tokenizer_bytes
+        peak = params * 4 + tokenizer_bytes + final + (
+            params * 2 if quant in gguf.LLAMA_QUANTIZE_TYPES else 0)
+        memory = params * 4 + final
+    return {"parameters": params, "final_bytes": int(final), "peak_disk_bytes": int(peak * 1.05),
+            "memory_bytes": int(memory * 1.2), "text": (
+                f"{params / 1e6:,.0f}M parameters: needs about {peak * 1.05 / MB:,.0f} MB of free "
+                f"disk while exporting ({final / MB:,.0f} MB at the end) and "
+                f"{memory * 1.2 / MB:,.0f} MB of memory.")}
+
+
+def _check_choice(fmt, dtype, quant) -> None:
+    from studio.export import gguf
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format '{fmt}'.", field="format",
+                        fix="use adapter, merged, gguf or ollama")
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'.", field="dtype", fix="use fp32, bf16 or fp16")
+    if fmt in ("gguf", "ollama") and quant not in gguf.QUANT_TYPES:
+        raise UserError(f"unknown GGUF type '{quant}'.", field="quant",
+                        fix="use one of " + ", ".join(gguf.QUANT_TYPES))
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def _load_reference(source):
+    """The adapter on its base model as it was trained (quantised base for QLoRA)."""
+    from studio.core.chat import attach_adapter
+    from studio.core.models import load_model
+
+    dtype = "float32"
+    if source.recipe is not None and source.recipe.model.dtype in ("float32", "bfloat16",
+                                                                   "float16"):
+        dtype = source.recipe.model.dtype
+    model, tokenizer = load_model(source.base_model, quantization=source.quantization,
+                                  dtype=dtype, device="cpu")
+    model = attach_adapter(model, source.base_model, source.adapter_dir, plugin=source.plugin)
+    return model, tokenizer, dtype
+
+
+def _free(*objects) -> None:
+    del objects
+    gc.collect()
+
+
+def _merged_model(source, model, ref_dtype):
+    """The adapter folded into unquantised float32 base weights (reusing `model` when it already
+    is that); returns the plain transformers model."""
+    from studio.core.chat import attach_adapter
+    from studio.core.models import load_model
+
+    if source.quantization or ref_dtype != "float32":
+        _free(model)
+        model, _tok = load_model(source.base_model, quantization=None, dtype="float32",
+                                 device="cpu")
+        model = attach_adapter(model, source.base_model, source.adapter_dir, plugin=source.plugin)
+    merged = source.plugin.merge(model)
+    if hasattr(merged, "peft_config") or any("lora_" in n for n, _ in merged.named_modules()):
+        raise UserError(f"merging {source.method} left adapter layers in the model.",
+                        path=source.adapter_dir, fix="export --format adapter instead")
+    return merged
+
+
+def save_merged(model, tokenizer, folder: Path, dtype: str, base_model: Path) -> None:
+    """A complete transformers folder: sharded safetensors, config, generation config, tokenizer
+    and chat template."""
+    import torch
+    from transformers import GenerationConfig
+
+    model = model.to(getattr(torch, DTYPES[dtype]))
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model.hf_quantizer = None
+    config.dtype = DTYPES[dtype]
+    if (base_model / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(base_model))
+    model.save_pretrained(str(folder), safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
+    tokenizer.save_pretrained(str(folder))
+
+
+def _measure_saved_merged(folder: Path, dtype: str, prepared, step):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, DTYPES[dtype]))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    measured = parity.measure_hf(model, tokenizer, prepared, step=step)
+    _free(model)
+    return measured, tokenizer
+
+
+def _copy_adapter(source, folder: Path) -> None:
+    for item in source.adapter_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, folder / item.name)
+
+
+# ---- the export -------------------------------------------------------------------------------
+
+def phases_for(fmt: str) -> list[str]:
+    common = ["reference", "writing", "checking"]
+    return {"adapter": common, "merged": ["reference", "merging", "writing", "checking"],
+            "gguf": ["reference", "merging", "writing", "checking", "converting", "checking gguf"],
+            "ollama": ["reference", "merging", "writing", "checking", "converting",
+                       "checking gguf", "modelfile"]}[fmt]
+
+
+def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
+           parity_prompts: int = 8, name: str | None = None, progress=None,
+           cancel=None) -> dict:
+    """Run one export; returns {"target", "report", "estimate", "files", ...}. Raises UserError
+    for what the user can fix and staging.Cancelled when cancelled."""
+    from studio.export import gguf, ollama
+
+    _check_choice(fmt, dtype, quant)
+    target = check_target(target)
+    if fmt != "adapter":
+        source.check_mergeable()
+    if fmt in ("gguf", "ollama"):
+        gguf.require_tools()
+    plan = estimate(source, fmt, dtype, quant)
+    check_disk(target, plan["peak_disk_bytes"], f"this {fmt} export")
+    run = _Run(progress, cancel, phases_for(fmt))
+    notes, comparisons = [plan["text"]], []
+    with Staging(target) as stage:
+        run.phase("reference")
+        model, tokenizer, ref_dtype = _load_reference(source)
+        examples, examples_from = parity.parity_examples(source.recipe, parity_prompts)
+        prepared = parity.prepared_examples(examples, tokenizer)
+        reference = parity.measure_hf(model, tokenizer, prepared, step=run.stepper("reference"))
+        decode = tokenizer.decode
+        conversations = [p["conversation"] for p in prepared]
+        out = stage.path
+        extra = {}
+        if fmt == "adapter":
+            _free(model)
+            run.phase("writing")
+            _copy_adapter(source, out)
+            run.phase("checking")
+            exported = _measure_plain_peft(source, out, prepared, run.stepper("checking"))
+            comparisons.append(parity.compare(
+                reference, exported, parity.precision_class(), decode,
+                export_name="exported adapter, loaded with plain peft"))
+        else:
+            run.phase("merging")
+            merged = _merged_model(source, model, ref_dtype)
+            model = None
+            hf_dir = out if fmt == "merged" else out / "hf-merged-fp32"
+            hf_dir.mkdir(exist_ok=True)
+            hf_dtype = dtype if fmt == "merged" else "fp32"
+            run.phase("writing")
+            save_merged(merged, tokenizer, hf_dir, hf_dtype, source.base_model)
+            _free(merged)
+            merged = None
+            run.phase("checking")
+            hf_measured, export_tok = _measure_saved_merged(hf_dir, hf_dtype, prepared,
+                                                            run.stepper("checking"))
+            comparisons.append(parity.compare(
+                reference, hf_measured,
+                parity.precision_class(hf_dtype, reference_quantization=source.quantization),
+                decode, export_name=f"merged {hf_dtype} model, loaded with plain transformers"))
+            check = parity.template_check(
+                tokenizer, getattr(export_tok, "chat_template", None), conversations,
+                render_export=lambda conv: _render(conv, export_tok), where="merged model")
+            notes.append(parity.template_note(check))
+            extra["Precision"] = hf_dtype
+            if fmt in ("gguf", "ollama"):
+                run.phase("converting")
+                gguf_file = gguf.convert(hf_dir, out, quant,
+                                         name or f"{source.base_model.name}-{source.method}",
+                                         step=run.stepper("converting"), cancel=run.cancel)
+                run.phase("checking gguf")
+                g = gguf.measure(gguf_file, prepared, tokenizer, step=run.stepper("checking gguf"))
+                comparisons.append(parity.compare(
+                    hf_measured, g["measurement"], parity.precision_class(quant=quant), decode,
+                    reference_name="merged model (transformers, fp32)",
+                    export_name=f"GGUF {quant} (llama.cpp)"))
+                notes.append(g["tokenizer_note"])
+                gcheck = parity.template_check(tokenizer, g["chat_template"], conversations,
+                                               where="GGUF")
+                notes.append(parity.template_note(gcheck))
+                shutil.rmtree(hf_dir)
+                extra["GGUF file"] = gguf_file.name
+                if fmt == "ollama":
+                    run.phase("modelfile")
+                    mf = ollama.write_modelfile(out, gguf_file.name, tokenizer, conversations,
+                                                 name=ollama.model_name(target))
+                    mf["command"] = f"ollama create {ollama.model_name(target)} -f {target / 'Modelfile'}"
+                    notes.append(mf["note"])
+                    extra["Ollama"] = mf["command"]
+                    extra["ollama_command"] = mf["command"]
+        (out / "README.md").write_text(
+            model_card(source, fmt, {k: v for k, v in extra.items() if k != "ollama_command"}),
+            encoding="utf-8")
+        verdicts = [c["verdict"] for c in comparisons]
+        overall = parity.worst(verdicts)
+        if any("MISMATCH" in n for n in notes):
+            overall = parity.DIFFERS
+        report = {"format": fmt, "verdict": overall, "source": str(source.adapter_dir),
+                  "method": source.method, "base_model": str(source.base_model),
+                  "dtype": dtype if fmt == "merged" else None,
+                  "quant": quant if fmt in ("gguf", "ollama") else None,
+                  "prompts": len(prepared), "examples_from": examples_from,
+                  "max_new_tokens": parity.MAX_NEW_TOKENS, "comparisons": comparisons,
+                  "notes": notes}
+        parity.write_report(out, report)
+        files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                       and p.name != ".peft-studio-partial.json")
+        final = stage.commit({"format": fmt, "source": str(source.adapter_dir),
+                              "method": source.method, "base_model": str(source.base_model),
+                              "dtype": report["dtype"], "quant": report["quant"],
+                              "verdict": overall, "files": files})
+    run.progress("done", 1, 1)
+    return {"target": str(final), "report": report, "estimate": plan, "files": files,
+            "ollama_command": extra.get("ollama_command")}
+
+
+def _render(conversation, tokenizer) -> str:
+    from studio.core import data
+
+    return data.render(conversation, tokenizer, add_generation_prompt=False)
+
+
+def _measure_plain_peft(source, folder: Path, prepared, step):
+    """The exported adapter loaded as anyone would: plain transformers + peft."""
+    from peft import PeftModel
+
+    from studio.core.models import load_model
+
+    base, tokenizer = load_model(source.base_model, quantization=source.quantization,
+                                 dtype=source.recipe.model.dtype if source.recipe is not None
+                                 and source.recipe.model.dtype != "auto" else "float32",
+                                 device="cpu")
+    model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
+    measured = parity.measure_hf(model, tokenizer, prepared, step=step)
+    _free(model, base)
+    return measured
