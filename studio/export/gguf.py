@@ -158,3 +158,73 @@ def measure(gguf_file: Path, prepared: list[dict], tokenizer, max_new_tokens: in
             "(special tokens parsed)")
     return {"measurement": out, "chat_template": template, "tokenizer_note": note,
             "same_tokenisation": same_tokens}
+
+
+# ---- the optional install -----------------------------------------------------------------------
+
+VENDOR = "vendor/llama.cpp/"
+VENDORED = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE", "conversion/",
+            "gguf-py/")
+
+
+def extract_tools(sdist: Path, dest: Path | None = None) -> Path:
+    """Copy llama.cpp's converter scripts (and the gguf-py / conversion packages they import)
+    out of the llama-cpp-python source archive into tools_dir(), replacing an older copy."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    dest = Path(dest or tools_dir())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=dest.parent))
+    try:
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                parts = member.name.split("/", 1)
+                if len(parts) < 2 or not parts[1].startswith(VENDOR):
+                    continue
+                rel = parts[1][len(VENDOR):]
+                if not rel or not any(rel == v or (v.endswith("/") and rel.startswith(v))
+                                      for v in VENDORED):
+                    continue
+                if not (member.isfile() or member.isdir()) or ".." in Path(rel).parts:
+                    continue
+                target = tmp / rel
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        if not (tmp / "convert_hf_to_gguf.py").is_file():
+            raise UserError("the llama-cpp-python archive has no convert_hf_to_gguf.py.",
+                            path=sdist, fix=f"use llama-cpp-python=={LLAMA_CPP_VERSION}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def install_tools(log=print) -> Path:
+    """`peft-studio setup --gguf`: build llama-cpp-python from its source package and copy the
+    converter scripts it vendors into tools_dir()."""
+    import tempfile
+
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    with tempfile.TemporaryDirectory(prefix="peft-studio-llama-") as tmp:
+        log(f"downloading llama-cpp-python {LLAMA_CPP_VERSION} (source, ~77 MB)")
+        subprocess.run(pip + ["download", "--no-deps", "--no-binary", "llama-cpp-python",
+                              f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", tmp], check=True)
+        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        log(f"extracting llama.cpp's converter into {tools_dir()}")
+        extract_tools(sdist)
+        if not runtime_available():
+            log("building llama-cpp-python (about 10 minutes on 2 cores)")
+            env = dict(os.environ)
+            env.setdefault("CMAKE_ARGS", "-DGGML_NATIVE=OFF")
+            subprocess.run(pip + ["install", str(sdist)], check=True, env=env)
+        # the converter imports sentencepiece for Llama-family vocabularies
+        subprocess.run(pip + ["install", "sentencepiece"], check=True)
+    return tools_dir()
