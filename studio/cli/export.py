@@ -41,7 +41,7 @@ def cmd_export(args) -> int:
     source = resolve_source(args.source, model=args.model)
     if args.format != "adapter":
         source.check_mergeable()
-    plan = estimate(source, args.format, args.dtype, args.quant)
+    plan = estimate(source.base_model, source.adapter_dir, args.format, args.dtype, args.quant)
     print(f"exporting {source.method} adapter {source.adapter_dir} as {args.format} -> {args.to}")
     print(plan["text"])
     json_progress = bool(args.progress_json)

@@ -56,18 +56,35 @@ def _dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
-def estimate(source, fmt: str, dtype: str = "fp32", quant: str = "f16") -> dict:
+def parameter_count(base_model: Path) -> int:
+    """From the safetensors headers (else config.json), without loading weights or torch."""
+    import json
+
+    from studio.core import models
+
+    count = models._safetensors_param_count(Path(base_model))
+    if count is None:
+        try:
+            config = json.loads((Path(base_model) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError("the base model has no readable config.json.", path=base_model,
+                            fix="pick the base model folder with --model DIR") from None
+        count = models._config_param_count(models._text_config(config))
+    return int(count or 0)
+
+
+def estimate(base_model, adapter_dir, fmt: str, dtype: str = "fp32", quant: str = "f16") -> dict:
     """What the export needs before it starts: peak disk in the staging folder, the final size,
-    and memory (the base loaded unquantised in float32 for the merge, plus the measurements)."""
-    from studio.core.models import check_model_folder
+    and memory (the base loaded unquantised in float32 for the merge, plus the measurements).
+    Cheap: reads file headers only (no torch), so the dialog shows it before starting."""
     from studio.export import gguf
 
     _check_choice(fmt, dtype, quant)
-    info = check_model_folder(source.base_model)
-    params = info.num_parameters or 0
-    tokenizer_bytes = sum(f.stat().st_size for f in source.base_model.iterdir()
+    base_model, adapter_dir = Path(base_model), Path(adapter_dir)
+    params = parameter_count(base_model)
+    tokenizer_bytes = sum(f.stat().st_size for f in base_model.iterdir()
                           if f.is_file() and not f.name.endswith((".safetensors", ".bin")))
-    adapter_bytes = _dir_bytes(source.adapter_dir)
+    adapter_bytes = _dir_bytes(adapter_dir)
     if fmt == "adapter":
         final = peak = adapter_bytes + MB
         memory = params * 4
@@ -197,7 +214,7 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
         source.check_mergeable()
     if fmt in ("gguf", "ollama"):
         gguf.require_tools()
-    plan = estimate(source, fmt, dtype, quant)
+    plan = estimate(source.base_model, source.adapter_dir, fmt, dtype, quant)
     check_disk(target, plan["peak_disk_bytes"], f"this {fmt} export")
     run = _Run(progress, cancel, phases_for(fmt))
     notes, comparisons = [plan["text"]], []

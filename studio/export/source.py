@@ -97,9 +97,9 @@ def _final_adapter(run_dir: Path) -> Path:
                     "the end).", path=run_dir, fix=hint)
 
 
-def resolve_source(run_or_adapter, model=None, plugins: dict | None = None) -> Source:
-    """A run name/folder or an adapter folder -> Source. `model` overrides the base model."""
-    from studio import plugins as plugin_registry
+def locate(run_or_adapter, model=None) -> tuple[Path, Path | None, object | None, Path]:
+    """(adapter_dir, run_dir, recipe, base_model) without importing torch or any plugin (the GUI
+    calls this to show the estimate before anything is loaded)."""
     from studio.core import runs
 
     given = Path(str(run_or_adapter)).expanduser()
@@ -116,13 +116,6 @@ def resolve_source(run_or_adapter, model=None, plugins: dict | None = None) -> S
         adapter_dir = _final_adapter(run_dir)
     config = read_adapter_config(adapter_dir)
     recipe = runs.load_recipe(run_dir) if run_dir is not None else None
-    method = recipe.method.id if recipe is not None else infer_method(adapter_dir, config)
-    if plugins is None:
-        plugins, _problems = plugin_registry.discover()
-    plugin = plugins.get(method)
-    if plugin is None:
-        raise UserError(f"the adapter's method '{method}' has no plugin here.",
-                        path=adapter_dir, fix="install the plugin (see `peft-studio methods`)")
     if model:
         base = Path(model).expanduser()
     elif recipe is not None and recipe.model.path:
@@ -135,6 +128,22 @@ def resolve_source(run_or_adapter, model=None, plugins: dict | None = None) -> S
                             field="base_model_name_or_path",
                             fix="give the base model folder with --model DIR")
         base = Path(str(recorded)).expanduser()
+    return adapter_dir, run_dir, recipe, base
+
+
+def resolve_source(run_or_adapter, model=None, plugins: dict | None = None) -> Source:
+    """A run name/folder or an adapter folder -> Source. `model` overrides the base model."""
+    from studio import plugins as plugin_registry
+
+    adapter_dir, run_dir, recipe, base = locate(run_or_adapter, model)
+    config = read_adapter_config(adapter_dir)
+    method = recipe.method.id if recipe is not None else infer_method(adapter_dir, config)
+    if plugins is None:
+        plugins, _problems = plugin_registry.discover()
+    plugin = plugins.get(method)
+    if plugin is None:
+        raise UserError(f"the adapter's method '{method}' has no plugin here.",
+                        path=adapter_dir, fix="install the plugin (see `peft-studio methods`)")
     if recipe is not None:
         quantization = recipe.model.quantization or None
     else:
