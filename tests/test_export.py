@@ -355,3 +355,20 @@ def test_merged_matches_for_each_method(model_dir, demo_train_path, demo_eval_pa
           f" greedy {c['identical_greedy_answers']}/{c['prompts']}, ppl "
           f"{c['perplexity_reference']:.4f} -> {c['perplexity_export']:.4f}: {c['verdict']}")
     assert c["verdict"] == expect
+
+
+@pytest.mark.slow
+def test_lora_dash_adapter_export_loads_whole_with_plain_peft(model_dir, demo_train_path,
+                                                              demo_eval_path, tmp_path):
+    """The dash directions are folded into the LoRA matrices: plain peft reproduces the adapter
+    as the studio loads it (the LoRA part alone would not)."""
+    from studio.export import export, resolve_source
+
+    run_dir = train_run(model_dir, tmp_path, demo_train_path, demo_eval_path, method="lora_dash",
+                        steps=3, params={"pre_launch_steps": 1, "num_directions": 2})
+    assert json.loads((run_dir / "adapter" / "lora_dash.json").read_text())["installed"]
+    result = export(resolve_source(run_dir), tmp_path / "a", "adapter", parity_prompts=PROMPTS)
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert cfg["rank_pattern"] and set(cfg["rank_pattern"].values()) == {8 + 2}
+    assert not (tmp_path / "a" / "lora_dash.json").exists()
+    assert result["report"]["verdict"] == "matches", result["report"]["comparisons"]

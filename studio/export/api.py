@@ -185,10 +185,19 @@ def _measure_saved_merged(folder: Path, dtype: str, prepared, step):
     return measured, tokenizer
 
 
-def _copy_adapter(source, folder: Path) -> None:
+def _copy_adapter(source, folder: Path) -> str | None:
+    """The adapter files as plain peft loads them; LoRA-Dash directions are folded into the
+    LoRA matrices (studio.export.fold). Returns a note for the report, if any."""
+    from studio.export import fold
+
+    if fold.has_dash(source.adapter_dir):
+        layers = fold.fold_lora_dash(source.adapter_dir, folder)
+        return (f"LoRA-Dash: the dash directions of {layers} layers are folded into their LoRA "
+                "matrices (rank_pattern), so plain peft loads the whole adapter")
     for item in source.adapter_dir.iterdir():
-        if item.is_file():
+        if item.is_file() and item.name != "README.md":
             shutil.copy2(item, folder / item.name)
+    return None
 
 
 # ---- the export -------------------------------------------------------------------------------
@@ -231,7 +240,9 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
         if fmt == "adapter":
             _free(model)
             run.phase("writing")
-            _copy_adapter(source, out)
+            folded = _copy_adapter(source, out)
+            if folded:
+                notes.append(folded)
             run.phase("checking")
             exported = _measure_plain_peft(source, out, prepared, run.stepper("checking"))
             comparisons.append(parity.compare(
