@@ -25,6 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPTS = 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gguf_tools_from_the_user_data_folder():
+    """Tests run with a fresh PEFT_STUDIO_HOME; link in the GGUF tools the user installed (like
+    conftest links the models), so the GGUF tests run where `setup --gguf` was done."""
+    import conftest
+    from studio.export import gguf
+
+    real = conftest._REAL_MODELS.parent / "tools"
+    link = gguf.tools_dir().parent
+    if real.is_dir() and not link.exists():
+        link.symlink_to(real, target_is_directory=True)
+
+
 def train_run(model_dir, tmp, demo_train_path, demo_eval_path, method="lora", steps=2, **kw):
     from studio import plugins
 
@@ -81,7 +94,8 @@ def test_merged_lora_matches_adapter(merged_export):
     assert c["identical_greedy_answers"] == c["prompts"] == PROMPTS
     assert c["perplexity_export"] == pytest.approx(c["perplexity_reference"], rel=1e-3)
     assert report["examples_from"] == "the run's eval file eval.jsonl"
-    assert any("chat template: same" in n for n in report["notes"])
+    assert "merged model chat template: same as the base model's (2/2 conversations render " \
+           "identically)" in report["notes"]
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                  "chat_template.jinja", "README.md", "parity.md", "parity.json", "export.json"):
         assert (target / name).is_file(), name
@@ -111,6 +125,7 @@ def test_merged_folder_loads_with_plain_transformers(merged_export, lora_run):
     assert "OK True" in proc.stdout
 
 
+@pytest.mark.slow
 def test_merged_bf16_within_quantisation(lora_run, tmp_path):
     from studio.export import export, resolve_source
 

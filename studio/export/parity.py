@@ -273,9 +273,10 @@ def template_check(reference_tokenizer, export_template: str | None, conversatio
 
 def template_note(check: dict) -> str:
     if check["ok"]:
-        return (f"chat template: same as the base model's ({check['identical_renderings']}/"
-                f"{check['conversations']} conversations render identically)" if
-                check["conversations"] else "chat template: same text as the base model's")
+        return (f"{check['where']} chat template: same as the base model's "
+                f"({check['identical_renderings']}/{check['conversations']} conversations render "
+                "identically)" if check["conversations"] else
+                f"{check['where']} chat template: same text as the base model's")
     if not check["export_has_template"] and check["reference_has_template"]:
         return f"chat template MISMATCH: the {check['where']} has no chat template"
     d = check.get("first_difference")
