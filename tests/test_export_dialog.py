@@ -36,15 +36,16 @@ def tiny_run(model_dir, demo_train_path, demo_eval_path, tmp_path_factory):
 
 def test_dialog_runs_a_merged_export_and_shows_the_verdict(qtbot, tiny_run, tmp_path):
     from studio.ui import app as studio_app
-    from studio.ui.export_dialog import PARITY_COLUMNS, ExportDialog
+    from studio.ui.export_dialog import PARITY_ROWS, ExportDialog
 
     studio_app.create_app()
     dialog = ExportDialog(source=str(tiny_run), python=sys.executable)
     qtbot.addWidget(dialog)
     dialog.show()
-    assert dialog.target.path().endswith(f"{tiny_run.name}-merged")
     assert dialog.fmt() == "adapter"
+    assert dialog.target.path().endswith(f"{tiny_run.name}-adapter")
     dialog.format.setCurrentIndex(dialog.format.findData("merged"))
+    assert dialog.target.path().endswith(f"{tiny_run.name}-merged")   # follows the format
     target = tmp_path / "merged"
     dialog.target.set_path(str(target))
     dialog.prompts.setValue(1)
@@ -56,9 +57,10 @@ def test_dialog_runs_a_merged_export_and_shows_the_verdict(qtbot, tiny_run, tmp_
     qtbot.waitUntil(lambda: not dialog.is_running(), timeout=TIMEOUT)
     assert dialog.result is not None, dialog.message.text() + "\n".join(dialog._log[-20:])
     assert "Verdict: matches" in dialog.verdict.text()
-    assert dialog.table.rowCount() == 1 and dialog.table.columnCount() == len(PARITY_COLUMNS)
-    assert dialog.table.item(0, len(PARITY_COLUMNS) - 1).text() == "matches"
-    assert dialog.table.item(0, 5).text() == "1/1"
+    # one column per comparison, one row per figure
+    assert dialog.table.columnCount() == 1 and dialog.table.rowCount() == len(PARITY_ROWS)
+    assert dialog.table.item(PARITY_ROWS.index("Verdict"), 0).text() == "matches"
+    assert dialog.table.item(PARITY_ROWS.index("Same greedy answers"), 0).text() == "1/1"
     assert (target / "model.safetensors").is_file() and dialog.open_button.isEnabled()
     assert dialog.progress.value() == 1000
     if os.environ.get("PEFT_STUDIO_SCREENSHOTS"):
@@ -96,9 +98,11 @@ def test_runs_page_export_button(qtbot, tiny_run):
     studio_app.create_app()
     page = RunsPage()
     qtbot.addWidget(page)
-    page.refresh()
+    page.show()
+    page.refresh()                                   # loads in a background task
+    qtbot.waitUntil(lambda: any(Path(r.path) == tiny_run for r in page.runs), timeout=30_000)
     assert page.select_run(tiny_run)
-    assert page.export_button.isEnabled()
+    qtbot.waitUntil(lambda: page.export_button.isEnabled(), timeout=30_000)
     page._export()
     assert page.export_dialog.source.path() == str(tiny_run)
     page.export_dialog.close()

@@ -58,7 +58,8 @@ def cmd_export(args) -> int:
         print(events.progress_line({"phase": "plan", "done": 0, "total": 1, **plan}), flush=True)
     try:
         result = export(source, args.to, args.format, dtype=args.dtype, quant=args.quant,
-                        parity_prompts=args.parity_prompts, progress=progress)
+                        parity_prompts=args.parity_prompts, gguf_lora=args.gguf_lora,
+                        progress=progress)
     except Cancelled:
         print("cancelled; nothing was written at the target")
         return 130
@@ -95,6 +96,10 @@ def register(subparsers) -> None:
                         "default f16")
     p.add_argument("--parity-prompts", type=int, default=8,
                    help="examples the parity report compares on (default 8)")
+    p.add_argument("--gguf-lora", action="store_true",
+                   help="gguf/ollama: also write the adapter alone as a GGUF LoRA (llama.cpp's "
+                        "convert_lora_to_gguf.py; plain LoRA only) with an f16 base GGUF to "
+                        "apply it to, and check it in llama.cpp")
     p.add_argument("--progress-json", action="store_true",
                    help="print '@progress {json}' lines (for the GUI)")
     p.set_defaults(func=cmd_export)

@@ -36,10 +36,9 @@ def _noop(*_args) -> None:
 class _Run:
     """Progress and cancellation for one export."""
 
-    def __init__(self, progress, cancel, phases: list[str]) -> None:
+    def __init__(self, progress, cancel) -> None:
         self.progress = progress or _noop
         self.cancel = cancel or (lambda: False)
-        self.phases = phases
 
     def phase(self, name: str, done: int = 0, total: int = 1) -> None:
         if self.cancel():
@@ -133,22 +132,18 @@ def _load_reference(source):
     return model, tokenizer, dtype
 
 
-def _free(*objects) -> None:
-    del objects
-    gc.collect()
-
-
-def _merged_model(source, model, ref_dtype):
-    """The adapter folded into unquantised float32 base weights (reusing `model` when it already
-    is that); returns the plain transformers model."""
+def _load_for_merge(source):
+    """The adapter on the base loaded unquantised in float32 (a QLoRA adapter is merged onto the
+    de-quantised base: the original weights, not their 4-bit rounding)."""
     from studio.core.chat import attach_adapter
     from studio.core.models import load_model
 
-    if source.quantization or ref_dtype != "float32":
-        _free(model)
-        model, _tok = load_model(source.base_model, quantization=None, dtype="float32",
-                                 device="cpu")
-        model = attach_adapter(model, source.base_model, source.adapter_dir, plugin=source.plugin)
+    model, _tok = load_model(source.base_model, quantization=None, dtype="float32", device="cpu")
+    return attach_adapter(model, source.base_model, source.adapter_dir, plugin=source.plugin)
+
+
+def _merge(source, model):
+    """The plugin's merge (peft merge_and_unload, module by module, in place)."""
     merged = source.plugin.merge(model)
     if hasattr(merged, "peft_config") or any("lora_" in n for n, _ in merged.named_modules()):
         raise UserError(f"merging {source.method} left adapter layers in the model.",
@@ -180,9 +175,7 @@ def _measure_saved_merged(folder: Path, dtype: str, prepared, step):
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, DTYPES[dtype]))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    measured = parity.measure_hf(model, tokenizer, prepared, step=step)
-    _free(model)
-    return measured, tokenizer
+    return parity.measure_hf(model, tokenizer, prepared, step=step), tokenizer
 
 
 def _copy_adapter(source, folder: Path) -> str | None:
@@ -205,14 +198,15 @@ def _copy_adapter(source, folder: Path) -> str | None:
 def phases_for(fmt: str) -> list[str]:
     common = ["reference", "writing", "checking"]
     return {"adapter": common, "merged": ["reference", "merging", "writing", "checking"],
-            "gguf": ["reference", "merging", "writing", "checking", "converting", "checking gguf"],
+            "gguf": ["reference", "merging", "writing", "checking", "converting", "checking gguf",
+                     "gguf lora"],
             "ollama": ["reference", "merging", "writing", "checking", "converting",
-                       "checking gguf", "modelfile"]}[fmt]
+                       "checking gguf", "gguf lora", "modelfile"]}[fmt]
 
 
 def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
-           parity_prompts: int = 8, name: str | None = None, progress=None,
-           cancel=None) -> dict:
+           parity_prompts: int = 8, name: str | None = None, gguf_lora: bool = False,
+           progress=None, cancel=None) -> dict:
     """Run one export; returns {"target", "report", "estimate", "files", ...}. Raises UserError
     for what the user can fix and staging.Cancelled when cancelled."""
     from studio.export import gguf, ollama
@@ -225,7 +219,7 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
         gguf.require_tools()
     plan = estimate(source.base_model, source.adapter_dir, fmt, dtype, quant)
     check_disk(target, plan["peak_disk_bytes"], f"this {fmt} export")
-    run = _Run(progress, cancel, phases_for(fmt))
+    run = _Run(progress, cancel)
     notes, comparisons = [plan["text"]], []
     with Staging(target) as stage:
         run.phase("reference")
@@ -238,7 +232,8 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
         out = stage.path
         extra = {}
         if fmt == "adapter":
-            _free(model)
+            model = None                  # one model in memory at a time
+            gc.collect()
             run.phase("writing")
             folded = _copy_adapter(source, out)
             if folded:
@@ -250,15 +245,19 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
                 export_name="exported adapter, loaded with plain peft"))
         else:
             run.phase("merging")
-            merged = _merged_model(source, model, ref_dtype)
+            if source.quantization or ref_dtype != "float32":
+                model = None
+                gc.collect()
+                model = _load_for_merge(source)
+            merged = _merge(source, model)
             model = None
             hf_dir = out if fmt == "merged" else out / "hf-merged-fp32"
             hf_dir.mkdir(exist_ok=True)
             hf_dtype = dtype if fmt == "merged" else "fp32"
             run.phase("writing")
             save_merged(merged, tokenizer, hf_dir, hf_dtype, source.base_model)
-            _free(merged)
             merged = None
+            gc.collect()
             run.phase("checking")
             hf_measured, export_tok = _measure_saved_merged(hf_dir, hf_dtype, prepared,
                                                             run.stepper("checking"))
@@ -286,6 +285,9 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
                 gcheck = parity.template_check(tokenizer, g["chat_template"], conversations,
                                                where="GGUF")
                 notes.append(parity.template_note(gcheck))
+                if gguf_lora:
+                    notes.append(_gguf_lora(source, out, prepared, tokenizer, hf_measured,
+                                            comparisons, run, decode))
                 shutil.rmtree(hf_dir)
                 extra["GGUF file"] = gguf_file.name
                 if fmt == "ollama":
@@ -322,6 +324,26 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
             "ollama_command": extra.get("ollama_command")}
 
 
+def _gguf_lora(source, out: Path, prepared, tokenizer, hf_measured, comparisons, run,
+               decode) -> str:
+    """The adapter alone as a GGUF LoRA, checked on the base GGUF in llama.cpp against the merged
+    model. The base GGUF written for the check is kept (llama.cpp needs it to apply the LoRA)."""
+    from studio.export import gguf
+
+    if not gguf.lora_convertible(source):
+        return (f"GGUF LoRA not written: llama.cpp's convert_lora_to_gguf.py takes plain LoRA "
+                f"adapters, and this is {source.method}")
+    run.phase("gguf lora")
+    lora, base = gguf.convert_lora(source, out, source.method, step=run.stepper("gguf lora"),
+                                   cancel=run.cancel)
+    g = gguf.measure(base, prepared, tokenizer, step=run.stepper("gguf lora"), lora_path=lora)
+    comparisons.append(parity.compare(
+        hf_measured, g["measurement"], parity.precision_class(quant="f16"), decode,
+        reference_name="merged model (transformers, fp32)",
+        export_name="base f16 GGUF + GGUF LoRA (llama.cpp)"))
+    return f"GGUF LoRA: {lora.name} applies to {base.name} (llama-cli -m BASE --lora LORA)"
+
+
 def _render(conversation, tokenizer) -> str:
     from studio.core import data
 
@@ -339,6 +361,4 @@ def _measure_plain_peft(source, folder: Path, prepared, step):
                                  and source.recipe.model.dtype != "auto" else "float32",
                                  device="cpu")
     model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
-    measured = parity.measure_hf(model, tokenizer, prepared, step=step)
-    _free(model, base)
-    return measured
+    return parity.measure_hf(model, tokenizer, prepared, step=step)

@@ -114,8 +114,31 @@ def convert(hf_dir: Path, out_dir: Path, quant: str, stem: str, step=None, cance
     return out
 
 
+def lora_convertible(source) -> bool:
+    """convert_lora_to_gguf.py takes plain LoRA adapters (not DoRA, not LoRA-Dash's extra terms)."""
+    from studio.export import fold
+
+    cfg = source.adapter_config
+    return str(cfg.get("peft_type", "")).upper() == "LORA" and not cfg.get("use_dora") and \
+        not fold.has_dash(source.adapter_dir)
+
+
+def convert_lora(source, out_dir: Path, stem: str, step=None, cancel=None) -> tuple[Path, Path]:
+    """The adapter alone as a GGUF LoRA (llama.cpp's convert_lora_to_gguf.py), plus the base
+    model as f16 GGUF to apply it to (llama.cpp needs both: `llama-cli -m BASE --lora LORA`)."""
+    require_tools()
+    lora = Path(out_dir) / f"{stem}-lora-adapter-f16.gguf"
+    base = Path(out_dir) / f"{source.base_model.name}-base-f16.gguf"
+    _run_tool([sys.executable, str(tools_dir() / "convert_lora_to_gguf.py"), "--base",
+               str(source.base_model), "--outfile", str(lora), "--outtype", "f16",
+               str(source.adapter_dir)], cancel, step, "llama.cpp's convert_lora_to_gguf.py", 30)
+    _run_tool([sys.executable, str(converter_path()), str(source.base_model), "--outfile",
+               str(base), "--outtype", "f16"], cancel, step, "llama.cpp's convert_hf_to_gguf.py", 60)
+    return lora, base
+
+
 def measure(gguf_file: Path, prepared: list[dict], tokenizer, max_new_tokens: int | None = None,
-            step=None) -> dict:
+            step=None, lora_path: Path | None = None) -> dict:
     """The GGUF in llama.cpp on the same token ids: logits per position and greedy answers.
     Also checks that llama.cpp tokenises each prompt (special tokens parsed) like transformers."""
     import numpy as np
@@ -127,7 +150,8 @@ def measure(gguf_file: Path, prepared: list[dict], tokenizer, max_new_tokens: in
     max_new = max_new_tokens or parity.MAX_NEW_TOKENS
     longest = max(max(len(p["input_ids"]), len(p["prompt_ids"]) + max_new) for p in prepared)
     llm = Llama(model_path=str(gguf_file), n_ctx=longest + 8, logits_all=True, verbose=False,
-                n_threads=max(1, min(4, os.cpu_count() or 1)), seed=0)
+                n_threads=max(1, min(4, os.cpu_count() or 1)), seed=0,
+                lora_path=str(lora_path) if lora_path else None)
     stop = set(end_of_turn_token_ids(tokenizer)) | {llm.token_eos()}
     out, same_tokens = [], 0
     for i, item in enumerate(prepared):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
     QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
@@ -29,13 +29,14 @@ from studio.ui.widgets import InlineMessage, PathPicker, button
 FORMAT_TITLES = {"adapter": "Adapter (PEFT folder + model card)",
                  "merged": "Merged model (transformers folder)",
                  "gguf": "GGUF (llama.cpp)", "ollama": "Ollama (GGUF + Modelfile)"}
-PARITY_COLUMNS = ["Reference", "Export", "Precision", "Max |logit diff|", "Top-1 agreement",
-                  "Same greedy answers", "Perplexity (ref)", "Perplexity (export)", "Verdict"]
+PARITY_ROWS = ["Reference", "Export", "Precision", "Max |logit diff|", "Top-1 agreement",
+               "Same greedy answers", "Perplexity (reference)", "Perplexity (export)", "Verdict"]
 PHASE_TEXT = {"plan": "Starting …", "reference": "Measuring the adapter on its base model",
               "merging": "Merging the adapter into the base weights", "writing": "Writing files",
               "checking": "Reloading the export and comparing",
               "converting": "Converting to GGUF with llama.cpp",
               "checking gguf": "Running the GGUF in llama.cpp and comparing",
+              "gguf lora": "Converting the adapter alone to a GGUF LoRA and checking it",
               "modelfile": "Writing the Ollama Modelfile", "done": "Finishing"}
 
 
@@ -140,14 +141,15 @@ class ExportDialog(CliDialog):
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.verdict)
-        self.table = QTableWidget(0, len(PARITY_COLUMNS))
-        self.table.setHorizontalHeaderLabels(PARITY_COLUMNS)
-        self.table.verticalHeader().setVisible(False)
+        # one column per comparison (adapter -> export, merged -> GGUF, ...), one row per figure:
+        # stays readable at 1024 px where nine columns were clipped
+        self.table = QTableWidget(len(PARITY_ROWS), 0)
+        self.table.setVerticalHeaderLabels(PARITY_ROWS)
+        self.table.horizontalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        header = self.table.horizontalHeader()
-        for col in range(len(PARITY_COLUMNS)):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         outer.addWidget(self.table, 1)
         self.notes = QLabel("")
         self.notes.setWordWrap(True)
@@ -279,8 +281,8 @@ class ExportDialog(CliDialog):
         phase = info.get("phase", "")
         if phase == "plan":
             self.estimate_line.setText(info.get("text", ""))
-        phases = ["reference", "merging", "writing", "checking", "converting", "checking gguf",
-                  "modelfile"]
+        from studio.export.api import phases_for
+        phases = phases_for(self.fmt())
         if phase in phases:
             k = phases.index(phase)
             done, total = float(info.get("done", 0)), max(1.0, float(info.get("total", 1)))
@@ -325,21 +327,25 @@ class ExportDialog(CliDialog):
         self.result = report
         verdict = report["verdict"]
         color = {"matches": theme.SUCCESS, "differs": theme.DANGER}.get(verdict, theme.WARNING)
+        n = report["prompts"]
         self.verdict.setText(f"<span style='color:{color}'><b>Verdict: {verdict}</b></span> "
-                             f"— {report['prompts']} prompts from {report['examples_from']}.")
-        self.table.setRowCount(0)
-        for c in report["comparisons"]:
+                             f"— {n} prompt{'s' if n != 1 else ''} from {report['examples_from']}.")
+        comparisons = report["comparisons"]
+        self.table.setColumnCount(len(comparisons))
+        for col, c in enumerate(comparisons):
             cells = [c["reference"], c["export"], c["precision"],
                      _num(c["max_abs_logit_diff"], ".3g"), _num(c["top1_agreement"], ".2%"),
                      f"{c['identical_greedy_answers']}/{c['prompts']}",
                      _num(c["perplexity_reference"], ".4f"), _num(c["perplexity_export"], ".4f"),
                      c["verdict"]]
-            r = self.table.rowCount()
-            self.table.insertRow(r)
-            for col, text in enumerate(cells):
+            for row, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(c["why"] if col == len(cells) - 1 else text)
-                self.table.setItem(r, col, item)
+                item.setToolTip(c["why"] if row == len(cells) - 1 else text)
+                if row == len(cells) - 1:
+                    item.setForeground(QColor({"matches": theme.SUCCESS, "differs": theme.DANGER}
+                                              .get(c["verdict"], theme.WARNING)))
+                self.table.setItem(row, col, item)
+        self.table.resizeRowsToContents()
         self.notes.setText("\n".join([c["why"] for c in report["comparisons"]
                                       if c["verdict"] != "matches"] + report.get("notes", [])[1:]))
 
