@@ -68,8 +68,7 @@ def test_dialog_runs_a_merged_export_and_shows_the_verdict(qtbot, tiny_run, tmp_
         dialog.resize(1024, 640)
         qtbot.wait(200)
         dialog.grab().save(str(SHOTS / "export-dialog.png"))
-        dialog.showMaximized()
-        dialog.resize(1600, 1000)
+        dialog.resize(1440, 900)
         qtbot.wait(200)
         dialog.grab().save(str(SHOTS / "export-dialog-full.png"))
 

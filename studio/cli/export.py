@@ -11,6 +11,8 @@ Cannot-merge (prompt-learning) methods and missing GGUF tools exit with code 2 a
 
 from __future__ import annotations
 
+import signal
+
 from studio.core import events
 from studio.errors import UserError
 
@@ -56,6 +58,11 @@ def cmd_export(args) -> int:
 
     if json_progress:
         print(events.progress_line({"phase": "plan", "done": 0, "total": 1, **plan}), flush=True)
+
+    def terminated(_signum, _frame):
+        raise Cancelled()      # unwinds through the staging folder's clean-up
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         result = export(source, args.to, args.format, dtype=args.dtype, quant=args.quant,
                         parity_prompts=args.parity_prompts, gguf_lora=args.gguf_lora,

@@ -212,6 +212,7 @@ def export(source, target, fmt: str, *, dtype: str = "fp32", quant: str = "f16",
     from studio.export import gguf, ollama
 
     _check_choice(fmt, dtype, quant)
+    Path(target).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     target = check_target(target)
     if fmt != "adapter":
         source.check_mergeable()

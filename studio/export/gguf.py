@@ -176,8 +176,7 @@ def measure(gguf_file: Path, prepared: list[dict], tokenizer, max_new_tokens: in
         if step is not None:
             step(i + 1, len(prepared))
     template = (llm.metadata or {}).get("tokenizer.chat_template")
-    llm.close() if hasattr(llm, "close") else None
-    del llm
+    llm.close()
     note = (f"llama.cpp tokenises {same_tokens}/{len(prepared)} prompts exactly like transformers "
             "(special tokens parsed)")
     return {"measurement": out, "chat_template": template, "tokenizer_note": note,

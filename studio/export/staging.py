@@ -68,7 +68,11 @@ def check_disk(target: Path, needed_bytes: int, what: str) -> None:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC from Python, or the same error wrapped by a library (safetensors' writer raises
+    its own exception type with the OS message)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def disk_full_error(target: Path) -> UserError:

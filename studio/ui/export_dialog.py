@@ -77,18 +77,20 @@ class ExportDialog(CliDialog):
         self.source.set_path(source, emit=False)
         self.source.changed.connect(lambda _p: self._refresh())
         form.addRow("Adapter", self.source)
-        row = QHBoxLayout()
         self.format = QComboBox()
         for key, title in FORMAT_TITLES.items():
             self.format.addItem(title, key)
+        self.format.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.format.currentIndexChanged.connect(lambda _i: self._format_changed())
-        row.addWidget(self.format)
+        form.addRow("Format", self.format)
+        row = QHBoxLayout()
         row.addWidget(QLabel("Weights"))
         self.dtype = QComboBox()
         self.dtype.addItems(["fp32", "bf16", "fp16"])
         self.dtype.setToolTip("Precision of the merged weights (fp32 reproduces the adapter exactly)")
         self.dtype.currentIndexChanged.connect(lambda _i: self._refresh())
         row.addWidget(self.dtype)
+        row.addSpacing(12)
         row.addWidget(QLabel("GGUF type"))
         self.quant = QComboBox()
         from studio.export.gguf import QUANT_TYPES
@@ -96,13 +98,15 @@ class ExportDialog(CliDialog):
         self.quant.setCurrentText("q8_0")
         self.quant.currentIndexChanged.connect(lambda _i: self._refresh())
         row.addWidget(self.quant)
+        row.addSpacing(12)
         row.addWidget(QLabel("Parity prompts"))
         self.prompts = QSpinBox()
         self.prompts.setRange(1, 200)
         self.prompts.setValue(8)
+        self.prompts.setToolTip("How many of the run's eval examples the parity report compares on")
         row.addWidget(self.prompts)
         row.addStretch(1)
-        form.addRow("Format", row)
+        form.addRow("Options", row)
         self.target = PathPicker("folder", "Choose the export folder (new or empty)",
                                  placeholder="a new folder; a previous export there is replaced")
         self.target.set_path(default_target(source, "merged") if source else "", emit=False)
@@ -234,7 +238,7 @@ class ExportDialog(CliDialog):
 
     def _launch(self, args: list[str], status: str) -> None:
         self.result = None
-        self.table.setRowCount(0)
+        self.table.setColumnCount(0)
         self.verdict.setText("")
         self.notes.setText("")
         self.message.clear_message()
@@ -268,7 +272,8 @@ class ExportDialog(CliDialog):
         if self.is_running():
             self.status.setText("Cancelling …")
             self._stopped = True
-            self.process.stop()
+            # SIGTERM first: the export removes its staging folder; SIGKILL after 5 s
+            self.process.stop(grace_ms=5000)
 
     def handle_line(self, line: str) -> None:
         info = parse_progress(line)
