@@ -197,6 +197,21 @@ def test_short_disk_is_refused_before_any_work(lora_run, tmp_path, monkeypatch):
     assert not (tmp_path / "big").exists()
 
 
+def test_cancelled_export_leaves_nothing(lora_run, tmp_path):
+    from studio.export import Cancelled, export, resolve_source
+
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2          # after the reference measurement has started
+
+    with pytest.raises(Cancelled):
+        export(resolve_source(lora_run), tmp_path / "c", "merged", parity_prompts=1,
+               cancel=cancel)
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob("c.partial-*"))
+
+
 def test_prompt_learning_cannot_merge(model_dir, tmp_path):
     """A real prefix-tuning adapter: merged is refused with the fix; the CLI exits 2."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
