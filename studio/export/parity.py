@@ -8,8 +8,10 @@ A verdict follows from thresholds that depend on the export's precision:
     "matches"                      fp32 export: max |diff| <= 5e-3, every top-1 token and every
                                    greedy answer the same
     "matches within quantisation"  reduced precision (bf16/fp16/f16/q8_0): top-1 agreement >= 95%
-                                   and perplexity within 5%; quantised (4-6 bit, or a reference on
-                                   a 4/8-bit base): >= 85% and within 15%
+                                   and perplexity within 5%; quantised (2-6 bit GGUF): >= 85% and
+                                   within 15%; or an adapter trained on a 4/8-bit base whose
+                                   export matches it on the de-quantised base (the merge uses
+                                   the original weights, so the 4-bit rounding is gone)
     "differs"                      otherwise, with the first prompt and position where the top-1
                                    tokens part
 
