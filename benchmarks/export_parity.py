@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-EXPORTS = [("adapter", []), ("merged", ["--dtype", "fp32"]), ("merged", ["--dtype", "bf16"]),
-           ("merged", ["--dtype", "fp16"])]
-GGUF_EXPORTS = [("gguf", ["--quant", "f16"]), ("gguf", ["--quant", "q8_0"]),
-                ("gguf", ["--quant", "q4_k_m"]), ("ollama", ["--quant", "q8_0"])]
+EXPORTS = [("adapter", []), ("merged", ["--dtype", "fp32"]), ("gguf", ["--quant", "q8_0"]),
+           ("gguf", ["--quant", "q4_k_m"]), ("merged", ["--dtype", "bf16"]),
+           ("gguf", ["--quant", "f16"]), ("merged", ["--dtype", "fp16"]),
+           ("ollama", ["--quant", "q8_0"])]
+GGUF = ("gguf", "ollama")
 
 
 def main() -> int:
@@ -30,18 +31,22 @@ def main() -> int:
     args = parser.parse_args()
     from studio.export import gguf
 
-    todo = EXPORTS + ([] if gguf.missing_tools() else GGUF_EXPORTS)
+    todo = [e for e in EXPORTS if e[0] not in GGUF or not gguf.missing_tools()]
     rows = []
     for fmt, extra in todo:
         target = Path(args.out) / "-".join([fmt] + extra[1:])
-        start = time.time()
-        proc = subprocess.run([sys.executable, "-m", "studio.cli", "export", args.run, "--to",
-                               str(target), "--format", fmt, "--parity-prompts",
-                               str(args.prompts), *extra], capture_output=True, text=True)
-        seconds = time.time() - start
-        if proc.returncode != 0:
-            print(f"{fmt} {extra}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
-            continue
+        start, seconds = time.time(), 0.0
+        if not (target / "export.json").is_file():   # else done by an earlier, interrupted call
+            proc = subprocess.run([sys.executable, "-m", "studio.cli", "export", args.run,
+                                   "--to", str(target), "--format", fmt, "--parity-prompts",
+                                   str(args.prompts), *extra], capture_output=True, text=True)
+            seconds = time.time() - start
+            if proc.returncode != 0:
+                print(f"{fmt} {extra}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+                continue
+            (target / "seconds.txt").write_text(f"{seconds:.0f}")
+        if (target / "seconds.txt").is_file():
+            seconds = float((target / "seconds.txt").read_text())
         report = json.loads((target / "parity.json").read_text())
         size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 2**20
         for c in report["comparisons"]:
