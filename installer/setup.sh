@@ -6,6 +6,9 @@
 #   PEFT_STUDIO_TORCH  the torch requirement to install (default: torch==2.13.0, the CPU wheel here).
 #                      A GPU user installs the CUDA build of torch into the venv first; an installed
 #                      torch is kept as it is.
+#   PEFT_STUDIO_GGUF=1 also install GGUF export support (opt-in): builds llama-cpp-python 0.3.36
+#                      from source (about 10 minutes on 2 cores, ~80 MB download) and copies
+#                      llama.cpp's converter into the data folder. Same as `peft-studio setup --gguf`.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,3 +77,12 @@ if [ "${QT_QPA_PLATFORM:-}" != "offscreen" ] && command -v apt-get >/dev/null 2>
 fi
 
 "$py" -m studio.core.models --prepare-default >&2
+
+if [ "${PEFT_STUDIO_GGUF:-}" = "1" ]; then
+    if "$py" -c 'import sys; from studio.export import gguf; sys.exit(1 if gguf.missing_tools() else 0)' 2>/dev/null; then
+        say "GGUF export support already installed"
+    else
+        say "installing GGUF export support (builds llama.cpp: about 10 minutes on 2 cores)"
+        "$py" -m studio.cli setup --gguf >&2
+    fi
+fi

@@ -76,6 +76,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
 TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
     ("Evaluate on a task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
+    ("Export an adapter…", "save", lambda w: __import__("studio.ui.export_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
 

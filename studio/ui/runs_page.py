@@ -124,6 +124,9 @@ class RunsPage(Page):
         self.eval_button = button("Evaluate on task…", icon_name="evaluate",
                                   tooltip="Score this adapter and the base model on a BIG-bench "
                                           "task file, with a paired confidence interval")
+        self.export_button = button("Export…", icon_name="save",
+                                    tooltip="Export this adapter, merged model, GGUF or Ollama "
+                                            "folder, with a parity report")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
         self.clone_button = button("Clone settings to Train", icon_name="train",
                                    tooltip="Start a new run from this run's model, data and settings")
@@ -132,6 +135,7 @@ class RunsPage(Page):
         self.actions = FlowRow()          # wraps on a narrow window instead of widening it
         for widget, slot in ((self.resume_button, self._resume), (self.open_button, self._open),
                              (self.chat_button, self._chat), (self.eval_button, self._evaluate),
+                             (self.export_button, self._export),
                              (self.delete_button, self._delete)):
             widget.clicked.connect(slot)
             self.actions.addWidget(widget)
@@ -304,6 +308,7 @@ class RunsPage(Page):
         has_adapter = run is not None and self.adapter_dir(run) is not None
         self.chat_button.setEnabled(has_adapter)
         self.eval_button.setEnabled(has_adapter and not active)
+        self.export_button.setEnabled(has_adapter and not active)
         self.delete_button.setEnabled(run is not None and not active)
         self.delete_button.setToolTip("Stop the run before deleting it" if active else "")
         self.clone_button.setEnabled(run is not None)
@@ -348,6 +353,13 @@ class RunsPage(Page):
             self.eval_dialog = EvalDialog(self.window(), adapter_dir=adapter, model_path=model)
             self.eval_dialog.evaluated.connect(lambda _path: self.load_evaluations())
             self.eval_dialog.show()
+
+    def _export(self) -> None:
+        from studio.ui.export_dialog import ExportDialog
+
+        if self.selected is not None and self.adapter_dir(self.selected):
+            self.export_dialog = ExportDialog(self.window(), source=str(self.selected.path))
+            self.export_dialog.show()
 
     def _delete(self) -> None:
         run = self.selected
