@@ -291,6 +291,11 @@ class MainWindow(QMainWindow):
             from studio.ui import eval_dialog
 
             eval_dialog.open_dialog(self, adapter_dir=adapter_dir)
+        elif action == "export" and self.train_page.run_dir is not None:
+            from studio.ui.export_dialog import ExportDialog
+
+            self.export_dialog = ExportDialog(self, source=str(self.train_page.run_dir))
+            self.export_dialog.show()
         elif action == "runs":
             self.show_page("runs")
             if self.train_page.run_dir is not None:

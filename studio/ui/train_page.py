@@ -30,6 +30,8 @@ BADGE_ROLES = {"finished": "badge-ok", "failed": "badge-warn", "paused": "badge-
 NEXT_STEPS = [
     ("chat", "Chat with it", "chat", "Ask it questions next to the base model"),
     ("evaluate", "Evaluate on a task…", "evaluate", "Score it and the base model on a task file"),
+    ("export", "Export…", "save", "Adapter with model card, merged model, GGUF or Ollama, with a "
+                                  "parity report"),
     ("runs", "See in Runs", "runs", "The run's curves, settings and files"),
 ]
 
