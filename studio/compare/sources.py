@@ -243,8 +243,8 @@ def resolve_base_model(sources: list[AdapterSource], base_model=None) -> Path:
 
 
 # One colour per compared adapter, the same in the page, the plots and the report (Okabe-Ito,
-# readable by colour-blind users); the base model is grey.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+# readable by colour-blind users, on the dark page and the white report); the base is grey.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#999933")
 BASE_COLOUR = "#888888"
 
 
