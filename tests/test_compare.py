@@ -251,3 +251,38 @@ def test_report_has_every_table_and_the_cli_writes_the_same(trio, aset, task_pat
     proc = subprocess.run([sys.executable, "-m", "studio.cli", "compare", str(trio[0]),
                            str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "neither a run nor a PEFT adapter" in proc.stderr
+
+
+def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path):
+    from studio.compare.sources import colour
+    from studio.ui.compare_page import ComparePage
+
+    page = ComparePage()
+    qtbot.addWidget(page)
+    page.resize(1000, 600)
+    page.show()
+    page.add_paths(trio)
+    qtbot.waitUntil(lambda: page.analysis is not None, timeout=120_000)
+    assert page.list.count() == 3
+    lines = [item for item in page.plot.getPlotItem().listDataItems() if item.name()]
+    assert [item.name() for item in lines] == ["test", "test-r4"]
+    assert [item.opts["pen"].color().name() for item in lines] == [colour(0).lower(), colour(1).lower()]
+    diff = settings_diff(load_sources(trio))
+    assert page.settings_table.rowCount() == len(diff) > 0
+    assert [page.settings_table.item(r, 0).text() for r in range(len(diff))] == list(diff)
+    assert page.similarity_table.rowCount() == 3
+    assert [page.similarity_table.item(i, i + 1).text() for i in range(3)] == ["1.000"] * 3
+    assert page.norm_combo.count() == 3 and page.heat_image.image.shape == (2, 30)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((trio[2] / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    (other / "adapter_config.json").write_text(json.dumps(config))
+    page.add_paths([other])
+    assert page.list.count() == 3 and "different base models" in page.message.text()
+
+    out = tmp_path / "page.html"
+    page.write_report(out)
+    qtbot.waitUntil(out.exists, timeout=60_000)
+    assert '<table class="similarity">' in out.read_text(encoding="utf-8")
