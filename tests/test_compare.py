@@ -253,7 +253,7 @@ def test_report_has_every_table_and_the_cli_writes_the_same(trio, aset, task_pat
     assert proc.returncode == 2 and "neither a run nor a PEFT adapter" in proc.stderr
 
 
-def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path):
+def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path, task_path):
     from studio.compare.sources import colour
     from studio.ui.compare_page import ComparePage
 
@@ -282,7 +282,16 @@ def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path):
     page.add_paths([other])
     assert page.list.count() == 3 and "different base models" in page.message.text()
 
+    page.evaluate_task(str(task_path), limit=6)
+    qtbot.waitUntil(lambda: page.evaluation is not None or "failed" in page.eval_status.text(),
+                    timeout=600_000)
+    assert page.evaluation is not None, page.eval_status.text()
+    assert page.eval_table.rowCount() == 4            # the base and three adapters
+    assert page.disagree_table.rowCount() == page.evaluation["disagreements"]
+    assert page.eval_button.isEnabled()
+
     out = tmp_path / "page.html"
     page.write_report(out)
     qtbot.waitUntil(out.exists, timeout=60_000)
-    assert '<table class="similarity">' in out.read_text(encoding="utf-8")
+    html = out.read_text(encoding="utf-8")
+    assert '<table class="similarity">' in html and '<table class="pairs">' in html

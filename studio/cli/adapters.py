@@ -12,7 +12,7 @@ with paired 95% CIs; --prompt adds each model's greedy answer. The computation i
 
 from __future__ import annotations
 
-import json
+import argparse
 from pathlib import Path
 
 from studio.errors import UserError
@@ -85,7 +85,14 @@ def cmd_compare(args) -> int:
 
         aset = AdapterSet(sources, args.base_model)
         if task is not None:
-            evaluation = evaluate_all(aset, task, limit=args.limit or None, seed=args.seed)
+            progress = None
+            if args.progress_json:
+                from studio.core import events
+
+                def progress(done, total):
+                    print(events.progress_line({"done": done, "total": total}), flush=True)
+            evaluation = evaluate_all(aset, task, limit=args.limit or None, seed=args.seed,
+                                      progress=progress)
             print(f"\nevaluation on {evaluation['task']} ({evaluation['models'][0]['n']} examples, "
                   f"{evaluation['models'][0]['metric']})")
             print_table(["model", "score", "95% CI"],
@@ -152,6 +159,7 @@ def register(subparsers) -> None:
                                     "(default: the first adapter's largest update)")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.add_argument("--json", metavar="OUT.json", help="write every number as JSON")
+    p.add_argument("--progress-json", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compare)
 
     q = subparsers.add_parser(

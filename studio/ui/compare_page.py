@@ -1,13 +1,19 @@
 """Compare page: runs and adapter folders side by side — overlaid loss curves (one colour per
 adapter, the same as in the list and the report), the settings that differ, the weight-update
-norms per layer x module and the cosine similarity of the updates. "Blend…" writes a weighted
-blend (peft's add_weighted_adapter) as a new adapter and adds it; "Report…" writes the HTML report.
+norms per layer x module and the cosine similarity of the updates. "Evaluate…" scores the base
+and every adapter on the same examples of a task (`peft-studio compare --eval` in a child
+process) and lists the examples where they disagree; "Blend…" writes a weighted blend (peft's
+add_weighted_adapter) as a new adapter and adds it; "Report…" writes the HTML report.
 
 All computation is studio.compare; reading weights, blending and writing run off the GUI thread.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -19,7 +25,9 @@ from PySide6.QtWidgets import (
 )
 
 from studio.compare.sources import colour, load_source, settings_diff
+from studio import paths
 from studio.ui import tasks, theme
+from studio.ui.cli_process import CliProcess, parse_progress
 from studio.ui.widgets import Card, InlineMessage, Page, button, compact_combo, label
 
 
@@ -51,10 +59,10 @@ def _blend(sources, weights, out_dir, combination):
     return blend(sources, weights, out_dir, combination_type=combination)
 
 
-def _report(path, sources, analysis):
+def _report(path, sources, analysis, evaluation=None):
     from studio.compare.report import build_report, write_report
 
-    return write_report(path, build_report(sources, weights=analysis))
+    return write_report(path, build_report(sources, weights=analysis, evaluation=evaluation))
 
 
 class ComparePage(Page):
@@ -63,13 +71,19 @@ class ComparePage(Page):
                                     "differ, and what each changed in the weights.")
         self.sources: list = []
         self.analysis: dict | None = None
+        self.evaluation: dict | None = None
+        self.process: CliProcess | None = None
         self._generation = 0
 
         self.blend_button = button("Blend…", tooltip="Blend the adapters with weights into a new "
                                                      "adapter (peft add_weighted_adapter)")
         self.report_button = button("Report…", tooltip="Write one self-contained HTML report")
+        self.eval_button = button("Evaluate…", tooltip="Score the base model and every adapter on "
+                                                       "the same examples of a task")
         self.blend_button.clicked.connect(self.ask_blend)
         self.report_button.clicked.connect(self.ask_report)
+        self.eval_button.clicked.connect(self.ask_evaluate)
+        self.header.actions.addWidget(self.eval_button)
         self.header.actions.addWidget(self.blend_button)
         self.header.actions.addWidget(self.report_button)
 
@@ -135,6 +149,18 @@ class ComparePage(Page):
         self.similarity_table = _table()
         weights.body.addWidget(self.similarity_table)
         self.content.addWidget(weights)
+
+        scores = Card("Evaluation", "Same examples for every model; paired 95% CIs.")
+        self.eval_status = label("Evaluate… scores the base model and each adapter on a task.",
+                                 role="muted", wrap=True)
+        scores.body.addWidget(self.eval_status)
+        self.eval_table = _table()
+        scores.body.addWidget(self.eval_table)
+        scores.body.addWidget(label("Where they disagree"))
+        self.disagree_table = _table()
+        self.disagree_table.setMinimumHeight(160)
+        scores.body.addWidget(self.disagree_table)
+        self.content.addWidget(scores)
         self.content.addStretch(1)
         self._refresh()
 
@@ -196,7 +222,9 @@ class ComparePage(Page):
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.blend_button.setEnabled(len(self.sources) >= 2)
         self.report_button.setEnabled(bool(self.sources))
+        self.eval_button.setEnabled(bool(self.sources) and not self._evaluating())
         self.remove_button.setEnabled(bool(self.sources))
+        self._show_evaluation(None)
         self._show_curves()
         self._show_settings()
         self.analysis = None
@@ -323,9 +351,103 @@ class ComparePage(Page):
             self.write_report(path)
 
     def write_report(self, path) -> None:
-        def analysed_then_report(sources, analysis):
-            return _report(path, sources, analysis or _analyse(sources))
+        def analysed_then_report(sources, analysis, evaluation):
+            return _report(path, sources, analysis or _analyse(sources), evaluation)
 
-        tasks.run_async(analysed_then_report, list(self.sources), self.analysis,
+        tasks.run_async(analysed_then_report, list(self.sources), self.analysis, self.evaluation,
                         on_done=lambda p: self.message.show_info(f"Report written: {p}"),
                         on_error=self._failed_action)
+
+    # ---- evaluation (a child process: model loading and scoring never block the window) -----
+    def _evaluating(self) -> bool:
+        return self.process is not None and self.process.is_running()
+
+    def ask_evaluate(self) -> None:
+        tasks_dir = paths.sample_tasks_dir()
+        names = sorted(p.name for p in tasks_dir.iterdir() if p.is_dir()) if tasks_dir.is_dir() else []
+        browse = "Choose a task.json or data file…"
+        choice, ok = QInputDialog.getItem(self, "Evaluate", "Task:", [*names, browse], 0, False)
+        if not ok:
+            return
+        if choice == browse:
+            choice, _ = QFileDialog.getOpenFileName(self, "Task", "",
+                                                    "Tasks (*.json *.jsonl *.csv)")
+            if not choice:
+                return
+        limit, ok = QInputDialog.getInt(self, "Evaluate", "Examples to score:", 50, 1, 100000)
+        if ok:
+            self.evaluate_task(choice, limit)
+
+    def evaluate_task(self, task: str, limit: int = 50) -> None:
+        """Run `peft-studio compare ... --eval TASK --json` in a child process."""
+        out = Path(tempfile.mkdtemp(prefix="peft-studio-compare-")) / "result.json"
+        self._eval_out = out
+        self._eval_lines: list[str] = []
+        self.process = CliProcess(self, sys.executable)
+        self.process.line.connect(self._eval_line)
+        self.process.finished.connect(self._eval_finished)
+        self.eval_button.setEnabled(False)
+        self.eval_status.setText("Loading the base model and the adapters…")
+        self.process.start(["-m", "studio.cli", "compare",
+                            *[str(s.run_dir or s.adapter_dir) for s in self.sources],
+                            "--eval", str(task), "--limit", str(limit), "--json", str(out),
+                            "--progress-json"])
+
+    def _eval_line(self, line: str) -> None:
+        progress = parse_progress(line)
+        if progress is not None:
+            if progress.get("total"):
+                self.eval_status.setText(f"Scoring… {int(progress['done'])} of "
+                                         f"{int(progress['total'])} (all models together)")
+        else:
+            self._eval_lines.append(line)
+
+    def _eval_finished(self, code: int) -> None:
+        self.eval_button.setEnabled(bool(self.sources))
+        try:
+            if code != 0 or not self._eval_out.is_file():
+                tail = [line for line in self._eval_lines if line.strip()][-3:]
+                self.eval_status.setText("The evaluation failed: " + " ".join(tail))
+                return
+            data = json.loads(self._eval_out.read_text(encoding="utf-8"))
+        finally:
+            shutil.rmtree(self._eval_out.parent, ignore_errors=True)   # our own temp folder
+        self._show_evaluation(data["evaluation"])
+
+    def _show_evaluation(self, result: dict | None) -> None:
+        self.evaluation = result
+        for table in (self.eval_table, self.disagree_table):
+            table.setRowCount(0)
+            table.setColumnCount(0)
+        if result is None:
+            return
+        models = result["models"]
+        self.eval_status.setText(f"{result['task']}: the same {models[0]['n']} examples, "
+                                 f"{models[0]['metric']}; they disagree on "
+                                 f"{result['disagreements']}.")
+        base = models[0]["name"]
+        versus = {p["a"]: p for p in result["pairs"] if p["b"] == base}
+        table = self.eval_table
+        table.setColumnCount(4)
+        table.setHorizontalHeaderLabels(["model", "score (95% CI)", "vs base (95% CI)", "verdict"])
+        table.setRowCount(len(models))
+        for r, m in enumerate(models):
+            p = versus.get(m["name"])
+            cells = [m["name"], f"{m['score']:.3f} ({m['ci95'][0]:.3f}–{m['ci95'][1]:.3f})",
+                     f"{p['mean']:+.3f} ({p['ci95'][0]:+.3f}–{p['ci95'][1]:+.3f})" if p else "",
+                     p["verdict"] if p else ""]
+            for c, text in enumerate(cells):
+                table.setItem(r, c, QTableWidgetItem(text))
+        names = [m["name"] for m in models]
+        rows = [row for row in result["rows"] if row["disagree"]]
+        table = self.disagree_table
+        table.setColumnCount(2 + len(names))
+        table.setHorizontalHeaderLabels(["prompt", "reference", *names])
+        table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(row["prompt"][-120:]))
+            table.setItem(r, 1, QTableWidgetItem(str(row["reference"])))
+            for c, name in enumerate(names):
+                cell = QTableWidgetItem(f"{row['answers'][name]} ({row['scores'][name]:g})")
+                cell.setToolTip(row["prompt"])
+                table.setItem(r, c + 2, cell)
