@@ -290,6 +290,19 @@ def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path, t
     assert page.disagree_table.rowCount() == page.evaluation["disagreements"]
     assert page.eval_button.isEnabled()
 
+    # filled with three adapters and an evaluation it still fits the page area of a 1024x640
+    # window (the sidebar takes the rest): no sideways scrolling, no button cut
+    from PySide6.QtWidgets import QAbstractButton, QApplication, QScrollArea
+
+    page.resize(800, 600)
+    for _ in range(5):
+        QApplication.processEvents()
+    area = page.findChild(QScrollArea)
+    assert area.horizontalScrollBar().maximum() == 0
+    cut = [b.text() for b in page.findChildren(QAbstractButton)
+           if b.isVisible() and b.text() and b.width() + 1 < b.sizeHint().width()]
+    assert cut == []
+
     out = tmp_path / "page.html"
     page.write_report(out)
     qtbot.waitUntil(out.exists, timeout=60_000)
