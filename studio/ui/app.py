@@ -54,6 +54,11 @@ def _runs_page(window):
     return RunsPage()
 
 
+def _compare_page(window):
+    from studio.ui.compare_page import ComparePage
+    return ComparePage()
+
+
 def _chat_page(window):
     from studio.ui.chat_page import ChatPage
     return ChatPage(window.pages["model"])
@@ -69,6 +74,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
     ("data", "Data", "data", _data_page),
     ("train", "Train", "train", _train_page),
     ("runs", "Runs", "runs", _runs_page),
+    ("compare", "Compare", "compare", _compare_page),
     ("chat", "Chat", "chat", _chat_page),
     ("generate", "Generate", "generate", _generate_page),
 ]

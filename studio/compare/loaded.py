@@ -1,0 +1,100 @@
+"""One base model with several adapters on it, loaded once, switched by name.
+
+    aset = AdapterSet(sources, base_model=None)       # loads the base model once
+    with aset.use("lora-a"):                          # that adapter only (None: the base model)
+        evaluate(aset.model, aset.tokenizer, ...)
+
+LoRA-family adapters of one peft type share one PeftModel (peft's load_adapter / set_adapter);
+an adapter of another type (prompt learning, IA3 after LoRA, ...) gets its own copy of the base
+model, as peft cannot hold both kinds on one model. Layer: compare (rank 3).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from studio.compare.sources import AdapterSource, resolve_base_model
+from studio.errors import UserError
+
+BASE = "base model"     # how the base model is named in tables
+
+
+class AdapterSet:
+    def __init__(self, sources: list[AdapterSource], base_model=None):
+        from studio.core.models import load_model
+
+        self.sources = list(sources)
+        self.base_path = resolve_base_model(self.sources, base_model)
+        self._load_model = load_model
+        base, self.tokenizer = load_model(self.base_path)
+        self._base = base
+        self._groups: list = []          # [(peft_type, PeftModel)]
+        self._where: dict[str, tuple] = {}   # source name -> (PeftModel, peft adapter name)
+        for i, src in enumerate(self.sources):
+            self._attach(src, f"a{i}")
+        self.model = self._groups[0][1] if self._groups else base
+
+    def _attach(self, src: AdapterSource, adapter_name: str) -> None:
+        from peft import PeftModel
+
+        for peft_type, model in self._groups:
+            if peft_type == src.peft_type and not src.is_prompt_learning:
+                try:
+                    model.load_adapter(str(src.adapter_dir), adapter_name=adapter_name,
+                                       is_trainable=False)
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    raise self._unfit(src, exc) from exc
+                self._where[src.name] = (model, adapter_name)
+                return
+        base = self._base if not self._groups else self._load_model(self.base_path)[0]
+        try:
+            model = PeftModel.from_pretrained(base, str(src.adapter_dir), adapter_name=adapter_name,
+                                              is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise self._unfit(src, exc) from exc
+        model.eval()
+        self._groups.append((src.peft_type, model))
+        self._where[src.name] = (model, adapter_name)
+
+    def _unfit(self, src, exc) -> UserError:
+        return UserError(f"'{src.name}' could not be put on {self.base_path.name} "
+                         f"({type(exc).__name__}: {str(exc).strip()[:300]}).", path=src.adapter_dir,
+                         fix="Compare adapters made for this base model.")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def peft_model(self, name: str):
+        """(PeftModel, peft's adapter name) holding the source called `name`."""
+        if name not in self._where:
+            raise UserError(f"no adapter called '{name}' in this comparison.",
+                            fix="Use one of: " + ", ".join(self.names))
+        return self._where[name]
+
+    @contextmanager
+    def use(self, name: str | None):
+        """The model answering with adapter `name` only (None: the base model, adapters off)."""
+        if name is None:
+            model = self.model
+            if hasattr(model, "disable_adapter"):
+                with model.disable_adapter():
+                    yield model
+            else:
+                yield model
+            return
+        model, adapter_name = self.peft_model(name)
+        model.set_adapter(adapter_name)
+        yield model
+
+    def answers(self, prompt: str, max_new_tokens: int = 64) -> dict[str, str]:
+        """The greedy answer of the base model and of each adapter to one prompt."""
+        from studio.core.chat import Sampling, reply
+
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
+        out = {}
+        for name in [None, *self.names]:
+            with self.use(name) as model:
+                out[name or BASE] = reply(model, self.tokenizer, prompt, sampling)["text"]
+        return out
