@@ -369,6 +369,12 @@ def test_chat_answers_with_base_and_adapter_side_by_side(qtbot, window):
     assert page.method_panel.method_id() == "lora" and page.method_panel.values()["r"] == 4
     window.show_page("runs")
     runs.select_run(run_dir)
+    qtbot.waitUntil(lambda: runs.compare_button.isEnabled(), timeout=10_000)
+    qtbot.mouseClick(runs.compare_button, Qt.MouseButton.LeftButton)   # the run on the Compare page
+    assert window.stack.currentWidget() is window.pages["compare"]
+    assert [Path(s.adapter_dir) for s in window.pages["compare"].sources] == [adapter]
+    window.show_page("runs")
+    runs.select_run(run_dir)
     qtbot.mouseClick(runs.chat_button, Qt.MouseButton.LeftButton)
     chat = window.chat_page
     assert window.stack.currentWidget() is chat

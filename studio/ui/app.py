@@ -218,6 +218,7 @@ class MainWindow(QMainWindow):
         self.runs_page.resume_requested.connect(self._resume_run)
         self.runs_page.chat_requested.connect(self._chat_with)
         self.runs_page.clone_requested.connect(self._clone_run)
+        self.runs_page.compare_requested.connect(self._compare_runs)
         self.train_page.next_step.connect(self._next_step)
         self._build_status_bar()
 
@@ -351,6 +352,10 @@ class MainWindow(QMainWindow):
     def _resume_run(self, run_dir: str) -> None:
         self.show_page("train")
         self.train_page.resume_run(run_dir)
+
+    def _compare_runs(self, run_dirs: list) -> None:
+        self.show_page("compare")
+        self.pages["compare"].add_paths(run_dirs)
 
     def _clone_run(self, run_dir: str) -> None:
         self.show_page("train")

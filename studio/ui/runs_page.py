@@ -72,6 +72,7 @@ class RunsPage(Page):
     resume_requested = Signal(str)     # run folder
     chat_requested = Signal(str)       # adapter folder
     clone_requested = Signal(str)      # run folder: its settings to the Train page
+    compare_requested = Signal(list)   # run folders to put side by side on the Compare page
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Runs", "Every training run on this machine, with its curves. Runs survive restarts.")
@@ -91,7 +92,7 @@ class RunsPage(Page):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
@@ -140,6 +141,12 @@ class RunsPage(Page):
             widget.clicked.connect(slot)
             self.actions.addWidget(widget)
         self.actions.addWidget(self.clone_button)
+        self.compare_button = button("Compare", icon_name="compare",
+                                     tooltip="Put the selected runs side by side on the Compare page "
+                                             "(Ctrl/Shift-click to select several)")
+        self.compare_button.clicked.connect(
+            lambda: self.compare_requested.emit([str(r.path) for r in self.selected_runs()]))
+        self.actions.addWidget(self.compare_button)
         detail.body.addLayout(self.actions)
         self.detail_line = label("", "muted", wrap=True, selectable=True)
         detail.body.addWidget(self.detail_line)
@@ -231,6 +238,10 @@ class RunsPage(Page):
                 return True
         return False
 
+    def selected_runs(self) -> list:
+        rows = sorted({index.row() for index in self.table.selectedIndexes()})
+        return [self.runs[i] for i in rows if i < len(self.runs)]
+
     def _on_select(self) -> None:
         rows = {index.row() for index in self.table.selectedIndexes()}
         run = self.runs[min(rows)] if rows and min(rows) < len(self.runs) else None
@@ -312,6 +323,7 @@ class RunsPage(Page):
         self.delete_button.setEnabled(run is not None and not active)
         self.delete_button.setToolTip("Stop the run before deleting it" if active else "")
         self.clone_button.setEnabled(run is not None)
+        self.compare_button.setEnabled(any(self.adapter_dir(r) for r in self.selected_runs()))
 
     @staticmethod
     def _checkpoint(run):
