@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from studio.core.runs import pid_alive
 from studio.errors import UserError
 
 MANIFEST = "export.json"           # written last: it marks a complete studio export
@@ -81,18 +82,6 @@ def disk_full_error(target: Path) -> UserError:
                      fix="free some space (see the size estimate) or choose another disk")
 
 
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_partials(target: Path) -> list[Path]:
     """Staging folders of earlier exports to this target whose process is gone (killed)."""
     removed = []
@@ -101,7 +90,7 @@ def remove_stale_partials(target: Path) -> list[Path]:
             mark = json.loads((folder / PARTIAL_MARK).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue                      # not ours (no mark): leave it alone
-        if isinstance(mark, dict) and not _pid_alive(mark.get("pid")):
+        if isinstance(mark, dict) and not pid_alive(mark.get("pid")):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

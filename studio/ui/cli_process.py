@@ -100,3 +100,17 @@ class CliDialog(QDialog):
     def reject(self) -> None:
         self.stop()
         super().reject()
+
+    def report_failure(self, code: int, what: str, refused: str, stopped: str) -> None:
+        """What a child that did not succeed means, for subclasses with `_log`, `_stopped`,
+        `message`: exit 2 is a refusal (its error line), a stop says so, else the log tail."""
+        if code == 2:
+            errors = [line for line in self._log if line.startswith("error")]
+            self.message.show_error((errors or self._log or ["invalid settings"])[-1])
+            self.status.setText(refused)
+        elif self._stopped:
+            self.status.setText(stopped)
+        else:
+            self.status.setText(f"The {what} process failed (exit code {code}).")
+            if self._log:
+                self.message.show_error("\n".join(self._log[-6:]))

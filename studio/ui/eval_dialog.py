@@ -305,16 +305,8 @@ class EvalDialog(CliDialog):
                 self.progress.setValue(1000)
                 self.status.setText(f"Done. Saved: {self.out_path}")
                 self.evaluated.emit(str(self.out_path))
-        elif code == 2:
-            errors = [line for line in self._log if line.startswith("error")]
-            self.message.show_error((errors or self._log or ["invalid settings"])[-1])
-            self.status.setText("Not started.")
-        elif self._stopped:
-            self.status.setText("Stopped.")
         else:
-            self.status.setText(f"The evaluation process failed (exit code {code}).")
-            if self._log:
-                self.message.show_error("\n".join(self._log[-6:]))
+            self.report_failure(code, "evaluation", "Not started.", "Stopped.")
         self._update_buttons()
 
     # ---- results --------------------------------------------------------------------------

@@ -315,16 +315,9 @@ class ExportDialog(CliDialog):
                 self.status.setText(f"Exported to {self.target_path}" +
                                     (f"\n{ollama[-1]}" if ollama else ""))
                 self.exported.emit(str(self.target_path))
-        elif code == 2:
-            errors = [line for line in self._log if line.startswith("error")]
-            self.message.show_error((errors or self._log or ["invalid settings"])[-1])
-            self.status.setText("Not exported.")
-        elif self._stopped:
-            self.status.setText("Cancelled: nothing was written at the target.")
         else:
-            self.status.setText(f"The export process failed (exit code {code}).")
-            if self._log:
-                self.message.show_error("\n".join(self._log[-6:]))
+            self.report_failure(code, "export", "Not exported.",
+                                "Cancelled: nothing was written at the target.")
         self._update_buttons()
 
     # ---- results --------------------------------------------------------------------------
