@@ -124,6 +124,9 @@ class ModelPage(Page):
 
     def set_model_path(self, path: str) -> None:
         path = str(path).strip()
+        if (self.info is not None and path and not self._request_pending
+                and Path(path).resolve() == Path(self.info.path).resolve()):
+            return        # the model already loaded (a recipe or a cloned run naming it again)
         if self.picker.path() != path:
             self.picker.set_path(path, emit=False)
         self._request += 1
