@@ -81,8 +81,8 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
 
 TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
-    ("Evaluate on a task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
-    ("Export an adapter…", "save", lambda w: __import__("studio.ui.export_dialog", fromlist=["_"]).open_dialog(w)),
+    ("Evaluate on task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
+    ("Export adapter…", "save", lambda w: __import__("studio.ui.export_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
 
@@ -163,7 +163,8 @@ class Sidebar(QFrame):
             caption.setObjectName("SidebarCaption")
             layout.addWidget(caption)
             for text, icon_name, _callback in TOOLS:
-                btn = QPushButton(f"  {text}")
+                btn = QPushButton(f" {text.rstrip('…')}")   # the menu keeps the "…"; the sidebar is narrow
+                btn.setToolTip(text)
                 btn.setObjectName("NavButton")
                 btn.setCursor(Qt.CursorShape.PointingHandCursor)
                 btn.setIconSize(QSize(18, 18))

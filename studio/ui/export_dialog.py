@@ -1,7 +1,7 @@
 """Export a run's adapter (or any adapter folder) as an adapter, a merged model, GGUF or an
 Ollama folder, and show the parity verdict and table when it is done.
 
-Opened from the Runs page ("Export…") and from Tools > Export an adapter. The export runs as a
+Opened from the Runs page ("Export…") and from Tools > Export adapter. The export runs as a
 background process of the CLI (`peft-studio export SOURCE --to DIR --format F --progress-json`),
 so the window stays responsive, Cancel kills it (the export writes into a staging folder, so a
 cancelled export leaves nothing at the target) and a crash there cannot take the window down.
@@ -357,7 +357,7 @@ def _num(value, spec: str) -> str:
 
 
 def open_dialog(window, source: str = "", model_path: str | None = None) -> ExportDialog:
-    """Tools > Export an adapter, or the Runs page's Export… button."""
+    """Tools > Export adapter, or the Runs page's Export… button."""
     dialog = ExportDialog(window, source=source, model_path=model_path)
     dialog.show()
     return dialog
