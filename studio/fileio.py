@@ -181,3 +181,16 @@ def safe_child(parent: str | Path, name: str, field: str | None = None,
                         fix="use a name made of letters, digits, '-', '_' and '.' (no '/', no "
                             "'..', not starting with '.').")
     return child
+
+
+def read_json_object(path, what: str, fix: str) -> dict:
+    """A JSON file that must hold an object; UserError naming the file and `fix` when it cannot
+    be read or holds something else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what} could not be read ({exc}).", path=path, fix=fix) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{what} is not a JSON object.", path=path, fix=fix)
+    return data

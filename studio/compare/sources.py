@@ -17,6 +17,7 @@ from pathlib import Path
 
 from studio.core import runs
 from studio.errors import UserError
+from studio.fileio import read_json_object
 
 PROMPT_LEARNING = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING")
 MISSING = "—"   # shown in the settings table for a setting one source does not have
@@ -64,15 +65,7 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{what} could not be read ({exc}).", path=path,
-                        fix="Re-save the adapter from its run.") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{what} is not a JSON object.", path=path,
-                        fix="Re-save the adapter from its run.")
-    return data
+    return read_json_object(path, what, "Re-save the adapter from its run.")
 
 
 def read_adapter_config(adapter_dir: Path) -> dict:

