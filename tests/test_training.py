@@ -172,7 +172,8 @@ def test_cancel_checkpoints_and_pause_waits(model_dir, demo_train_path, demo_eva
     run_dir = runs.create_run(recipe, base=tmp_path / "runs")
     metrics = run_training(runs.load_recipe(run_dir), run_dir, on_event, control)
     names = [e["event"] for e in seen]
-    assert names == ["started", "log", "paused", "checkpoint", "cancelled"]
+    assert names == ["started", "log", "paused", "phase", "checkpoint", "cancelled"]
+    assert seen[3]["phase"] == "saving" and seen[3]["step"] == 1     # says it is saving first
     assert metrics["cancelled"] and metrics["step"] == 1
     assert seen[-1]["checkpoint"] == str(run_dir / "checkpoints" / "step-1")
     progress = json.loads((run_dir / "checkpoints" / "step-1" / "progress.json").read_text())
