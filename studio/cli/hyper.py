@@ -77,9 +77,19 @@ def cmd_build_library(args) -> int:
                            batch_size=args.batch_size, max_length=args.max_length,
                            checkpoint_every=args.checkpoint_every, seed=args.seed,
                            n_eval=args.eval_examples, command=command_line(),
-                           shuffle=not args.no_shuffle,
+                           shuffle=not args.no_shuffle, precision=args.precision,
                            log=lambda line: print(line, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
+    return 0
+
+
+def cmd_split(args) -> int:
+    from studio.hyper.build_library import write_split
+
+    data = write_split(args.bigbench, args.out, args.tasks, args.held_out, seed=args.seed)
+    print(f"{len(data['train'])} training tasks ({len(data['train_families'])} families), "
+          f"{len(data['held_out'])} held-out tasks ({len(data['held_out_families'])} families) "
+          f"-> {args.out}")
     return 0
 
 
@@ -159,7 +169,8 @@ def register(subparsers) -> None:
     q = sub.add_parser("build-library", help="train task LoRAs from BIG-bench task files")
     q.add_argument("--bigbench", required=True, help="folder of unpacked BIG-bench task files")
     q.add_argument("--out", required=True, help="library folder (resumable)")
-    q.add_argument("--tasks", default="12", help="N (first N curated tasks) or comma-separated task folders")
+    q.add_argument("--tasks", default="12", help="N (first N curated tasks), comma-separated task "
+                   "folders, or a split file (.json, from `hyper split`: sets the held-out tasks too)")
     q.add_argument("--held-out", default="4", help="N (curated held-out tasks) or comma-separated list")
     q.add_argument("--model", help="base model folder (default: the installed default model)")
     q.add_argument("--steps", type=int, default=24)
@@ -174,7 +185,19 @@ def register(subparsers) -> None:
     q.add_argument("--no-shuffle", action="store_true",
                    help="take examples in file order (how the shipped library was built; some "
                         "task files are sorted by label)")
+    q.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: train under bf16 autocast (LoRA weights stay fp32); ~1.4x faster "
+                        "on CPUs with bf16 instructions and on GPUs")
     q.set_defaults(func=cmd_build_library)
+
+    q = sub.add_parser("split", help="choose a family-aware train / held-out task split")
+    q.add_argument("--bigbench", required=True, help="folder of unpacked BIG-bench task files")
+    q.add_argument("--out", required=True, help="split file to write (JSON)")
+    q.add_argument("--tasks", type=int, default=230, help="training tasks: the curated list "
+                   "topped up with family-capped picks")
+    q.add_argument("--held-out", default="22", help="N (curated held-out tasks) or comma-separated list")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_split)
 
     q = sub.add_parser("train", help="train a hypernetwork on a LoRA library")
     q.add_argument("--library", required=True, help="library folder, or a folder of adapters "

@@ -1,0 +1,74 @@
+"""Packed (padding-free) batches give the padded batch's loss and gradients on the real model."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def lora_model(model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.models import load_model
+
+    model, tokenizer = load_model(model_dir)
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                        init_lora_weights=False)        # non-zero B: the adapter matters
+    return get_peft_model(model, config), tokenizer
+
+
+def _items(tokenizer):
+    from studio.core.data import Example, tokenize_example
+
+    convs = [("What is 2+2?", "4"), ("Name a colour of the sky on a clear day, please.", "Blue."),
+             ("Translate 'chat' from French.", "cat"), ("Say hi", "Hello! How can I help you today?")]
+    return [tokenize_example(Example(messages=[{"role": "user", "content": q},
+                                               {"role": "assistant", "content": a}]), tokenizer, 128)
+            for q, a in convs]
+
+
+def test_packed_loss_and_gradients_equal_the_padded_batch(lora_model):
+    import torch
+
+    from studio.core.data import collate
+    from studio.core.packing import can_pack, pack, packed_loss
+
+    model, tokenizer = lora_model
+    items = _items(tokenizer)
+    assert len({len(i["input_ids"]) for i in items}) > 1            # really ragged
+    packed = pack(items)
+    n_trained = sum(sum(1 for y in i["labels"][1:] if y != -100) for i in items)
+    assert packed["keep"].numel() == packed["targets"].numel() == n_trained
+    assert packed["input_ids"].shape[1] == sum(len(i["input_ids"]) for i in items)
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    padded = model(**collate(items, tokenizer.pad_token_id)).loss
+    g_padded = grads(padded)
+    ours = packed_loss(model, packed)
+    g_ours = grads(ours)
+    assert abs(float(padded) - float(ours)) < 1e-4
+    assert max(float((a - b).abs().max()) for a, b in zip(g_padded, g_ours)) < 1e-4
+    assert can_pack(model)
+    # a row with nothing trained gives a zero that backward() accepts
+    empty = pack([{"input_ids": items[0]["input_ids"], "labels": [-100] * len(items[0]["input_ids"])}])
+    loss = packed_loss(model, empty)
+    assert float(loss) == 0.0
+    loss.backward()
+    model.zero_grad()
+
+
+def test_prompt_learning_models_are_not_packed(model_dir):
+    from peft import PromptTuningConfig, get_peft_model
+
+    from studio.core.models import load_model
+    from studio.core.packing import can_pack
+
+    model, _ = load_model(model_dir)
+    pt = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert not can_pack(pt)
