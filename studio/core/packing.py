@@ -56,9 +56,19 @@ def packed_loss(model, packed: dict, reduction: str = "mean"):
 
 
 def can_pack(model) -> bool:
-    """False for prompt-learning adapters (virtual tokens change the positions)."""
+    """False where a packed row would change what is trained: prompt-learning adapters (virtual
+    tokens change the positions) and AdaLoRA (peft adds its orthogonality penalty to the loss the
+    model computes from labels, which a packed step does not pass)."""
     config = getattr(model, "peft_config", None)
     if not config:
         return True
-    return not any(getattr(c, "is_prompt_learning", False) for c in config.values())
+    return not any(getattr(c, "is_prompt_learning", False) or str(getattr(c, "peft_type", "")).endswith("ADALORA")
+                   for c in config.values())
 
+
+def padding_waste(items: list[dict]) -> float:
+    """The share of a right-padded batch of `items` that would be padding (0..1)."""
+    if not items:
+        return 0.0
+    lengths = [len(i["input_ids"]) for i in items]
+    return 1.0 - sum(lengths) / (max(lengths) * len(lengths))
