@@ -11,10 +11,15 @@ the same precision policy:
 
   ours      studio.core.training's StepLoop with the recipe's defaults (padding-free batches,
             logits only on trained tokens: studio/core/packing.py); `--no-packing` for padded
-  trainer   transformers Trainer + peft with its defaults (a random sampler, each batch padded to
-            its longest example: DataCollatorForSeq2Seq)
+  trainer   transformers Trainer + peft with its defaults (each batch padded to its longest
+            example: DataCollatorForSeq2Seq)
   trl       TRL SFTTrainer on the same pre-tokenized examples (completion mask = our labels),
             in both of its fast modes: padding_free=True, and packing=True (BFD); both shown
+
+Ours, the Trainer and TRL padding-free take the same examples at every step (the Trainers read
+the dataset in our loop's shuffled order instead of their own sampler's): the same trained tokens,
+so their loss curves and final eval losses are directly comparable. TRL's packing mode fills rows
+of --max-length with many examples (more examples per step): compare it by trained tokens/s.
 
 Data (say which in the report): `demo` = resources/demo/dates_train.jsonl (short, similar
 lengths); `bigbench:DIR` = examples of the repo's Text-to-LoRA training tasks
@@ -212,6 +217,19 @@ def _quiet(trainer):
     trainer.remove_callback(PrinterCallback)     # no per-step dict printing in the report
 
 
+def _sequential(cls):
+    """`cls` taking the dataset in its stored order (the order our loop uses), so every variant
+    trains on the same examples at each step: same trained tokens, comparable loss curves. The
+    speed of a trainer does not depend on its sampler."""
+    import torch
+
+    class Sequential(cls):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    return Sequential
+
+
 def _counting(collator, consumed):
     """Wrap a collator: record the examples of every batch the trainer really takes."""
 
@@ -225,6 +243,14 @@ def _counting(collator, consumed):
     return collate
 
 
+def our_order(args, items) -> list[dict]:
+    """The examples in the order our loop takes them (its seeded shuffle, epoch after epoch)."""
+    from studio.core.training_parts import micro_batches
+
+    stream = micro_batches(items, args.batch, args.seed, 0, 0)
+    return [x for _e, _i, batch in _take(stream, args.warmup + args.steps) for x in batch]
+
+
 def run_trainer(args, items, consumed, tokenizer):
     import datasets
     import torch
@@ -234,10 +260,11 @@ def run_trainer(args, items, consumed, tokenizer):
     torch.manual_seed(args.seed)
     model = _peft(_model(args))
     ds = datasets.Dataset.from_list([{"input_ids": i["input_ids"], "labels": i["labels"],
-                                      "attention_mask": [1] * len(i["input_ids"])} for i in items])
+                                      "attention_mask": [1] * len(i["input_ids"])}
+                                     for i in our_order(args, items)])
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model=model, args=TrainingArguments(**_hf_args(args, tmp)),
+        trainer = _sequential(Trainer)(model=model, args=TrainingArguments(**_hf_args(args, tmp)),
                           train_dataset=ds, data_collator=_counting(collator, consumed),
                           callbacks=[_callback(clock)])
         _quiet(trainer)
@@ -256,13 +283,13 @@ def run_trl(args, items, consumed, tokenizer, mode):
     model = _peft(_model(args))
     ds = datasets.Dataset.from_list([{"input_ids": i["input_ids"],
                                       "completion_mask": [int(y != -100) for y in i["labels"]]}
-                                     for i in items])
+                                     for i in (our_order(args, items) if mode == "padding_free" else items)])
     extra = {"padding_free": True} if mode == "padding_free" else {"packing": True}
     with tempfile.TemporaryDirectory() as tmp:
         # the examples are already cut at --max-length (padding_free refuses a max_length)
         config = SFTConfig(**_hf_args(args, tmp, max_length=None if mode == "padding_free"
                                       else args.max_length, completion_only_loss=True, **extra))
-        trainer = SFTTrainer(model=model, args=config, train_dataset=ds,
+        trainer = (_sequential(SFTTrainer) if mode == "padding_free" else SFTTrainer)(model=model, args=config, train_dataset=ds,
                              processing_class=tokenizer, callbacks=[_callback(clock)])
         trainer.data_collator = _counting(trainer.data_collator, consumed)
         _quiet(trainer)

@@ -109,3 +109,28 @@ def test_a_padding_free_run_matches_a_padded_run(model_dir, tmp_path, demo_train
     logs_b = [e for e in padded if e["event"] == "log"]
     assert all(e["padding"] == 0.0 and e["trained_tokens_per_s"] > 0 for e in logs_a)
     assert any(e["padding"] > 0.0 for e in logs_b)            # the demo data's lengths vary
+
+
+def test_chunked_loss_equals_the_plain_loss_and_gradient(lora_model):
+    """Many trained positions (every token of every example): the output layer and the loss in
+    chunks of 7 positions give the plain packed loss and its gradients."""
+    from studio.core.packing import _plain_head, pack, packed_loss
+
+    model, tokenizer = lora_model
+    items = [{"input_ids": i["input_ids"], "labels": i["input_ids"]} for i in _items(tokenizer)]
+    packed = pack(items)
+    assert packed["keep"].numel() > 7 * 5
+    assert _plain_head(model)[0] is not None            # SmolLM2: a plain (tied) output layer
+
+    def run(**kw):
+        model.zero_grad()
+        loss = packed_loss(model, packed, **kw)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain, g_plain = run(chunk=10**9)
+    chunked, g_chunked = run(chunk=7)
+    assert abs(plain - chunked) < 1e-5
+    assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_chunked)) < 1e-5
+    assert model.get_base_model().get_output_embeddings() is _plain_head(model)[0]   # restored
+    model.zero_grad()
