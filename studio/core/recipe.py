@@ -76,6 +76,7 @@ class TrainingSection:
     early_stopping_patience: int = 0
     keep_best: bool = False
     packing: bool = True
+    devices: int = 1
 
 
 _SECTIONS = {
@@ -182,6 +183,10 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                                 "fix": "use 0 (off) or a small count such as 3"},
     "keep_best": {"title": "Keep the best adapter", "advanced": True,
                   "help": "Also save the adapter of the lowest eval loss as best-adapter/."},
+    "devices": {"minimum": 0, "maximum": 64, "title": "Devices", "advanced": True,
+                "help": "Train data-parallel on this many GPUs (processes on a CPU), through "
+                        "accelerate: each step takes one batch per device. 0 = every visible GPU.",
+                "fix": "use 1 (one device), 0 (all GPUs) or a number up to the GPU count"},
     "packing": {"title": "Padding-free batches", "advanced": True,
                 "help": "Lay each batch's examples end to end (no padding, no attention across "
                         "examples) and compute the output layer only on trained tokens: same "

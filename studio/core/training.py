@@ -29,11 +29,23 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                  resume: bool = False) -> dict:
     """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
     A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
-    with disk_full_as_user_error(run_dir):
-        return _run_training(recipe, run_dir, emit, control, resume)
+    from studio.core import distributed
+
+    recipe.validate()
+    dist = distributed.setup(recipe.training.devices, run_dir, resume)
+    try:
+        with disk_full_as_user_error(run_dir):
+            return _run_training(recipe, run_dir, emit if dist.main else _silent, control,
+                                 resume, dist)
+    finally:
+        dist.close()
 
 
-def _run_training(recipe, run_dir, emit, control, resume) -> dict:
+def _silent(event: dict) -> None:
+    """A helper rank's events: rank 0 reports for every rank."""
+
+
+def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
     import torch
     import transformers
 
@@ -54,14 +66,15 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
             raise UserError("this run has no checkpoint to resume from", path=run_dir,
                             fix="start it again as a new run")
     seed_everything(t.seed)
-    device = pick_device()
+    device = dist.device
     needs_4bit = plugin.capabilities.get("needs_quantized_base")
     quant = (recipe.model.quantization or getattr(plugin, "requires_quantization", None)
              or ("4bit" if needs_4bit else "")) or None
     model, tokenizer = load_model(recipe.resolve_path(recipe.model.path), quant,
                                   recipe.model.dtype, device)
     data = prepare_data(recipe, tokenizer)
-    total_steps = total_steps_for(recipe, data.batches_per_epoch)
+    # each optimizer step takes `world` micro-batches per accumulation step (one per rank)
+    total_steps = total_steps_for(recipe, max(1, data.batches_per_epoch // dist.world))
     if resume:
         from studio.core.runs import check_resumable
 
@@ -81,6 +94,11 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
     add_neftune(model, t.neftune_alpha)
     model.train()
     callbacks = plugin.callbacks(model, params, ctx)
+    if dist.active and callbacks:
+        raise UserError(f"method '{plugin.id}' changes the model while it trains (its callbacks), "
+                        f"which the {dist.world} data-parallel copies cannot follow in step.",
+                        path=recipe.source, field="training.devices",
+                        fix="train this method on one device (training.devices = 1)")
     trainable, total = plugins.count_parameters(model)
     if trainable == 0:
         raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
@@ -124,11 +142,11 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped, optimizer=t.optimizer,
                           precision=t.precision, train_on=t.train_on,
-                          packing=uses_packing(t, model, plugin),
+                          packing=uses_packing(t, model, plugin), devices=dist.world,
                           warnings=data.warnings + interval_warnings(recipe.training,
                                                                      total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
-                    data, pad_id, device, total_steps)
+                    data, pad_id, device, total_steps, dist)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
     loop.evals_without_gain = int(early.get("evals_without_gain", 0))
     return loop.run(step, epoch, index)
@@ -160,13 +178,20 @@ class StepLoop:
     """The step loop and what happens between steps (log, eval, checkpoint, pause, cancel)."""
 
     def __init__(self, recipe, run_dir, emit, control, model, plugin, optimizer, scheduler,
-                 callbacks, data, pad_id, device, total_steps):
+                 callbacks, data, pad_id, device, total_steps, dist=None):
+        from studio.core.distributed import Dist
+
         self.recipe, self.t, self.run_dir, self.emit = recipe, recipe.training, run_dir, emit
         self.control, self.model, self.plugin = control, model, plugin
         self.optimizer, self.scheduler, self.callbacks = optimizer, scheduler, callbacks
         self.data, self.pad_id, self.device, self.total = data, pad_id, device, total_steps
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.packed = uses_packing(recipe.training, model, plugin)
+        self.dist = dist or Dist(device=device)
+        # the forward pass goes through DistributedDataParallel when several ranks train;
+        # evaluation and saving use the plain model (rank 0 alone)
+        self.forward_model = (self.dist.accelerator.prepare_model(model) if self.dist.active
+                              else model)
         self.step_times: deque[float] = deque(maxlen=20)
         self.last_loss: float | None = None
         self.last_eval: float | None = None
@@ -180,6 +205,9 @@ class StepLoop:
 
     def _checkpoint(self, step, epoch, index) -> Path:
         from studio.core import checkpoints
+
+        if not self.dist.main:
+            return self.run_dir / "checkpoints"
 
         self.emit(events.phase("saving", step))
         path = checkpoints.save_checkpoint(
@@ -197,7 +225,7 @@ class StepLoop:
 
         from studio.core.evaluate import eval_loss
 
-        if not self.data.eval:
+        if not self.data.eval or not self.dist.main:
             return None
         items, size = self.data.eval, self.t.batch_size
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
@@ -258,7 +286,7 @@ class StepLoop:
             waited = time.perf_counter()
             self._wait_if_paused(step)
             window_start += time.perf_counter() - waited       # a pause is not training time
-            if self.control.cancelled:
+            if self.dist.flag(self.control.cancelled):       # rank 0's commands rule
                 path = self._checkpoint(step, epoch, index)
                 self.emit(events.cancelled(step, str(path)))
                 return {"step": step, "cancelled": True, "checkpoint": str(path),
@@ -266,10 +294,13 @@ class StepLoop:
             started = time.perf_counter()
             micro = []
             for _ in range(t.grad_accum):
-                epoch, idx, items = next(stream)
-                index = idx + 1
-                micro.append(items)
-            n_trained = max(1, sum(trained_count(items) for items in micro))
+                for rank in range(self.dist.world):      # rank r takes the r-th of each group
+                    epoch, idx, items = next(stream)
+                    index = idx + 1
+                    if rank == self.dist.rank:
+                        micro.append(items)
+            n_trained = max(1, self.dist.sum([sum(trained_count(items) for items in micro)])[0])
+            scale = self.dist.world / n_trained          # DDP averages gradients over ranks
             step_loss = torch.zeros((), device=self.device)
             for items in micro:
                 real = sum(len(i["input_ids"]) for i in items)
@@ -280,14 +311,14 @@ class StepLoop:
                                   if not self.packed else real)
                 with autocast_for(self.device, t.precision):
                     if self.packed:
-                        loss = packed_loss(self.model, pack(items), reduction="sum").float()
+                        loss = packed_loss(self.forward_model, pack(items), reduction="sum").float()
                     else:
                         batch = {k: v.to(self.device, non_blocking=True)
                                  for k, v in _collate(items, self.pad_id).items()}
-                        out = self.model(**batch)
+                        out = self.forward_model(**batch)
                         loss = out.loss.float() * trained_count(items)
                         del out
-                loss = loss / n_trained
+                loss = loss * scale
                 loss.backward()
                 step_loss += loss.detach()
                 del loss
@@ -314,7 +345,7 @@ class StepLoop:
                 if t.eval_every and step % t.eval_every == 0:
                     self._evaluate(step)
                     busy = True
-                    if self.should_stop_early():
+                    if self.dist.flag(self.should_stop_early()):
                         self.emit(events.phase("saving", step))
                         return self._finish(step, time.perf_counter() - train_start, train_tokens,
                                             start_step, stopped_early=True)
@@ -332,6 +363,10 @@ class StepLoop:
     def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
              grad_norm, lr, trained, positions) -> None:
         elapsed = max(time.perf_counter() - window_start, 1e-9)
+        if self.dist.active:              # every rank's share: loss, tokens, trained, positions
+            summed, window_tokens, trained, positions = self.dist.sum(
+                [float(window_loss), window_tokens, trained, positions])
+            window_loss = summed / self.dist.world
         loss = float(window_loss) / window_steps
         self.last_loss = loss
         per_step = (sum(self.step_times) / len(self.step_times)) if self.step_times else elapsed
@@ -347,6 +382,8 @@ class StepLoop:
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
         from studio.core.checkpoints import checkpoint_bytes_needed
 
+        if not self.dist.main:
+            return {"step": step, "rank": self.dist.rank}
         eval_loss = self.last_eval if stopped_early else self._evaluate(step)
         final = self.run_dir / "adapter"           # the run's own folder: replaced on resume
         self.emit(events.phase("saving", step))
