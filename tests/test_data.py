@@ -230,3 +230,43 @@ def test_collate_pads_right_and_masks_padding():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+
+
+def test_a_50_mb_one_line_example_costs_what_a_short_one_costs(tmp_path, model_dir):
+    """One example of 50 MB on a single line (a pasted dump): reading, the preview, the length
+    statistics and tokenizing never hand the tokenizer more than max_length x 64 characters, the
+    example ends up cut at max_length, and the short examples beside it are untouched."""
+    from transformers import AutoTokenizer
+
+    huge = "lorem ipsum " * (50 * 2**20 // 12)
+    path = tmp_path / "big.jsonl"
+    rows = [{"messages": [{"role": "user", "content": huge}, {"role": "assistant", "content": "ok"}]},
+            {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert path.stat().st_size > 50 * 10**6 and path.read_text().count("\n") == 2
+    examples = data.load_examples(path)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    seen = []
+    encode, template = tok.encode, tok.apply_chat_template
+
+    def spy_encode(text, *args, **kw):
+        seen.append(len(text))
+        return encode(text, *args, **kw)
+
+    def spy_template(conversation, *args, **kw):
+        seen.append(sum(len(m["content"]) for m in conversation))
+        return template(conversation, *args, **kw)
+
+    tok.encode, tok.apply_chat_template = spy_encode, spy_template
+    item = data.tokenize_example(examples[0], tok, 128)
+    assert len(item["input_ids"]) == 128 and max(seen) <= 128 * data.CHARS_PER_TOKEN_CAP + 200
+    seen.clear()
+    stats = data.length_stats(examples, tok, 128)
+    assert stats["truncated"] == 1 and stats["max"] > data.stats_cap(128)   # measured up to the cap
+    assert max(seen) <= data.stats_cap(128) * data.CHARS_PER_TOKEN_CAP + 200
+    preview = data.render_preview(examples[0], tok)
+    assert sum(len(text) for text, _ in preview) < 3 * data.PREVIEW_CHARS
+    assert any("the rest is not shown" in text for text, _ in preview)
+    short = data.tokenize_example(examples[1], tok, 128)
+    assert short == data.tokenize_example(Example(examples[1].messages), tok, 128)
+    assert any(y != -100 for y in short["labels"])

@@ -213,8 +213,28 @@ def _encode_segments(pieces, tokenizer, add_bos) -> tuple[list[int], list[int]]:
     return input_ids, labels
 
 
+# No token is anywhere near this many characters: text beyond max_tokens x this is cut before the
+# template and the tokenizer see it (it would be truncated anyway), so a 50 MB one-line example
+# costs what a max_length one costs instead of minutes and gigabytes.
+CHARS_PER_TOKEN_CAP = 64
+PREVIEW_CHARS = 20_000
+
+
+def capped(ex: Example, max_tokens: int) -> Example:
+    """`ex` with every message (or the text) cut to max_tokens x CHARS_PER_TOKEN_CAP characters."""
+    limit = max(1, max_tokens) * CHARS_PER_TOKEN_CAP
+    if ex.messages:
+        if all(len(m["content"]) <= limit for m in ex.messages):
+            return ex
+        return Example([dict(m, content=m["content"][:limit]) for m in ex.messages], ex.text)
+    if ex.text is not None and len(ex.text) > limit:
+        return Example(ex.messages, ex.text[:limit])
+    return ex
+
+
 def tokenize_example(ex: Example, tokenizer, max_length: int) -> dict:
     """{"input_ids", "labels"}: labels are -100 except assistant turns (or everything for text)."""
+    ex = capped(ex, max_length)
     pieces = text_segments(ex, tokenizer)
     # Templates carry their own BOS in the text; plain text gets the tokenizer's BOS if it uses one.
     add_bos = not ex.messages and bool(getattr(tokenizer, "add_bos_token", False))
@@ -223,13 +243,24 @@ def tokenize_example(ex: Example, tokenizer, max_length: int) -> dict:
 
 
 def render_preview(ex: Example, tokenizer) -> list[tuple[str, bool]]:
-    """(text piece, is_trained) for the GUI to colour."""
-    return text_segments(ex, tokenizer)
+    """(text piece, is_trained) for the GUI to colour; a huge piece is shown cut, with a note."""
+    pieces = []
+    for text, trained in text_segments(capped(ex, PREVIEW_CHARS // CHARS_PER_TOKEN_CAP * 2), tokenizer):
+        if len(text) > PREVIEW_CHARS:
+            text = text[:PREVIEW_CHARS] + " … [cut here: the rest is not shown]"
+        pieces.append((text, trained))
+    return pieces
+
+
+def stats_cap(max_length: int) -> int:
+    """Longest length the statistics measure exactly (longer examples are cut there first)."""
+    return max(4 * max_length, 8192)
 
 
 def length_stats(examples, tokenizer, max_length) -> dict:
     """Token lengths before truncation: count, min, mean, median, p95, max, truncated."""
-    lengths = sorted(len(_encode_segments(text_segments(ex, tokenizer), tokenizer,
+    cap = stats_cap(max_length)       # lengths beyond it count as cap (still "truncated")
+    lengths = sorted(len(_encode_segments(text_segments(capped(ex, cap), tokenizer), tokenizer,
                                           not ex.messages and bool(getattr(tokenizer, "add_bos_token", False)))[0])
                      for ex in examples)
     if not lengths:

@@ -54,7 +54,8 @@ def analyse(data_path: str, fmt: str, model_path: str | None, max_length: int) -
     result["previews"] = [core_data.render_preview(ex, tokenizer) for ex in examples[:PREVIEW_COUNT]]
     result["stats"] = core_data.length_stats(examples, tokenizer, max_length)
     sample = examples[:HISTOGRAM_SAMPLE]
-    result["lengths"] = [len(core_data.tokenize_example(ex, tokenizer, 1 << 30)["input_ids"]) for ex in sample]
+    cap = core_data.stats_cap(max_length)
+    result["lengths"] = [len(core_data.tokenize_example(ex, tokenizer, cap)["input_ids"]) for ex in sample]
     return result
 
 
