@@ -118,8 +118,33 @@ def find_run(name_or_path: str | Path) -> Path:
                     fix="give a run folder (see `peft-studio runs` for the list)")
 
 
+def lock_holder(run_dir) -> str | None:
+    """Who holds the run's training lock (the pid written in it, or "?"), or None when free.
+    Probes with a non-blocking lock of its own, released at once; never creates the file."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    if str(Path(run_dir).resolve()) in _held_locks or not path.is_file():
+        return None
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return fh.read().strip() or "?"
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
 def check_not_running(run_dir) -> None:
-    """UserError when a live process is training this run (two would write the same folder)."""
+    """UserError when a live process is training this run (two would write the same folder):
+    its OS lock is held, or (runs from before the lock) its status names a live pid."""
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(f"this run is already being trained by process {holder}", path=run_dir,
+                        fix="cancel it first, or wait for it to finish")
     status = read_status(run_dir)
     if status.get("status") in ACTIVE and pid_alive(status.get("pid"), status.get("pid_start")):
         raise UserError(f"this run is still being trained by process {status['pid']}",

@@ -52,6 +52,13 @@ def test_second_trainer_is_refused_and_a_dead_holder_frees_the_run(recipe, tmp_p
         assert failed["event"] == "failed" and f"process {holder.pid}" in failed["cause"]
         assert (run_dir / "status.json").read_bytes() == before
         assert not (run_dir / "events.jsonl").exists()
+        # the GUI's launcher asks the lock first and starts no child at all
+        from studio.errors import UserError
+        from studio.worker.launcher import Job
+
+        with pytest.raises(UserError, match=f"already being trained by process {holder.pid}"):
+            Job.start(run_dir, resume=True)
+        assert not (run_dir / "worker.log").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
