@@ -84,3 +84,33 @@ def test_a_method_with_callbacks_is_refused_on_several_devices(model_dir, tmp_pa
     with pytest.raises(UserError, match="training.devices = 1"):
         run_training(runs.load_recipe(run_dir), run_dir, lambda e: None)
     assert "WORLD_SIZE" not in os.environ
+
+
+@pytest.mark.slow
+def test_torchrun_launch_trains_one_run_reported_by_rank_0(model_dir, tmp_path, demo_train_path,
+                                                           demo_eval_path):
+    """Headless on a multi-GPU box or a cluster node: `torchrun --nproc_per_node 2 -m studio.cli
+    train RECIPE` (what `accelerate launch --multi_gpu` runs). Rank 0 makes the one run folder
+    and reports; both ranks train it, like one process with grad_accum 2."""
+    import sys
+
+    (tmp_path / "a").mkdir()
+    recipe = small_recipe(model_dir, tmp_path / "a", demo_train_path, demo_eval_path, n_train=16,
+                          n_eval=4, steps=3, batch_size=2)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "studio.cli", "train", str(recipe.source),
+                           "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(folders) == 1
+    seen = [json.loads(line) for line in (folders[0] / "events.jsonl").read_text().splitlines()]
+    assert next(e for e in seen if e["event"] == "started")["devices"] == 2
+    assert json.loads((folders[0] / "status.json").read_text())["status"] == "finished"
+    (tmp_path / "b").mkdir()
+    one = small_recipe(model_dir, tmp_path / "b", demo_train_path, demo_eval_path, n_train=16,
+                       n_eval=4, steps=3, batch_size=2, grad_accum=2)
+    _, seen_one, _ = _train(one, tmp_path / "single")
+    la = [e["loss"] for e in seen if e["event"] == "log"]
+    lb = [e["loss"] for e in seen_one if e["event"] == "log"]
+    assert max(abs(a - b) for a, b in zip(la, lb)) < 1e-4 and len(la) == 3

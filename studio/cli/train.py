@@ -44,29 +44,69 @@ def describe_event(event: dict, total: int | None = None) -> str | None:
 
 def cmd_train(args) -> int:
     from studio.core import runs
+    from studio.core.distributed import outside_launch
     from studio.core.recipe import Recipe
 
+    if outside_launch():
+        return _train_as_launched_rank(args)
+    run_dir = _open_run(args, runs, Recipe)
+    try:
+        return _train_locked(args, run_dir, runs.load_recipe(run_dir))
+    finally:
+        runs.unlock_run(run_dir)
+
+
+def _open_run(args, runs, Recipe) -> Path:
+    """The run folder this command trains (a new one, or --resume's), locked and checked."""
     if args.resume:
         run_dir = runs.find_run(args.resume)
-        lock = runs.lock_run(run_dir)          # UserError when another process trains it
+        runs.lock_run(run_dir)                 # UserError when another process trains it
         runs.check_not_running(run_dir)
-        recipe = runs.load_recipe(run_dir)
         if args.recipe:
             print(f"note: resuming with the run's own recipe ({run_dir / 'recipe.toml'}); "
                   f"{args.recipe} is not used", file=sys.stderr)
-    else:
-        if not args.recipe:
-            raise UserError("no recipe given", fix="peft-studio train RECIPE.toml "
-                            "(make one with `peft-studio recipe new OUT.toml`)")
-        recipe = Recipe.load(args.recipe)
-        recipe.validate()
-        run_dir = runs.create_run(recipe, base=Path(args.runs_dir) if args.runs_dir else None)
-        lock = runs.lock_run(run_dir)
-        recipe = runs.load_recipe(run_dir)
+        return run_dir
+    if not args.recipe:
+        raise UserError("no recipe given", fix="peft-studio train RECIPE.toml "
+                        "(make one with `peft-studio recipe new OUT.toml`)")
+    recipe = Recipe.load(args.recipe)
+    recipe.validate()
+    run_dir = runs.create_run(recipe, base=Path(args.runs_dir) if args.runs_dir else None)
+    runs.lock_run(run_dir)
+    return run_dir
+
+
+def _train_as_launched_rank(args) -> int:
+    """Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1): rank 0 makes (or finds) the run
+    and reports; every rank trains it as the rank the launcher made it."""
+    from studio.core import distributed, runs
+    from studio.core.recipe import Recipe
+    from studio.core.training import Control, run_training
+
+    dist = distributed.setup(1, None, bool(args.resume))
     try:
-        return _train_locked(args, run_dir, recipe)
+        run_dir = None
+        if dist.main:
+            try:
+                run_dir = _open_run(args, runs, Recipe)
+            except BaseException:
+                dist.share(None)                 # the other ranks stop with rank 0
+                raise
+        run_dir = dist.share(str(run_dir) if run_dir else None)
+        if run_dir is None:
+            print("rank 0 could not start the run (see its output)", file=sys.stderr)
+            return 2
+        run_dir = Path(run_dir)
+        if dist.main:
+            try:
+                return _train_locked(args, run_dir, runs.load_recipe(run_dir))
+            finally:
+                runs.unlock_run(run_dir)
+        run_training(runs.load_recipe(run_dir), run_dir, lambda event: None, Control(),
+                     resume=bool(args.resume))
+        return 0
     finally:
-        runs.unlock_run(run_dir, lock)
+        dist.close()
 
 
 def _train_locked(args, run_dir: Path, recipe) -> int:

@@ -84,6 +84,16 @@ class Dist:
         td.broadcast(tensor, src=0)
         return bool(tensor.item())
 
+    def share(self, value):
+        """Rank 0's `value` (any picklable object), on every rank."""
+        if not self.active:
+            return value
+        import torch.distributed as td
+
+        box = [value]
+        td.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as td
@@ -121,6 +131,11 @@ class Dist:
             self.accelerator = None
 
 
+def outside_launch() -> bool:
+    """True inside `accelerate launch` / `torchrun` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -132,7 +147,7 @@ def setup(devices: int, run_dir: str | Path, resume: bool) -> Dist:
     processes whose helpers this starts."""
     import torch
 
-    outside = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    outside = outside_launch()
     world = int(os.environ["WORLD_SIZE"]) if outside else requested_devices(devices)
     if world <= 1:
         return Dist(device="cuda" if torch.cuda.is_available() else "cpu")
