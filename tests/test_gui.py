@@ -154,6 +154,28 @@ def test_killed_worker_leaves_gui_responsive_and_run_failed(qtbot, window):
     qtbot.waitUntil(lambda: any(Path(r.path) == run_dir for r in window.runs_page.runs), timeout=30_000)
     run = next(r for r in window.runs_page.runs if Path(r.path) == run_dir)
     assert run.status.startswith("failed") and "SIGKILL" in run.cause
+    # a SIGKILL may be the system's out-of-memory killer (the cause says so), and an
+    # out-of-memory exception (the cause the worker writes for one) certainly is: both offer
+    # "Retry with gradient checkpointing"; one click starts the same settings as a new run
+    # with checkpointing on.
+    window.show_page("train")
+    assert page.retry_checkpointing.isVisible()
+    page._set_state("idle")
+    assert not page.retry_checkpointing.isVisible()
+    from studio.core import events as core_events
+    from studio.worker.child import describe_failure
+
+    cause, _ = describe_failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    page._handle(core_events.failed(cause, ""))
+    assert page.retry_checkpointing.isVisible() and "gradient_checkpointing" in page.message.text()
+    qtbot.mouseClick(page.retry_checkpointing, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.state in ("starting", "running"), timeout=RUN_TIMEOUT)
+    assert page.run_dir != run_dir and not page.retry_checkpointing.isVisible()
+    from studio.core.runs import load_recipe
+
+    assert load_recipe(page.run_dir).training.gradient_checkpointing is True
+    qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.state in ("cancelled", "finished", "failed"), timeout=RUN_TIMEOUT)
 
 
 # ---- the Model and Data pages -----------------------------------------------------------------------

@@ -158,6 +158,14 @@ class TrainPage(RecipeActions, Page):
             self.next_steps.addWidget(b)
             self.next_buttons[action] = b
         run_card.body.addLayout(self.next_steps)
+        # an out-of-memory failure offers the usual fix as one click
+        self.retry_checkpointing = button(
+            "Retry with gradient checkpointing", kind="primary",
+            tooltip="Start the same settings again as a new run with gradient checkpointing on: "
+                    "activations are recomputed in the backward pass (much less memory, ~30% slower)")
+        self.retry_checkpointing.clicked.connect(self.retry_with_checkpointing)
+        self.retry_checkpointing.hide()
+        run_card.body.addWidget(self.retry_checkpointing)
         self.log_tail = QPlainTextEdit()
         self.log_tail.setReadOnly(True)
         self.log_tail.setFont(theme.mono_font(8.5))
@@ -215,6 +223,13 @@ class TrainPage(RecipeActions, Page):
         self.total_steps = next((int(x) for x in reversed(totals) if isinstance(x, int)), None)
         self._update_progress()
         return started
+
+    def retry_with_checkpointing(self) -> bool:
+        """After an out-of-memory failure: the same settings, gradient checkpointing on, a new run."""
+        self.retry_checkpointing.hide()
+        self.training_form.set_values({"gradient_checkpointing": True})
+        self.message.show_info("Gradient checkpointing is on; starting again as a new run.")
+        return self.start()
 
     def clone_run(self, run_dir: str | Path) -> bool:
         """Runs → "Clone settings to Train": this page gets the run's model, data, method and
@@ -348,7 +363,11 @@ class TrainPage(RecipeActions, Page):
         elif kind == "failed":
             self._set_state("failed")
             self.status_line.setText("The training process stopped.")
-            self.message.show_error(f"Training failed: {event.get('cause') or 'unknown cause'}")
+            cause = event.get("cause") or "unknown cause"
+            self.message.show_error(f"Training failed: {cause}")
+            if "out of memory" in cause.lower() and not self.training_form.values().get(
+                    "gradient_checkpointing"):
+                self.retry_checkpointing.show()
             tail = event.get("traceback_tail") or self._worker_log_tail()
             if tail:
                 self.log_tail.setPlainText(tail)
@@ -405,6 +424,8 @@ class TrainPage(RecipeActions, Page):
         self.state_badge.setProperty("role", BADGE_ROLES.get(state, "badge"))
         theme.repolish(self.state_badge)
         running = state in ("starting", "running", "paused", "cancelling")
+        if state != "failed":
+            self.retry_checkpointing.hide()
         if state != "finished":
             for b in self.next_buttons.values():
                 b.hide()
