@@ -98,6 +98,9 @@ def test_methods_and_runs_when_empty(tmp_path, capsys):
     assert cli.main(["methods"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert {"lora", "qlora"} <= set(names)
+    assert cli.main(["methods", "--sources"]) == 0
+    out = capsys.readouterr().out
+    assert "from: built in (" in out and out.count("from: ") == out.count("\n") // 2
     assert cli.main(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert "no runs yet" in capsys.readouterr().out
 

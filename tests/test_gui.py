@@ -266,6 +266,7 @@ def test_every_plugin_form_renders_and_refuses_bad_values(qtbot, window):
         form = panel.form
         assert set(form.editors) == set(plugin.parameters), plugin_id
         assert panel.description.text() == plugin.description
+        assert panel.origin.text() == f"Loaded from: {plugin.origin}"     # where its code is
         assert plugin.validate(form.values()) == plugin.validate(plugin.defaults()), plugin_id
         for name, spec in plugin.parameters.items():
             editor = form.editors[name]

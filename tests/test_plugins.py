@@ -131,6 +131,9 @@ def test_user_folder_plugin_with_relative_import(user_plugins):
     (folder / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
     plugins, problems = discover()
     assert plugins["scaled"].source.startswith("user:"), problems
+    assert plugins["scaled"].origin.startswith(f"user plugin at {folder}")
+    assert "runs with your rights" in plugins["scaled"].origin
+    assert plugins["lora"].origin.startswith("built in (") and "plugins" in plugins["lora"].origin
     assert plugins["scaled"].apply(object(), {"k": "4"}) == 8
     with pytest.raises(UserError, match="cannot merge") as err:
         plugins["scaled"].merge(object())

@@ -44,6 +44,18 @@ class Plugin:
         self.parameters: dict = manifest["parameters"]
         self.requires_quantization: str | None = manifest.get("requires_quantization")
 
+
+    @property
+    def origin(self) -> str:
+        """Where this plugin's code was loaded from, in words: "built in (plugins/lora)", or
+        "user plugin at PATH - code that runs with your rights" (shown in the GUI and the CLI)."""
+        kind, _, where = str(self.source).partition(":")
+        place = str(self.folder) if self.folder else where
+        if kind == "builtin":
+            return f"built in ({place})"
+        what = {"user": "user plugin", "ep": "installed plugin", "entry-point": "installed plugin"}
+        return (f"{what.get(kind, 'extra plugin')} at {place or where} - code that runs with your "
+                f"rights; keep only plugins you trust")
     def __repr__(self) -> str:
         return f"<Plugin {self.id!r} from {self.source}>"
 

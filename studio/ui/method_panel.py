@@ -121,6 +121,8 @@ class MethodPanel(QWidget):
         self.badges = QHBoxLayout()
         self.badges.setSpacing(6)
         method_card.body.addLayout(self.badges)
+        self.origin = label("", "faint", wrap=True, selectable=True)
+        method_card.body.addWidget(self.origin)
         self.paper = label("", "muted")
         self.paper.setOpenExternalLinks(True)
         method_card.body.addWidget(self.paper)
@@ -270,6 +272,7 @@ class MethodPanel(QWidget):
             tag.setToolTip(str(plugin.source))
             self.badges.addWidget(tag)
         self.badges.addStretch(1)
+        self.origin.setText(f"Loaded from: {plugin.origin}")
         self.paper.setText(f'Paper: <a href="{plugin.paper}">{plugin.paper}</a>' if plugin.paper else "")
         note = capability_note(plugin)
         if note:
