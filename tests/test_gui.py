@@ -539,3 +539,27 @@ def test_training_form_renders_the_recipe_schema(window):
     assert set(form.editors) == {"name", *TRAINING_SCHEMA}
     for key, spec in TRAINING_SCHEMA.items():
         assert form.parameters[key] is spec, key
+
+
+def test_train_page_estimates_time_from_this_machines_last_run(qtbot, window, model_dir, tmp_path,
+                                                                demo_train_path, demo_eval_path):
+    """Before a run: 'Estimate: about N for S steps ...' from the newest finished run on the same
+    model (its tokens/s and memory), never an invented speed."""
+    from conftest import small_recipe
+    from studio import cli
+    from studio.core.estimate import last_measurement
+
+    page = window.train_page
+    model_name = Path(window.model_page.model_path()).name
+    recipe = small_recipe(Path(window.model_page.model_path()), tmp_path, demo_train_path,
+                          demo_eval_path, n_train=8, n_eval=2, steps=2)
+    recipe.name = "estimate-source"
+    recipe.save(recipe.source)
+    assert cli.main(["train", str(recipe.source)]) == 0
+    measured = last_measurement(model_name)
+    assert measured is not None and measured.run == "estimate-source" and measured.tokens_per_s > 0
+    page.training_form.set_values({"max_steps": 50})
+    page.update_estimate()
+    text = page.estimate.text()
+    assert text.startswith("Estimate: about") and "50 steps" in text and "estimate-source" in text
+    assert f"{measured.tokens_per_s:,.0f} tokens/s" in text

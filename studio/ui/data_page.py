@@ -83,6 +83,7 @@ def previews_html(previews: list, start: int) -> str:
 
 class DataPage(Page):
     settings_changed = Signal()
+    stats_changed = Signal()        # new length statistics (or none): the Train page's estimate
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Data", "The examples the adapter learns from, exactly as the model will see them.")
@@ -305,6 +306,8 @@ class DataPage(Page):
         theme.repolish(self.count_badge)
         self.preview.clear()
         self.stats.clear()
+        self.last_stats = None
+        self.stats_changed.emit()
         self.bars.setOpts(x=[], height=[], width=1)
         self.limit_line.setVisible(False)
         self.histogram_note.setText("")
@@ -312,6 +315,8 @@ class DataPage(Page):
 
     def _show_stats(self, result: dict) -> None:
         stats = result.get("stats")
+        self.last_stats = stats
+        self.stats_changed.emit()
         if not stats:
             self.stats.clear()
             self.stats.set("count", f"{result['count']:,}")

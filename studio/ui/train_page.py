@@ -100,6 +100,14 @@ class TrainPage(RecipeActions, Page):
         self._auto_name = True
         self.training_form.editors["name"].textEdited.connect(lambda _t: setattr(self, "_auto_name", False))
         self.data_page.settings_changed.connect(self._on_method_changed)
+        self.estimate = label("", "faint", wrap=True)
+        self.estimate.setToolTip("From the newest finished run on the same model on this machine "
+                                 "(its tokens/s and memory) and the data's mean token length.")
+        training_card.body.addWidget(self.estimate)
+        self.training_form.changed.connect(self.update_estimate)
+        self.data_page.settings_changed.connect(self.update_estimate)
+        self.data_page.stats_changed.connect(self.update_estimate)
+        self.model_page.model_changed.connect(lambda _info: self.update_estimate())
         left.addWidget(training_card)
         left.addStretch(1)
         scroll = QScrollArea()
@@ -223,6 +231,23 @@ class TrainPage(RecipeActions, Page):
         self.total_steps = next((int(x) for x in reversed(totals) if isinstance(x, int)), None)
         self._update_progress()
         return started
+
+    def update_estimate(self, *_args) -> None:
+        """'Estimate: about 4 min for 60 steps ...' from this machine's last run on the model."""
+        from studio.core.estimate import estimate_text, last_measurement
+
+        values = self.training_form.values()
+        model = self.model_page.model_path() if hasattr(self.model_page, "model_path") else ""
+        stats = getattr(self.data_page, "last_stats", None)
+        max_length = int(self.data_page.settings().get("max_length") or 256)
+        length = min(stats["mean"], max_length) if stats and stats.get("count") else max_length / 2
+        per_step = length * int(values.get("batch_size") or 1) * int(values.get("grad_accum") or 1)
+        try:
+            measured = last_measurement(Path(model).name) if model else None
+        except OSError:
+            measured = None
+        self.estimate.setText(estimate_text(int(values.get("max_steps") or 0), per_step, measured,
+                                            bool(stats and stats.get("count"))))
 
     def retry_with_checkpointing(self) -> bool:
         """After an out-of-memory failure: the same settings, gradient checkpointing on, a new run."""
