@@ -77,3 +77,21 @@ def test_early_stopping_and_keep_best(model_dir, tmp_path, demo_train_path, demo
     assert seen[-1]["event"] == "finished" and metrics["best_step"] == 1
     assert (run_dir / "best-adapter" / "adapter_config.json").is_file()
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_fp16_trains_with_a_loss_scale_that_resumes(model_dir, tmp_path, demo_train_path,
+                                                    demo_eval_path):
+    """fp16 autocast with a gradient scaler (the older-GPU choice; CPU autocast here): finite
+    losses, the scale kept in each checkpoint and restored on resume, like early stopping's
+    counters (both live in progress.json)."""
+    from studio.core.checkpoints import latest_checkpoint, read_state
+
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=3, precision="fp16", save_every=2, eval_every=2,
+                          early_stopping_patience=5)
+    run_dir, seen, metrics = _run(recipe, tmp_path)
+    losses = [e["loss"] for e in seen if e["event"] == "log"]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert next(e for e in seen if e["event"] == "started")["precision"] == "fp16"
+    state = read_state(latest_checkpoint(run_dir), "cpu")["state"]
+    assert state["grad_scaler"]["scale"] > 0 and state["early_stopping"]["best_step"] == 2

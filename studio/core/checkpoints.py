@@ -130,12 +130,17 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
 def read_state(ckpt: Path, device) -> dict:
     """The checkpoint's .pt files, loaded with weights_only=True."""
     try:
-        return {
+        saved = {
             "state": torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True),
             "optimizer": torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True),
             "scheduler": torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True),
         }
-    except (OSError, RuntimeError, EOFError) as err:
+        # what the loop saved beside the step (early stopping, the fp16 loss scale): progress.json
+        progress = json.loads((ckpt / "progress.json").read_text(encoding="utf-8"))
+        for key, value in progress.items() if isinstance(progress, dict) else ():
+            saved["state"].setdefault(key, value)
+        return saved
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
         raise UserError(f"checkpoint cannot be read ({type(err).__name__}: {err})", path=ckpt,
                         fix="delete this checkpoint folder to resume from the one before it") from None
 

@@ -102,7 +102,7 @@ def _section_schema(cls, specs: dict[str, dict]) -> dict[str, dict]:
 
 
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 RUN_NAME_SPEC = {"type": "string", "default": "run", "title": "Run name",
                  "help": "Names the run folder and the recipe."}
@@ -168,8 +168,10 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                   "help": "adamw (PyTorch); adamw_8bit / paged_adamw_8bit (bitsandbytes: 4x smaller "
                           "optimizer state); adafactor (factored second moments, least memory)."},
     "precision": {"enum": list(PRECISIONS), "title": "Compute precision", "advanced": True,
-                  "help": "auto: bf16 autocast on a GPU that has it, else fp32; bf16: bf16 autocast "
-                          "(also on a CPU with avx512_bf16); fp32: full precision."},
+                  "help": "auto: bf16 autocast on a GPU that has it, fp16 (with loss scaling) on an "
+                          "older GPU, fp32 on a CPU; bf16: bf16 autocast (also on a CPU with "
+                          "avx512_bf16); fp16: fp16 autocast with a gradient scaler; fp32: full "
+                          "precision."},
     "train_on": {"enum": ["answers", "all"], "title": "Train on", "advanced": True,
                  "help": "answers: the loss on the assistant's replies only (the usual choice); "
                          "all: on every token, prompts included."},

@@ -17,6 +17,7 @@ from typing import Callable
 
 from studio.core.training_parts import (  # noqa: F401 - re-exported for the worker, CLI, benchmark
     IGNORE, Batches, Control, add_neftune, autocast_for, TrainData, default_param_groups, make_optimizer,
+    grad_scaler_for,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
 from studio.fileio import (atomic_dir, check_free_space, disk_full_as_user_error,
@@ -106,6 +107,7 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
 
     step, epoch, index = 0, 0, 0
     early: dict = {}
+    scaler_state = None
     if ckpt is not None:
         saved = checkpoints.read_state(ckpt, device)
         for cb in callbacks:
@@ -132,6 +134,7 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
         step = int(state["step"])
         epoch, index = int(state["position"]["epoch"]), int(state["position"]["index"])
         early = state.get("early_stopping") or {}
+        scaler_state = state.get("grad_scaler")
         checkpoints.restore_rng(state)
         del saved
     if device.startswith("cuda"):
@@ -149,6 +152,8 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                     data, pad_id, device, total_steps, dist)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
     loop.evals_without_gain = int(early.get("evals_without_gain", 0))
+    if loop.scaler is not None and scaler_state:
+        loop.scaler.load_state_dict(scaler_state)
     return loop.run(step, epoch, index)
 
 
@@ -187,6 +192,7 @@ class StepLoop:
         self.data, self.pad_id, self.device, self.total = data, pad_id, device, total_steps
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.packed = uses_packing(recipe.training, model, plugin)
+        self.scaler = grad_scaler_for(device, recipe.training.precision)   # fp16 only
         self.dist = dist or Dist(device=device)
         # the forward pass goes through DistributedDataParallel when several ranks train;
         # evaluation and saving use the plain model (rank 0 alone)
@@ -216,7 +222,8 @@ class StepLoop:
             callbacks=self.callbacks,
             extra={"total_steps": self.total, "loss": self.last_loss,
                    "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
-                                      "evals_without_gain": self.evals_without_gain}})
+                                      "evals_without_gain": self.evals_without_gain},
+                   "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
         self.emit(events.checkpoint(step, str(path)))
         return path
 
@@ -319,12 +326,18 @@ class StepLoop:
                         loss = out.loss.float() * trained_count(items)
                         del out
                 loss = loss * scale
-                loss.backward()
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                 step_loss += loss.detach()
                 del loss
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)    # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
             step_lr = float(self.optimizer.param_groups[0]["lr"])   # the rate this step used
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)        # skipped when the scaled grads overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             step += 1
             for cb in self.callbacks:

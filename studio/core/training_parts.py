@@ -156,15 +156,36 @@ class Batches:
         return (self[i] for i in range(len(self)))
 
 
+def compute_dtype(device: str, precision: str = "auto") -> str:
+    """"bf16", "fp16" or "fp32": what a step computes in. auto: bf16 on a GPU that has it, fp16
+    on an older GPU, fp32 on a CPU."""
+    import torch
+
+    if precision in ("bf16", "fp16", "fp32"):
+        return precision
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 def autocast_for(device: str, precision: str = "auto"):
-    """The autocast context for a step: bf16 where asked (or, with "auto", on a GPU that has
-    it); nothing (fp32) otherwise."""
+    """The autocast context for a step (compute_dtype); nothing for fp32."""
     import torch
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    if precision == "bf16" or (precision == "auto" and kind == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.autocast(kind, dtype=torch.bfloat16)
-    return nullcontext()
+    dtype = compute_dtype(device, precision)
+    if dtype == "fp32":
+        return nullcontext()
+    return torch.autocast(kind, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+def grad_scaler_for(device: str, precision: str = "auto"):
+    """A gradient scaler for fp16 steps (fp16 gradients underflow without one); None otherwise."""
+    import torch
+
+    if compute_dtype(device, precision) != "fp16":
+        return None
+    return torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu")
 
 
 def default_param_groups(model, weight_decay: float) -> list[dict]:
