@@ -127,6 +127,15 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
     return final
 
 
+def read_progress(ckpt: Path) -> dict:
+    """progress.json of a checkpoint ({} when it cannot be read: older checkpoints lack fields)."""
+    try:
+        data = json.loads((Path(ckpt) / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_state(ckpt: Path, device) -> dict:
     """The checkpoint's .pt files, loaded with weights_only=True."""
     try:

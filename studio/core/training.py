@@ -85,7 +85,7 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
         raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
                         field="method.params", fix="check the method's target modules")
 
-    step, epoch, index = 0, 0, 0
+    step, epoch, index, tokens_seen = 0, 0, 0, 0
     early: dict = {}
     if ckpt is not None:
         saved = checkpoints.read_state(ckpt, device)
@@ -113,6 +113,7 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
         step = int(state["step"])
         epoch, index = int(state["position"]["epoch"]), int(state["position"]["index"])
         early = state.get("early_stopping") or {}
+        tokens_seen = checkpoints.read_progress(ckpt).get("tokens_seen", 0)
         checkpoints.restore_rng(state)
         del saved
     if device.startswith("cuda"):
@@ -129,6 +130,7 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
                     data, pad_id, device, total_steps)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
     loop.evals_without_gain = int(early.get("evals_without_gain", 0))
+    loop.tokens_seen = int(tokens_seen or 0)
     return loop.run(step, epoch, index)
 
 
@@ -162,6 +164,7 @@ class StepLoop:
         self.best_eval: float | None = None      # early stopping / keep best
         self.best_step: int | None = None
         self.evals_without_gain = 0
+        self.tokens_seen = 0                     # tokens trained on since step 0 (resumes too)
 
     # ---- between steps -------------------------------------------------------------------
     def _position(self, epoch, index) -> dict:
@@ -175,7 +178,7 @@ class StepLoop:
             self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
             scheduler=self.scheduler, position=self._position(epoch, index),
             callbacks=self.callbacks,
-            extra={"total_steps": self.total, "loss": self.last_loss,
+            extra={"total_steps": self.total, "loss": self.last_loss, "tokens_seen": self.tokens_seen,
                    "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
                                       "evals_without_gain": self.evals_without_gain}})
         self.emit(events.checkpoint(step, str(path)))
@@ -263,6 +266,7 @@ class StepLoop:
                 train_tokens_b = int(batch["attention_mask"].sum())
                 window_tokens += train_tokens_b
                 train_tokens += train_tokens_b
+                self.tokens_seen += train_tokens_b
                 share = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_trained
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 with autocast_for(self.device, t.precision):
@@ -319,7 +323,8 @@ class StepLoop:
             loss=loss, lr=lr,
             grad_norm=float(grad_norm) if grad_norm is not None else None,
             tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
-            eta_s=per_step * (self.total - step), progress=round(step / self.total, 4)))
+            eta_s=per_step * (self.total - step), progress=round(step / self.total, 4),
+            tokens=self.tokens_seen))
 
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
         from studio.core.checkpoints import checkpoint_bytes_needed
