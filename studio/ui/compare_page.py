@@ -28,7 +28,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QFontMetrics, QPixmap
 from PySide6.QtWidgets import (
-    QAbstractItemView, QApplication, QCheckBox, QComboBox, QFileDialog, QFrame, QGridLayout,
+    QAbstractItemView, QAbstractScrollArea, QApplication, QCheckBox, QComboBox, QFileDialog, QFrame, QGridLayout,
     QHBoxLayout, QHeaderView, QInputDialog, QLineEdit, QListWidget, QListWidgetItem, QMenu,
     QPlainTextEdit, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
@@ -50,14 +50,31 @@ def _swatch(col: str):
     return pix
 
 
-def _table(rows: int = 0, cols: int = 0) -> QTableWidget:
+def _table(rows: int = 0, cols: int = 0, most_rows: int = 12) -> QTableWidget:
+    """A read-only table as tall as its rows, up to about `most_rows` (then it scrolls): a short
+    table is no box of empty space, a long one is not cut to a few rows."""
     table = QTableWidget(rows, cols)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    table.setMinimumHeight(120)
+    table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+    table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    table.setMinimumHeight(64)
+    table.setMaximumHeight(40 + 31 * most_rows)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setMaximumSectionSize(360)          # long paths are elided
+    table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     table.verticalHeader().setVisible(False)
     return table
+
+
+def _fit_rows(table: QTableWidget) -> None:
+    """After filling: the layout takes the table's new height."""
+    table.updateGeometry()
+
+
+def _model_header(table: QTableWidget, column: int, name: str, col: str) -> None:
+    """A column header naming a model, with its colour as a swatch."""
+    table.setHorizontalHeaderItem(column, QTableWidgetItem(_swatch(col), name))
 
 
 def _analyse(sources):
@@ -134,8 +151,9 @@ class _AnswerBox(QFrame):
         layout.addLayout(head)
         self.view = QPlainTextEdit()
         self.view.setReadOnly(True)
-        self.view.setMinimumHeight(110)
-        self.view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        self.view.setMinimumHeight(90)
+        self.view.setMaximumHeight(160)       # a long answer scrolls inside its box
+        self.view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(self.view, 1)
         self.stats = label("", "faint")
         layout.addWidget(self.stats)
@@ -272,13 +290,16 @@ class ComparePage(Page):
         item.hideButtons()
         for side in ("left", "bottom"):
             item.getAxis(side).setTextPen(pg.mkPen(theme.MUTED))
+            item.getAxis(side).enableAutoSIPrefix(False)     # "loss", not "loss (x0.001)"
         item.getAxis("left").setWidth(56)
         self.curves_card.body.addWidget(self.plot)
         self.curves_note = label("", role="muted", wrap=True)
         self.curves_card.body.addWidget(self.curves_note)
         self.content.addWidget(self.curves_card)
 
-        self.settings_card = Card("Settings that differ")
+        self.settings_card = Card("Settings that differ", "Only settings whose values are not "
+                                                          "the same for all; values unlike the "
+                                                          "first adapter's are highlighted.")
         self.settings_table = _table()
         self.settings_card.body.addWidget(self.settings_table)
         self.content.addWidget(self.settings_card)
@@ -301,7 +322,10 @@ class ComparePage(Page):
         ask.addWidget(self.copy_all_button)
         self.chat_card.body.addLayout(ask)
         self.decoding = SamplingFields(columns=3, max_new_tokens=64)
-        self.chat_card.body.addWidget(self.decoding)
+        fields = QHBoxLayout()
+        fields.addWidget(self.decoding)
+        fields.addStretch(1)
+        self.chat_card.body.addLayout(fields)
         self.chat_status = label("", "faint", wrap=True)
         self.chat_card.body.addWidget(self.chat_status)
         self.chat_message = InlineMessage()
@@ -336,6 +360,9 @@ class ComparePage(Page):
         self.heat_image = pg.ImageItem()
         self.heat_image.setColorMap(pg.colormap.get("viridis"))
         self.heat.addItem(self.heat_image)
+        self.heat_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"),
+                                        interactive=False, width=14)
+        self.heat_bar.setImageItem(self.heat_image, insert_in=self.heat.getPlotItem())
         heat_box.addWidget(self.heat)
         sides.add(heat_side)
         spec_side = QWidget()
@@ -357,7 +384,8 @@ class ComparePage(Page):
         spec_item.hideButtons()
         spec_item.showGrid(x=True, y=True, alpha=0.12)
         spec_item.setLabel("bottom", "index")
-        spec_item.setLabel("left", "σ")
+        spec_item.setLabel("left", "singular value (log scale)")
+        spec_item.setLogMode(y=True)        # a trained update and a random one differ by 100x
         spec_box.addWidget(self.spectrum_plot)
         self.rank_label = label("", "muted", wrap=True)
         self.rank_label.setTextFormat(Qt.TextFormat.RichText)
@@ -385,7 +413,6 @@ class ComparePage(Page):
         scores.body.addWidget(self.eval_table)
         scores.body.addWidget(label("Where they disagree"))
         self.disagree_table = _table()
-        self.disagree_table.setMinimumHeight(160)
         scores.body.addWidget(self.disagree_table)
         self.content.addWidget(scores)
         self.content.addStretch(1)
@@ -492,6 +519,8 @@ class ComparePage(Page):
         for src in self.sources:
             key = str(src.adapter_dir)
             check = QCheckBox(src.name)
+            if not any(src.curves.get(k) for k in METRICS):
+                check.setText(f"{src.name} (no curves)")
             check.setIcon(_swatch(src.colour))
             check.setStyleSheet(f"QCheckBox {{ color: {src.colour}; font-weight: 600; }}")
             has_curves = any(src.curves.get(k) for k in METRICS)
@@ -550,14 +579,20 @@ class ComparePage(Page):
         diff = settings_diff(self.sources) if len(self.sources) > 1 else {}
         table = self.settings_table
         table.setColumnCount(1 + len(self.sources))
-        table.setHorizontalHeaderLabels(["setting", *[s.name for s in self.sources]])
+        table.setHorizontalHeaderLabels(["setting"])
         for c, src in enumerate(self.sources):
-            table.horizontalHeaderItem(c + 1).setForeground(QBrush(QColor(src.colour)))
+            _model_header(table, c + 1, src.name, src.colour)
         table.setRowCount(len(diff))
         for r, (key, values) in enumerate(diff.items()):
             table.setItem(r, 0, QTableWidgetItem(key))
             for c, value in enumerate(values):
-                table.setItem(r, c + 1, QTableWidgetItem(str(value)))
+                cell = QTableWidgetItem(str(value))
+                cell.setToolTip(f"{self.sources[c].name}: {value}")
+                if str(value) != str(values[0]):       # differs from the first: highlighted
+                    cell.setBackground(QBrush(QColor(theme.ACCENT_SOFT)))
+                    cell.setForeground(QBrush(QColor(theme.TEXT)))
+                table.setItem(r, c + 1, cell)
+        _fit_rows(table)
 
     # ---- the same prompt -------------------------------------------------------------------
     def _reset_chat(self) -> None:
@@ -691,12 +726,10 @@ class ComparePage(Page):
         n = len(sim["names"])
         table.setColumnCount(n + 1)
         table.setRowCount(n)
-        table.setHorizontalHeaderLabels(["", *sim["names"]])
+        table.setHorizontalHeaderLabels([""])
         for i, name in enumerate(sim["names"]):
-            head = QTableWidgetItem(name)
-            head.setForeground(QBrush(QColor(self.colour_of(name))))
-            table.setItem(i, 0, head)
-            table.horizontalHeaderItem(i + 1).setForeground(QBrush(QColor(self.colour_of(name))))
+            table.setItem(i, 0, QTableWidgetItem(_swatch(self.colour_of(name)), name))
+            _model_header(table, i + 1, name, self.colour_of(name))
             for j, value in enumerate(matrix[i]):
                 if value is None or value != value:       # not adapted by one of them / no update
                     table.setItem(i, j + 1, QTableWidgetItem("—"))
@@ -705,6 +738,7 @@ class ComparePage(Page):
                 shade = int(40 + 120 * max(0.0, min(1.0, abs(value))))
                 cell.setBackground(QBrush(QColor(shade, 40, 60) if value >= 0 else QColor(40, 60, shade)))
                 table.setItem(i, j + 1, cell)
+        _fit_rows(table)
 
     def _show_spectrum(self) -> None:
         self.spectrum_plot.clear()
@@ -735,6 +769,7 @@ class ComparePage(Page):
                           dtype=float)
         # ImageItem's first axis is x: modules across, layers up
         self.heat_image.setImage(np.nan_to_num(values.T, nan=0.0))
+        self.heat_bar.setLevels((0.0, float(np.nanmax(values)) or 1.0))
         axis = self.heat.getPlotItem().getAxis("bottom")
         axis.setTicks([[(i + 0.5, m) for i, m in enumerate(table["modules"])]])
         self.heat.getPlotItem().setTitle(f"max {np.nanmax(values):.3g}, total {table['total']:.3g}",
@@ -872,6 +907,7 @@ class ComparePage(Page):
                      p["verdict"] if p else ""]
             for c, text in enumerate(cells):
                 table.setItem(r, c, QTableWidgetItem(text))
+        _fit_rows(table)
         names = [m["name"] for m in models]
         rows = [row for row in result["rows"] if row["disagree"]]
         table = self.disagree_table
@@ -885,3 +921,4 @@ class ComparePage(Page):
                 cell = QTableWidgetItem(f"{row['answers'][name]} ({row['scores'][name]:g})")
                 cell.setToolTip(row["prompt"])
                 table.setItem(r, c + 2, cell)
+        _fit_rows(table)
