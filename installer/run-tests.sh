@@ -4,6 +4,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export QT_QPA_PLATFORM=offscreen
+export PEFT_STUDIO_EXTRAS="${PEFT_STUDIO_EXTRAS:-test,bench}"
 bash "$repo/installer/setup.sh"
 cd "$repo"
 exec "${PEFT_STUDIO_VENV:-$repo/.venv}/bin/python" -m pytest "$@"

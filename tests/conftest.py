@@ -72,6 +72,18 @@ def write_task(tmp_path, data, name):
     return folder / "task.json"
 
 
+def cli_program() -> list[str]:
+    """The `peft-studio` command as a user runs it (the venv's script), for subprocess tests."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("peft-studio")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("peft-studio")
+    return [found] if found else [sys.executable, "-c", "import sys; from studio.cli import main; sys.exit(main())"]
+
+
 def small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, *, n_train=32, n_eval=8,
                  steps=8, method="lora", **training):
     """The demo recipe cut down to seconds per step on CPU."""

@@ -5,13 +5,11 @@ unescaped % once did) or a command module that fails to import fails here."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import cli_program
 from studio import cli
 
 
@@ -29,11 +27,7 @@ COMMANDS = _command_paths(cli.build_parser())
 
 
 def _program() -> list[str]:
-    script = Path(sys.executable).with_name("peft-studio")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("peft-studio")
-    return [found] if found else [sys.executable, "-m", "studio.cli"]
+    return cli_program()
 
 
 def test_every_command_group_is_found():

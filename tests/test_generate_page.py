@@ -41,6 +41,10 @@ def _make_dnd(model_dir, out: Path) -> Path:
 def hypernet_root(model_dir, tmp_path_factory, make_t2l):
     root = tmp_path_factory.mktemp("hypernetworks")
     make_t2l(root / "t2l-smollm2-135m")
+    (root / "t2l-smollm2-135m" / "tasks.json").write_text(json.dumps({"tasks": [
+        {"name": "sports_understanding", "descriptions": ["Judge whether a sports sentence is plausible."]},
+        {"name": "word_sorting", "descriptions": ["Sort a list of words alphabetically."]},
+        {"name": "date_understanding", "descriptions": ["Answer questions about dates."]}]}))
     _make_dnd(model_dir, root / "dnd-smollm2-135m")
     return root
 
@@ -79,6 +83,9 @@ def test_generate_from_a_sentence(qtbot, page_factory, hypernet_root, model_dir)
     res = page.result
     assert page.result_card.isVisible() and "ms" in page.stats.values["ms"].text()
     assert res["ms"] > 0 and res["size_mb"] > 0
+    # the page names the learned tasks closest to the sentence (the fixture network's tasks.json)
+    assert page.nearest_label.isVisible() and "sports_understanding" in page.nearest_label.text()
+    assert res["nearest"][0]["task"] == "sports_understanding"
 
     run_dir = Path(res["run_dir"])
     status = json.loads((run_dir / "status.json").read_text())

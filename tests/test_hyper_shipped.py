@@ -51,3 +51,25 @@ def test_shipped_dnd_generates_from_prompts(tmp_path, model_dir):
     res = api.generate(hn, tmp_path / "a", prompts=["What is 3 times 4?", "What is 7 times 2?"],
                        base_model=model_dir)
     assert res["kind"] == "dnd" and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_cli_generate_names_the_closest_learned_tasks(tmp_path, model_dir):
+    """As a user types it: the shipped network says which of its 16 training tasks a sentence is
+    closest to, and warns when a request is far from all of them."""
+    import subprocess
+
+    from conftest import cli_program
+
+    def run(sentence, out):
+        proc = subprocess.run(cli_program() + ["generate", sentence, "--out",
+                               str(tmp_path / out), "--model", str(model_dir)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    near = run("Is this sentence about a basketball player believable?", "near")
+    line = next(x for x in near.splitlines() if x.startswith("closest tasks it learned:"))
+    assert line.split(": ", 1)[1].startswith("sports_understanding (0.")
+    assert "far from every task" not in near
+    far = run("Write a limerick about quantum chromodynamics in French.", "far")
+    assert "far from every task the network learned" in far

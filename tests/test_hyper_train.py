@@ -98,6 +98,11 @@ def test_t2l_recon_training_progress_and_generate(plain_library, tmp_path, model
     assert res["kind"] == "t2l" and res["seconds"] > 0 and res["size_mb"] > 0
     meta = json.loads((tmp_path / "adapter" / "generated_by.json").read_text())
     assert meta["description"] == "Multiply two numbers."
+    # the network keeps its training tasks: generation names the closest ones
+    saved = json.loads((tmp_path / "hn" / "tasks.json").read_text())["tasks"]
+    assert {t["name"] for t in saved} == set(TASKS)
+    assert res["nearest"][0]["task"] == "multiply" and len(res["nearest"]) == 3
+    assert res["nearest"][0]["similarity"] > res["nearest"][1]["similarity"]
     # different sentences give different adapters
     from studio.hyper.targets import read_adapter
 

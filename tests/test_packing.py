@@ -72,3 +72,65 @@ def test_prompt_learning_models_are_not_packed(model_dir):
     model, _ = load_model(model_dir)
     pt = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     assert not can_pack(pt)
+
+
+def _train(model_dir, tmp_path, demo_train_path, demo_eval_path, **training):
+    from conftest import small_recipe
+    from studio.core import runs
+    from studio.core.training import run_training
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=16,
+                          n_eval=4, steps=4, **training)
+    recipe.data.max_length = 256           # the demo examples' own lengths (they vary)
+    run_dir = runs.create_run(recipe, base=tmp_path / "runs")
+    seen = []
+    metrics = run_training(runs.load_recipe(run_dir), run_dir, seen.append)
+    return seen, metrics
+
+
+def test_a_padding_free_run_matches_a_padded_run(model_dir, tmp_path, demo_train_path,
+                                                  demo_eval_path):
+    """Same data, same seed: the packed run's losses follow the padded run's (step 1 identical
+    up to float error; the rest within noise), and it reports trained tokens/s and no padding."""
+    packed, m_packed = _train(model_dir, tmp_path / "a", demo_train_path, demo_eval_path,
+                              packing=True)
+    padded, m_padded = _train(model_dir, tmp_path / "b", demo_train_path, demo_eval_path,
+                              packing=False)
+    assert next(e for e in packed if e["event"] == "started")["packing"] is True
+    assert next(e for e in padded if e["event"] == "started")["packing"] is False
+    la = [e["loss"] for e in packed if e["event"] == "log"]
+    lb = [e["loss"] for e in padded if e["event"] == "log"]
+    assert len(la) == len(lb) == 4
+    assert abs(la[0] - lb[0]) < 1e-4
+    assert max(abs(a - b) for a, b in zip(la, lb)) < 0.02 * max(lb)
+    assert abs(m_packed["eval_loss"] - m_padded["eval_loss"]) < 0.01 * m_padded["eval_loss"]
+    logs_a = [e for e in packed if e["event"] == "log"]
+    logs_b = [e for e in padded if e["event"] == "log"]
+    assert all(e["padding"] == 0.0 and e["trained_tokens_per_s"] > 0 for e in logs_a)
+    assert any(e["padding"] > 0.0 for e in logs_b)            # the demo data's lengths vary
+
+
+def test_chunked_loss_equals_the_plain_loss_and_gradient(lora_model):
+    """Many trained positions (every token of every example): the output layer and the loss in
+    chunks of 7 positions give the plain packed loss and its gradients."""
+    from studio.core.packing import _plain_head, pack, packed_loss
+
+    model, tokenizer = lora_model
+    items = [{"input_ids": i["input_ids"], "labels": i["input_ids"]} for i in _items(tokenizer)]
+    packed = pack(items)
+    assert packed["keep"].numel() > 7 * 5
+    assert _plain_head(model)[0] is not None            # SmolLM2: a plain (tied) output layer
+
+    def run(**kw):
+        model.zero_grad()
+        loss = packed_loss(model, packed, **kw)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain, g_plain = run(chunk=10**9)
+    chunked, g_chunked = run(chunk=7)
+    assert abs(plain - chunked) < 1e-5
+    assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_chunked)) < 1e-5
+    assert model.get_base_model().get_output_embeddings() is _plain_head(model)[0]   # restored
+    model.zero_grad()

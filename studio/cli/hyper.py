@@ -64,6 +64,10 @@ def cmd_generate(args) -> int:
               f"{res['size_mb']:.2f} MB, {res['dtype']}")
         if res.get("notice"):
             print(f"note: {res['notice']}")
+        if res.get("nearest"):
+            from studio.hyper.nearest import nearest_summary
+
+            print(nearest_summary(res["nearest"]))
     return 0
 
 

@@ -17,19 +17,30 @@ def _device(model):
 def eval_loss(model, batches, progress=None) -> float:
     """Mean cross-entropy per trained token (labels != -100) over all batches.
 
-    `batches`: collated dicts (input_ids, attention_mask, labels), or lists of tokenized examples.
+    `batches`: collated dicts (input_ids, attention_mask, labels), or lists of tokenized examples
+    (packed without padding where the model allows: studio/core/packing.py; same value).
     `progress(done, total)` is called after each batch (total: len(batches), or None).
     """
     import torch
     import torch.nn.functional as F
 
+    from studio.core.packing import can_pack, pack, packed_loss
+
     device, was_training = _device(model), model.training
     model.eval()
     total, count = 0.0, 0
     n_batches = len(batches) if hasattr(batches, "__len__") else None
+    packable = can_pack(model)
     try:
         with torch.no_grad():
             for done, batch in enumerate(batches, 1):
+                if isinstance(batch, list) and packable:
+                    packed = pack(batch)
+                    total += float(packed_loss(model, packed, reduction="sum"))
+                    count += int(packed["targets"].numel())
+                    if progress is not None:
+                        progress(done, n_batches)
+                    continue
                 if isinstance(batch, list):
                     batch = collate(batch, 0)
                 input_ids = batch["input_ids"].to(device)

@@ -75,6 +75,7 @@ class TrainingSection:
     neftune_alpha: float = 0.0
     early_stopping_patience: int = 0
     keep_best: bool = False
+    packing: bool = True
 
 
 _SECTIONS = {
@@ -181,6 +182,11 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                                 "fix": "use 0 (off) or a small count such as 3"},
     "keep_best": {"title": "Keep the best adapter", "advanced": True,
                   "help": "Also save the adapter of the lowest eval loss as best-adapter/."},
+    "packing": {"title": "Padding-free batches", "advanced": True,
+                "help": "Lay each batch's examples end to end (no padding, no attention across "
+                        "examples) and compute the output layer only on trained tokens: same "
+                        "loss, faster, less memory. Methods that need padded batches (prompt "
+                        "learning, AdaLoRA) and NEFTune use padded batches whatever this says."},
 })
 
 # Every checked section; validate() runs each value through studio.schema.coerce_value.

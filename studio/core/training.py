@@ -22,6 +22,7 @@ from studio.errors import UserError
 from studio.fileio import (atomic_dir, check_free_space, disk_full_as_user_error,
                            write_json_atomic)
 from studio.core import events
+from studio.core.packing import can_pack, pack, packed_loss
 
 
 def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control | None = None,
@@ -124,6 +125,7 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped, optimizer=t.optimizer,
                           precision=t.precision, train_on=t.train_on,
+                          packing=uses_packing(t, model, plugin),
                           warnings=data.warnings + interval_warnings(recipe.training,
                                                                      total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
@@ -132,6 +134,14 @@ def _run_training(recipe, run_dir, emit, control, resume) -> dict:
     loop.evals_without_gain = int(early.get("evals_without_gain", 0))
     loop.tokens_seen = int(tokens_seen or 0)
     return loop.run(step, epoch, index)
+
+
+def uses_packing(training, model, plugin) -> bool:
+    """Padding-free batches (studio/core/packing.py) unless the recipe turns them off, the method
+    needs padded batches (prompt learning, AdaLoRA, a plugin whose capabilities say
+    "packing": false) or NEFTune is on (its noise scale depends on each example's length)."""
+    return bool(training.packing and can_pack(model) and not training.neftune_alpha
+                and plugin.capabilities.get("packing", True))
 
 
 def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
@@ -158,6 +168,7 @@ class StepLoop:
         self.optimizer, self.scheduler, self.callbacks = optimizer, scheduler, callbacks
         self.data, self.pad_id, self.device, self.total = data, pad_id, device, total_steps
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.packed = uses_packing(recipe.training, model, plugin)
         self.step_times: deque[float] = deque(maxlen=20)
         self.last_loss: float | None = None
         self.last_eval: float | None = None
@@ -192,8 +203,8 @@ class StepLoop:
         if not self.data.eval:
             return None
         items, size = self.data.eval, self.t.batch_size
-        batches = Batches([items[i:i + size] for i in range(0, len(items), size)], self.pad_id,
-                          self.device)
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        batches = chunks if self.packed else Batches(chunks, self.pad_id, self.device)
         shown = {"at": 0.0}
 
         def progress(done, total):       # at most ~2 lines a second, and always the last batch
@@ -243,6 +254,7 @@ class StepLoop:
         max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
         window_loss = torch.zeros((), device=self.device)
         window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        window_trained = window_padded = 0
         train_start, train_tokens, start_step = time.perf_counter(), 0, step
         grad_norm = None
         while step < self.total:
@@ -255,26 +267,34 @@ class StepLoop:
                 return {"step": step, "cancelled": True, "checkpoint": str(path),
                         "train_loss": self.last_loss, "eval_loss": self.last_eval}
             started = time.perf_counter()
-            batches = []
+            micro = []
             for _ in range(t.grad_accum):
                 epoch, idx, items = next(stream)
                 index = idx + 1
-                batches.append(_collate(items, self.pad_id))
-            n_trained = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+                micro.append(items)
+            n_trained = max(1, sum(trained_count(items) for items in micro))
             step_loss = torch.zeros((), device=self.device)
-            for batch in batches:
-                train_tokens_b = int(batch["attention_mask"].sum())
-                window_tokens += train_tokens_b
-                train_tokens += train_tokens_b
-                self.tokens_seen += train_tokens_b
-                share = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_trained
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            for items in micro:
+                real = sum(len(i["input_ids"]) for i in items)
+                window_tokens += real
+                train_tokens += real
+                self.tokens_seen += real
+                window_trained += trained_count(items)
+                window_padded += (max(len(i["input_ids"]) for i in items) * len(items)
+                                  if not self.packed else real)
                 with autocast_for(self.device, t.precision):
-                    out = self.model(**batch)
-                loss = out.loss.float() * share
+                    if self.packed:
+                        loss = packed_loss(self.model, pack(items), reduction="sum").float()
+                    else:
+                        batch = {k: v.to(self.device, non_blocking=True)
+                                 for k, v in _collate(items, self.pad_id).items()}
+                        out = self.model(**batch)
+                        loss = out.loss.float() * trained_count(items)
+                        del out
+                loss = loss / n_trained
                 loss.backward()
                 step_loss += loss.detach()
-                del out, loss
+                del loss
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
             step_lr = float(self.optimizer.param_groups[0]["lr"])   # the rate this step used
             self.optimizer.step()
@@ -287,9 +307,10 @@ class StepLoop:
             window_steps += 1
             if step % t.log_every == 0 or step == self.total:
                 self._log(step, epoch, index, window_loss, window_steps, window_tokens,
-                          window_start, grad_norm, step_lr)
+                          window_start, grad_norm, step_lr, window_trained, window_padded)
                 window_loss = torch.zeros((), device=self.device)
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+                window_trained = window_padded = 0
             self.step_times.append(time.perf_counter() - started)
             if step < self.total:
                 between = time.perf_counter()
@@ -313,7 +334,7 @@ class StepLoop:
         return self._finish(step, time.perf_counter() - train_start, train_tokens, start_step)
 
     def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
-             grad_norm, lr) -> None:
+             grad_norm, lr, trained, positions) -> None:
         elapsed = max(time.perf_counter() - window_start, 1e-9)
         loss = float(window_loss) / window_steps
         self.last_loss = loss
@@ -324,6 +345,8 @@ class StepLoop:
             grad_norm=float(grad_norm) if grad_norm is not None else None,
             tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
             eta_s=per_step * (self.total - step), progress=round(step / self.total, 4),
+            trained_tokens_per_s=round(trained / elapsed, 1),
+            padding=round(1.0 - window_tokens / positions, 4) if positions else 0.0,
             tokens=self.tokens_seen))
 
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
@@ -350,6 +373,12 @@ class StepLoop:
         write_json_atomic(self.run_dir / "eval.json", metrics)
         self.emit(events.finished(step, str(final), metrics))
         return metrics
+
+
+def trained_count(items) -> int:
+    """Tokens of `items` whose loss is trained (a label that is not IGNORE after the first)."""
+    return sum(sum(1 for y in item.get("labels", item["input_ids"])[1:] if y != IGNORE)
+               for item in items)
 
 
 def _collate(items, pad_id):

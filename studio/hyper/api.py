@@ -204,8 +204,11 @@ def _generate(hn, out_dir, description, prompts, base_model, encoder) -> dict:
               "encode_ms": (t1 - t0) * 1e3, "emit_ms": (t2 - t1) * 1e3, "write_ms": (t3 - t2) * 1e3,
               "size_mb": _size_mb(path), "dtype": dtype}
     if hn.kind == "t2l":
+        from studio.hyper.nearest import nearest_tasks
+
         result["description"] = description
         result["notice"] = truncation_notice(encoder, description)
+        result["nearest"] = nearest_tasks(hn.folder, emb, encoder)
     else:
         result["prompts"] = prompts
     return result

@@ -334,6 +334,10 @@ def finish(run: HyperTraining, loop: LoopResult, emit: Callable[[dict], None]) -
                "held_out_report": held_report}
     net.config.notes = {k: v for k, v in metrics.items() if k not in ("out_dir",)}
     net.save(out_dir)
+    if s.kind == "t2l":
+        from studio.hyper.nearest import write_tasks
+
+        write_tasks(out_dir, run.tasks)
     write_model_card(out_dir, [c for c in (run.lib.command, s.command) if c])
     metrics["size_mb"] = round((Path(out_dir) / WEIGHTS_FILE).stat().st_size / 2**20, 2)
     if loop.cancelled:

@@ -17,7 +17,8 @@ PLOTS = [
     ("loss", "Loss", [("loss", "train"), ("eval_loss", "eval")], "{:.4f}"),
     ("lr", "Learning rate", [("lr", "lr")], "{:.2e}"),
     ("grad_norm", "Grad norm", [("grad_norm", "grad norm")], "{:.3f}"),
-    ("tokens_per_s", "Tokens/s", [("tokens_per_s", "tokens/s")], "{:,.0f}"),
+    ("tokens_per_s", "Tokens/s", [("tokens_per_s", "tokens/s"),
+                                  ("trained_tokens_per_s", "trained tokens/s (answers)")], "{:,.0f}"),
     ("memory_mb", "Memory (MB)", [("memory_mb", "memory")], "{:,.0f}"),
 ]
 
@@ -223,7 +224,8 @@ class CurvesPanel(QWidget):
             if not _finite(step):
                 continue
             if kind == "log":
-                keys = ("loss", "lr", "grad_norm", "tokens_per_s", "memory_mb")
+                keys = ("loss", "lr", "grad_norm", "tokens_per_s", "trained_tokens_per_s",
+                        "memory_mb")
             elif kind == "eval":
                 keys = ("eval_loss",)
             else:

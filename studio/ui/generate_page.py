@@ -8,6 +8,8 @@ card trains your own hypernetwork as a background process (studio.ui.hyper_train
 
 from __future__ import annotations
 
+import html
+
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
@@ -132,6 +134,12 @@ class GeneratePage(Page):
         self.result_path = label("", "muted", wrap=True, selectable=True)
         self.result_path.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.result_card.body.addWidget(self.result_path)
+        self.nearest_label = label("", "muted", wrap=True)
+        self.nearest_label.setToolTip("The network's training tasks whose descriptions are most "
+                                      "similar to yours (cosine of sentence embeddings). Far from "
+                                      "all of them, the generated adapter is a guess.")
+        self.nearest_label.hide()
+        self.result_card.body.addWidget(self.nearest_label)
         actions = QHBoxLayout()
         self.chat_button = button("Open in Chat", kind="primary", icon_name="chat")
         self.chat_button.clicked.connect(self.open_in_chat)
@@ -300,7 +308,26 @@ class GeneratePage(Page):
         self.result_card.show()
         if res.get("notice"):
             self.message.show_info("Note: " + res["notice"])
+        self.show_nearest(res.get("nearest") or [])
         self.generated.emit(res["run_dir"])
+
+    def show_nearest(self, nearest: list[dict]) -> None:
+        """Say which learned tasks the sentence is closest to (and warn when it is far)."""
+        from studio.hyper.nearest import FAR
+
+        if not nearest:
+            self.nearest_label.hide()
+            return
+        rows = "".join(f"<br>&nbsp;&nbsp;{html.escape(n['task'])} &nbsp;<b>{n['similarity']:.2f}</b>"
+                       f" &nbsp;<i>“{html.escape(n['description'][:90])}”</i>" for n in nearest)
+        text = f"Closest tasks this network learned:{rows}"
+        far = nearest[0]["similarity"] < FAR
+        if far:
+            text += (f"<br><b>Far from every task it learned</b> (best similarity below {FAR}): "
+                     "expect the adapter to change little. Train a LoRA for this task instead.")
+        self.nearest_label.setText(text)
+        self.nearest_label.setProperty("far", far)
+        self.nearest_label.show()
 
     def _on_failed(self, exc: BaseException) -> None:
         self.busy = False

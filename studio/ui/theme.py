@@ -37,6 +37,7 @@ SERIES = {
     "lr": "#34d399",
     "grad_norm": "#f472b6",
     "tokens_per_s": "#22d3ee",
+    "trained_tokens_per_s": "#fb923c",
     "memory_mb": "#a78bfa",
 }
 

@@ -389,7 +389,12 @@ class TrainPage(RecipeActions, Page):
         parts = [f"Step {self.step} / {total}" if total else f"Step {self.step}"]
         if event is not None:
             if isinstance(event.get("tokens_per_s"), (int, float)):
-                parts.append(f"{event['tokens_per_s']:,.0f} tok/s")
+                rate = f"{event['tokens_per_s']:,.0f} tok/s"
+                if isinstance(event.get("trained_tokens_per_s"), (int, float)):
+                    rate += f" ({event['trained_tokens_per_s']:,.0f} trained)"
+                parts.append(rate)
+            if isinstance(event.get("padding"), (int, float)) and event["padding"] > 0:
+                parts.append(f"padding {event['padding']:.0%}")
             if self.state in ("running", "starting"):
                 parts.append(f"ETA {human_duration(event.get('eta_s'))}")
         self.progress_label.setText("   ·   ".join(parts))
