@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,31 @@ def test_sources_read_runs_and_adapter_folders(trio, model_dir):
     assert sources[0].method == "lora" and sources[2].peft_type == "LORA"
     assert [step for step, _ in sources[0].curves["loss"]] == [1, 2, 3, 4]
     assert sources[2].curves == {}
+
+
+def test_curves_by_step_and_by_tokens_seen(trio):
+    from studio.compare.sources import AdapterSource, curve
+
+    src = load_source(trio[0])
+    for key in ("loss", "lr", "tokens_per_s", "tokens"):
+        assert [step for step, _ in src.curves[key]] == [1, 2, 3, 4], key
+    assert [v for _, v in src.curves["lr"]] == [1e-3] * 4          # the constant schedule
+    tokens = [t for _, t in src.curves["tokens"]]
+    assert all(b > a > 0 for a, b in zip(tokens, tokens[1:]))
+    metrics = next(e for e in runs.read_events(trio[0]) if e["event"] == "finished")["metrics"]
+    # the tokens seen at the end are the run's throughput times its training time
+    assert math.isclose(tokens[-1], metrics["tokens_per_s"] * metrics["train_seconds"], rel_tol=1e-3)
+    assert curve(src, "loss", "tokens") == [(t, v) for t, (_, v) in zip(tokens, src.curves["loss"])]
+    assert curve(src, "eval_loss", "tokens") == [(tokens[-1], src.curves["eval_loss"][-1][1])]
+    # an eval between logged steps sits between their token counts; none past the last log
+    fake = AdapterSource(name="x", adapter_dir=Path("."), kind="run", base_model="", method="lora",
+                         peft_type="LORA", config={},
+                         curves={"tokens": [(2, 100.0), (4, 300.0)],
+                                 "eval_loss": [(1, 0.5), (3, 1.0), (5, 2.0)]})
+    assert curve(fake, "eval_loss", "tokens") == [(50.0, 0.5), (200.0, 1.0)]
+    assert curve(fake, "eval_loss", "step") == [(1, 0.5), (3, 1.0), (5, 2.0)]
+    fake.curves.pop("tokens")                      # a run from before tokens were logged
+    assert curve(fake, "eval_loss", "tokens") == []
 
 
 def test_settings_diff_shows_exactly_what_differs(trio):
@@ -183,6 +209,49 @@ def test_blend_with_weights_one_zero_answers_like_the_first(trio, aset, tmp_path
 
 
 @pytest.fixture(scope="module")
+def loud(random_adapter, tmp_path_factory):
+    """The random LoRA with B five times larger: its greedy answers surely differ from the base's."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("loud") / "loud"
+    out.mkdir()
+    (out / "adapter_config.json").write_bytes((random_adapter / "adapter_config.json").read_bytes())
+    tensors = load_file(str(random_adapter / "adapter_model.safetensors"))
+    save_file({k: v * 5 if "lora_B" in k else v for k, v in tensors.items()},
+              str(out / "adapter_model.safetensors"))
+    return out
+
+
+PROMPT = "What is the date one week after 2024-03-01?"
+
+
+def test_all_models_answer_one_prompt_streamed_side_by_side(trio, loud, model_dir):
+    from studio.core.chat import Sampling, reply
+
+    both = AdapterSet(load_sources([trio[0], loud]), model_dir)
+    sampling = Sampling(max_new_tokens=10)
+    pieces = []
+    start = time.perf_counter()
+    result = both.chat(PROMPT, sampling, on_text=lambda name, piece: pieces.append(
+        (name, piece, time.perf_counter() - start)))
+    names = [BASE, *both.names]
+    assert list(result) == names
+    print("\nfirst streamed piece after " + ", ".join(
+        f"{n}: {next(t for m, _, t in pieces if m == n):.2f} s" for n in names)
+        + f"; all {len(names)} answers in {time.perf_counter() - start:.2f} s")
+    for name in names:                         # the stream is the answer; each as it answers alone
+        assert "".join(p for n, p, _ in pieces if n == name).strip() == result[name]["text"]
+        with both.use(None if name == BASE else name) as model:
+            alone = reply(model, both.tokenizer, PROMPT, sampling)
+        assert (result[name]["text"], result[name]["tokens"]) == (alone["text"], alone["tokens"])
+    assert result["loud"]["text"] != result[BASE]["text"]
+    # side by side: every model's first piece arrives before any model's last piece
+    order = [n for n, _, _ in pieces]
+    assert max(order.index(n) for n in names) < min(len(order) - 1 - order[::-1].index(n)
+                                                   for n in names)
+
+
+@pytest.fixture(scope="module")
 def task_path(tmp_path_factory):
     return write_task(tmp_path_factory.mktemp("task"), MC_TASK, "opposites")
 
@@ -227,7 +296,10 @@ def test_report_has_every_table_and_the_cli_writes_the_same(trio, aset, task_pat
     for cls in ("settings", "evaluation", "pairs", "disagreements", "answers", "similarity",
                 "spectra"):
         assert f'<table class="{cls}">' in html
-    assert html.count("<svg") == 2 + 3 + 1          # 2 curves, 3 norm maps, 1 similarity map
+    # 5 curves (train loss, eval loss, learning rate, throughput; train loss by tokens seen),
+    # 3 norm maps, 1 similarity map, 1 spectrum
+    assert html.count("<svg") == 5 + 3 + 1 + 1
+    assert "Train loss by tokens seen" in html and "Singular values of ΔW at" in html
     assert "src=" not in html and "href=" not in html and "<script" not in html
 
     out = tmp_path / "report.html"
@@ -253,32 +325,121 @@ def test_report_has_every_table_and_the_cli_writes_the_same(trio, aset, task_pat
     assert proc.returncode == 2 and "neither a run nor a PEFT adapter" in proc.stderr
 
 
-def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path, task_path):
-    from studio.compare.sources import colour
-    from studio.ui.compare_page import ComparePage
+def _layout_problems(page) -> list[str]:
+    """What a user would see as broken: sideways scrolling, a button whose text is cut."""
+    from PySide6.QtWidgets import QAbstractButton, QScrollArea
 
-    page = ComparePage()
-    qtbot.addWidget(page)
-    page.resize(1000, 600)
-    page.show()
+    found = [f"scrolls sideways by {a.horizontalScrollBar().maximum()} px"
+             for a in page.findChildren(QScrollArea)
+             if a.isVisible() and a.horizontalScrollBar().maximum() > 0]
+    found += [f"button '{b.text()}' cut: {b.width()} px for {b.sizeHint().width()}"
+              for b in page.findChildren(QAbstractButton)
+              if b.isVisible() and b.text() and b.width() + 1 < b.sizeHint().width()]
+    return found
+
+
+def test_compare_page(qtbot, window, trio, tmp_path, task_path):
+    """The page in the window, filled with three real adapters: curves (every metric, by step and
+    by tokens seen, a legend that hides a run), settings, the same prompt answered by all four
+    models side by side while the window stays responsive, the weights (norms, one module's
+    spectrum, similarity overall and per module), an evaluation, the report; it fits 1024x640
+    and 1440x900 scrolled to each part (screenshots to $PEFT_STUDIO_SCREENSHOTS/compare)."""
+    from PySide6.QtCore import QPoint, QTimer
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    from studio.compare.sources import METRICS, colour, curve
+
+    window.show_page("compare")
+    page = window.pages["compare"]
     page.add_paths(trio)
     qtbot.waitUntil(lambda: page.analysis is not None, timeout=120_000)
+    sources = load_sources(trio)
     assert page.list.count() == 3
-    lines = [item for item in page.plot.getPlotItem().listDataItems() if item.name()]
-    assert [item.name() for item in lines] == ["test", "test-r4"]
-    assert [item.opts["pen"].color().name() for item in lines] == [colour(0).lower(), colour(1).lower()]
-    diff = settings_diff(load_sources(trio))
+    assert [s.colour for s in page.sources] == [colour(0), colour(1), colour(2)]
+
+    # curves: one line per run in its colour, for every metric, by step and by tokens seen
+    def lines():
+        return {item.name(): item for item in page.plot.getPlotItem().listDataItems() if item.name()}
+
+    assert list(lines()) == ["test", "test-r4"]
+    assert [i.opts["pen"].color().name() for i in lines().values()] == [colour(0).lower(), colour(1).lower()]
+    for axis in ("step", "tokens"):
+        page.axis_choice.set_value(axis)
+        for metric in METRICS:
+            page.metric_choice.set_value(metric)
+            for src in sources[:2]:
+                x, y = lines()[src.name].getData()
+                assert list(zip(x, y)) == curve(src, metric, axis), (axis, metric)
+    assert page.plot.getPlotItem().getAxis("bottom").labelText == "tokens seen"
+    page.metric_choice.set_value("loss")
+    page.axis_choice.set_value("step")
+    checks = list(page.legend_checks.values())
+    assert [c.isEnabled() for c in checks] == [True, True, False]     # an adapter folder: no curves
+    checks[1].setChecked(False)                                        # the legend hides a run
+    assert list(lines()) == ["test"]
+    checks[1].setChecked(True)
+    assert list(lines()) == ["test", "test-r4"]
+
+    diff = settings_diff(sources)
     assert page.settings_table.rowCount() == len(diff) > 0
     assert [page.settings_table.item(r, 0).text() for r in range(len(diff))] == list(diff)
+
+    # weights: norms, the spectrum of the chosen module, similarity overall and per module
+    assert page.norm_combo.count() == 3 and page.heat_image.image.shape == (2, 30)
     assert page.similarity_table.rowCount() == 3
     assert [page.similarity_table.item(i, i + 1).text() for i in range(3)] == ["1.000"] * 3
-    assert page.norm_combo.count() == 3 and page.heat_image.image.shape == (2, 30)
+    module = "model.layers.3.self_attn.q_proj"
+    page.spectrum_combo.setCurrentIndex(page.spectrum_combo.findData(module))
+    expected = weights.analyse(sources, module=module)["spectra"]
+    plotted = page.spectrum_plot.getPlotItem().listDataItems()
+    assert [i.name() for i in plotted] == [s.name for s in sources]
+    for item, spec in zip(plotted, expected):
+        assert list(item.yData) == pytest.approx(spec["singular_values"], rel=1e-12)
+        assert item.opts["pen"].color().name() == page.colour_of(spec["name"]).lower()
+        assert f"{spec['name']}: effective rank {spec['effective_rank']:.2f} of {spec['rank']}" \
+            in page.rank_label.text()
+    page.similarity_combo.setCurrentIndex(page.similarity_combo.findData(module))
+    per_module = page.analysis["similarity"]["per_module"][module]
+    assert [[page.similarity_table.item(i, j + 1).text() for j in range(3)] for i in range(3)] == \
+        [[f"{v:.3f}" for v in row] for row in per_module]
+    assert per_module[0][2] != page.analysis["similarity"]["overall"][0][2]
+
+    # the same prompt: four answers streamed side by side, the window responsive meanwhile
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    page.decoding.max_new_tokens.setValue(20)
+    page.prompt.setText(PROMPT)
+    page.ask_button.click()
+    assert not page.ask_button.isEnabled()
+    qtbot.waitUntil(lambda: page.chat_result is not None or bool(page.chat_message.text()),
+                    timeout=300_000)
+    timer.stop()
+    assert page.chat_result is not None, page.chat_message.text()
+    answers = page.chat_result["answers"]
+    assert list(answers) == [BASE, "test", "test-r4", sources[2].name] == list(page.boxes)
+    assert {n: b.text() for n, b in page.boxes.items()} == answers
+    assert all(answers.values()) and page.chat_result["sampling"]["max_new_tokens"] == 20
+    assert page.boxes["test"].title.styleSheet().count(colour(0)) == 1
+    gap = max(b - a for a, b in zip(ticks, ticks[1:]))
+    print("\nsame prompt, time to the first streamed piece per pane (model loading included): "
+          + ", ".join(f"{n} {t:.2f} s" for n, t in page.first_piece_s.items())
+          + f"; {page.chat_status.text()} Longest pause of the GUI thread: {gap * 1000:.0f} ms")
+    assert set(page.first_piece_s) == set(answers)
+    assert gap < 1.5
+    page.copy_answers()
+    copied = QApplication.clipboard().text()
+    assert copied.startswith(f"Prompt: {PROMPT}") and all(f"[{n}]\n{a}" in copied for n, a in answers.items())
+    page.boxes["test"].copy()
+    assert QApplication.clipboard().text() == answers["test"]
 
     other = tmp_path / "other"
     other.mkdir()
     config = json.loads((trio[2] / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "meta-llama/Llama-3.1-8B"
     (other / "adapter_config.json").write_text(json.dumps(config))
+    (other / "adapter_model.safetensors").write_bytes((trio[2] / "adapter_model.safetensors").read_bytes())
     page.add_paths([other])
     assert page.list.count() == 3 and "different base models" in page.message.text()
 
@@ -290,21 +451,36 @@ def test_compare_page_shows_curves_settings_and_weights(qtbot, trio, tmp_path, t
     assert page.disagree_table.rowCount() == page.evaluation["disagreements"]
     assert page.eval_button.isEnabled()
 
-    # filled with three adapters and an evaluation it still fits the page area of a 1024x640
-    # window (the sidebar takes the rest): no sideways scrolling, no button cut
-    from PySide6.QtWidgets import QAbstractButton, QApplication, QScrollArea
-
-    page.resize(800, 600)
-    for _ in range(5):
-        QApplication.processEvents()
-    area = page.findChild(QScrollArea)
-    assert area.horizontalScrollBar().maximum() == 0
-    cut = [b.text() for b in page.findChildren(QAbstractButton)
-           if b.isVisible() and b.text() and b.width() + 1 < b.sizeHint().width()]
-    assert cut == []
-
     out = tmp_path / "page.html"
     page.write_report(out)
     qtbot.waitUntil(out.exists, timeout=60_000)
     html = out.read_text(encoding="utf-8")
-    assert '<table class="similarity">' in html and '<table class="pairs">' in html
+    for cls in ("similarity", "pairs", "answers", "spectra"):
+        assert f'<table class="{cls}">' in html
+    assert all(escape(a) in html for a in answers.values()) and escape(PROMPT) in html
+
+    # filled, every part fits a laptop window and a large one: no sideways scroll, no cut button
+    shots = os.environ.get("PEFT_STUDIO_SCREENSHOTS")
+    area = next(a for a in page.findChildren(QScrollArea) if a.widget().isAncestorOf(page.chat_card))
+    bad = {}
+    for size in [(1024, 640), (1440, 900)]:
+        window.resize(*size)
+        for _ in range(5):
+            QApplication.processEvents()
+        for name, card in page.parts.items():
+            area.verticalScrollBar().setValue(card.mapTo(area.widget(), QPoint(0, 0)).y() - 12)
+            for _ in range(3):
+                QApplication.processEvents()
+            if problems := _layout_problems(page):
+                bad[f"{name} {size}"] = problems
+            if shots:
+                folder = Path(shots) / "compare"
+                folder.mkdir(parents=True, exist_ok=True)
+                window.grab().save(str(folder / f"{name}-{size[0]}x{size[1]}.png"))
+    assert not bad, bad
+
+    # a source keeps its colour when another is removed
+    page.list.setCurrentRow(0)
+    page.remove_selected()
+    assert [s.colour for s in page.sources] == [colour(1), colour(2)]
+    assert page.chat_result is None and list(page.boxes) == [BASE, "test-r4", sources[2].name]

@@ -147,6 +147,10 @@ def test_resume_matches_an_uninterrupted_run(lora_run, tmp_path):
     full_logs = {e["step"]: e["loss"] for e in full_events if e["event"] == "log"}
     for e in logs:
         assert e["loss"] == pytest.approx(full_logs[e["step"]], rel=1e-4, abs=1e-5)
+    # tokens seen carry over the resume (the checkpoint's progress.json holds the count)
+    full_tokens = {e["step"]: e["tokens"] for e in full_events if e["event"] == "log"}
+    assert [e["tokens"] for e in logs] == [full_tokens[e["step"]] for e in logs]
+    assert full_tokens[STEPS // 2 + 1] > full_tokens[STEPS // 2] > 0
     resumed, full = _adapter_tensors(stopped / "adapter"), _adapter_tensors(full_dir / "adapter")
     assert resumed.keys() == full.keys()
     worst = max(float((resumed[k] - full[k]).abs().max()) for k in full)

@@ -3,6 +3,7 @@
     aset = AdapterSet(sources, base_model=None)       # loads the base model once
     with aset.use("lora-a"):                          # that adapter only (None: the base model)
         evaluate(aset.model, aset.tokenizer, ...)
+    aset.chat(prompt, sampling, on_text=lambda name, piece: ...)   # all answer, streamed
 
 LoRA-family adapters of one peft type share one PeftModel (peft's load_adapter / set_adapter);
 an adapter of another type (prompt learning, IA3 after LoRA, ...) gets its own copy of the base
@@ -88,13 +89,39 @@ class AdapterSet:
         model.set_adapter(adapter_name)
         yield model
 
+    def chat(self, prompt, sampling=None, on_text=None) -> dict[str, dict]:
+        """The base model and every adapter answer `prompt` (a str or chat messages) with the same
+        decoding settings: {name (BASE for the base model): studio.core.chat.reply's result}, the
+        base first. The LoRA adapters that share a PeftModel answer together in one
+        mixed-adapter batch, so their answers stream side by side and cost about one answer's
+        time; any others answer one after another. on_text(name, piece) streams."""
+        from studio.core.chat import reply, reply_each
+
+        groups = [(peft_type, model, [(n, a) for n, (m, a) in self._where.items() if m is model])
+                  for peft_type, model in self._groups] or [("", self.model, [])]
+        groups[0][2].insert(0, (BASE, "__base__"))          # the base rides on the first model
+        results: dict[str, dict] = {}
+        for peft_type, model, members in groups:
+            if peft_type == "LORA" and len(members) > 1:
+                stream = None if on_text is None else \
+                    (lambda row, piece, m=members: on_text(m[row][0], piece))
+                try:
+                    rows = reply_each(model, self.tokenizer, prompt, [a for _, a in members],
+                                      sampling, stream)
+                except ValueError:          # a LoRA variant peft cannot mix in one batch
+                    pass
+                else:
+                    results.update({name: row for (name, _), row in zip(members, rows)})
+                    continue
+            for name, _ in members:
+                stream = None if on_text is None else (lambda piece, n=name: on_text(n, piece))
+                with self.use(None if name == BASE else name) as model_:
+                    results[name] = reply(model_, self.tokenizer, prompt, sampling, stream)
+        return {name: results[name] for name in [BASE, *self.names]}
+
     def answers(self, prompt: str, max_new_tokens: int = 64) -> dict[str, str]:
         """The greedy answer of the base model and of each adapter to one prompt."""
-        from studio.core.chat import Sampling, reply
+        from studio.core.chat import Sampling
 
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
-        out = {}
-        for name in [None, *self.names]:
-            with self.use(name) as model:
-                out[name or BASE] = reply(model, self.tokenizer, prompt, sampling)["text"]
-        return out
+        return {name: result["text"] for name, result in self.chat(prompt, sampling).items()}

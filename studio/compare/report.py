@@ -15,7 +15,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from studio.compare.sources import MISSING, colour, settings_diff
+from studio.compare.sources import AXES, METRICS, MISSING, assign_colours, curve, settings_diff
 from studio.errors import UserError
 from studio.fileio import write_text_atomic
 
@@ -150,11 +150,14 @@ def heatmap(matrix: list[list], row_labels: list, col_labels: list, title: str,
 # ---- the report ------------------------------------------------------------------------------
 
 def _curves_section(sources) -> str:
+    """Every metric the runs logged, by step; the training loss by tokens seen too."""
     parts = []
-    for key, title in (("loss", "Training loss"), ("eval_loss", "Eval loss")):
-        series = [(s.name, colour(i), s.curves.get(key, [])) for i, s in enumerate(sources)]
+    plots = [(key, "step") for key in METRICS] + [("loss", "tokens")]
+    for key, x in plots:
+        title = METRICS[key][0] + ("" if x == "step" else f" by {AXES[x]}")
+        series = [(s.name, s.colour, curve(s, key, x)) for s in sources]
         if any(pts for _, _, pts in series):
-            parts.append(line_chart(series, title, ylabel=key.replace("_", " ")))
+            parts.append(line_chart(series, title, xlabel=AXES[x], ylabel=METRICS[key][0]))
     return "".join(parts) or "<p><em>No training curves (none of these adapters is a run).</em></p>"
 
 
@@ -180,7 +183,7 @@ def _evaluation_section(evaluation: dict) -> str:
     return "".join(out)
 
 
-def _weights_section(weights: dict) -> str:
+def _weights_section(weights: dict, colours: dict) -> str:
     out = []
     for item in weights.get("skipped", []):
         out.append(f"<p><em>{escape(item['name'])}: {escape(item['reason'])}</em></p>")
@@ -198,6 +201,10 @@ def _weights_section(weights: dict) -> str:
     spectra = weights.get("spectra") or []
     if spectra:
         out.append(f"<h3>Singular values of ΔW, {escape(spectra[0]['module'])}</h3>")
+        out.append(line_chart([(s["name"], colours.get(s["name"], "#888888"),
+                                [(k + 1, v) for k, v in enumerate(s["singular_values"])])
+                               for s in spectra], f"Singular values of ΔW at {spectra[0]['module']}",
+                              xlabel="index", ylabel="singular value"))
         out.append(table(["adapter", "rank", "effective rank", "numerical rank", "‖ΔW‖_F",
                           "singular values"],
                          [[s["name"], s["rank"], s["effective_rank"], s["numerical_rank"],
@@ -215,11 +222,13 @@ th{background:#f3f3f3}h2{border-bottom:1px solid #ddd;padding-bottom:4px}svg{mar
 
 def build_report(sources, weights: dict | None = None, evaluation: dict | None = None,
                  answers: dict | None = None, prompt: str | None = None,
-                 title: str = "Adapter comparison") -> str:
-    """The whole HTML document as a string."""
-    legend = "".join(f'<li><span class="swatch" style="background:{colour(i)}"></span>'
+                 title: str = "Adapter comparison", sampling: dict | None = None) -> str:
+    """The whole HTML document as a string. `answers`: {model name: answer} to `prompt`, with
+    the decoding settings in `sampling` (a dict) when given."""
+    assign_colours(sources)
+    legend = "".join(f'<li><span class="swatch" style="background:{s.colour}"></span>'
                      f'<b>{escape(s.name)}</b> — {escape(s.kind)}, {escape(s.method)}, '
-                     f'{escape(str(s.adapter_dir))}</li>' for i, s in enumerate(sources))
+                     f'{escape(str(s.adapter_dir))}</li>' for s in sources)
     diff = settings_diff(sources)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"
              f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
@@ -234,11 +243,14 @@ def build_report(sources, weights: dict | None = None, evaluation: dict | None =
     if evaluation:
         parts += ["<h2>Evaluation</h2>", _evaluation_section(evaluation)]
     if answers:
+        decoding = "greedy"
+        if sampling:
+            decoding = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sampling.items())
         parts += ["<h2>Answers to one prompt</h2>", f"<p><b>Prompt:</b> {escape(prompt or '')}</p>",
-                  table(["model", "answer (greedy)"], [[k, v] for k, v in answers.items()],
-                        "answers")]
+                  f"<p>The same decoding for every model: {escape(decoding)}.</p>",
+                  table(["model", "answer"], [[k, v] for k, v in answers.items()], "answers")]
     if weights:
-        parts += ["<h2>Weights</h2>", _weights_section(weights)]
+        parts += ["<h2>Weights</h2>", _weights_section(weights, {s.name: s.colour for s in sources})]
     parts.append("</body></html>")
     return "\n".join(parts)
 

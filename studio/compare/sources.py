@@ -11,6 +11,7 @@ Layer: compare (rank 3). No torch, no Qt.
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ class AdapterSource:
     peft_type: str                  # adapter_config's peft_type, e.g. "LORA"
     config: dict                    # adapter_config.json
     settings: dict = field(default_factory=dict)   # flat "section.key" -> value
-    curves: dict = field(default_factory=dict)     # "loss" / "eval_loss" -> [(step, value)]
+    curves: dict = field(default_factory=dict)     # curves_from_events: metric -> [(step, value)]
     run_dir: Path | None = None
+    colour: str = ""                # its colour on the page and in the report (assign_colours)
 
     @property
     def base_name(self) -> str:
@@ -88,16 +90,50 @@ def _config_settings(config: dict) -> dict:
     return _flatten(kept, "adapter.")
 
 
+# What a run's curves hold: metric key -> (title, the event and field it comes from)
+METRICS = {"loss": ("Train loss", "log", "loss"), "eval_loss": ("Eval loss", "eval", "eval_loss"),
+           "lr": ("Learning rate", "log", "lr"),
+           "tokens_per_s": ("Throughput (tokens/s)", "log", "tokens_per_s")}
+AXES = {"step": "step", "tokens": "tokens seen"}
+
+
 def curves_from_events(events: list[dict]) -> dict:
-    """The training and eval loss curves of a run: {"loss": [(step, v)], "eval_loss": [...]}."""
-    curves: dict[str, list] = {"loss": [], "eval_loss": []}
+    """A run's curves by step: {"loss", "eval_loss", "lr", "tokens_per_s", "tokens"} -> [(step,
+    value)], sorted by step; a step logged again after a resume keeps its last value. "tokens" is
+    the tokens trained on by that step (runs from before it was logged have none)."""
+    by_key: dict[str, dict] = {key: {} for key in (*METRICS, "tokens")}
+    fields = [(key, kind, name) for key, (_, kind, name) in METRICS.items()] + [("tokens", "log", "tokens")]
     for event in events:
-        kind = event.get("event")
-        if kind == "log" and event.get("loss") is not None:
-            curves["loss"].append((int(event.get("step", 0)), float(event["loss"])))
-        elif kind == "eval" and event.get("eval_loss") is not None:
-            curves["eval_loss"].append((int(event.get("step", 0)), float(event["eval_loss"])))
-    return curves
+        for key, kind, name in fields:
+            if event.get("event") == kind and isinstance(event.get(name), (int, float)):
+                by_key[key][int(event.get("step", 0))] = float(event[name])
+    return {key: sorted(points.items()) for key, points in by_key.items()}
+
+
+def curve(src: "AdapterSource", metric: str, x: str = "step") -> list[tuple[float, float]]:
+    """One metric of a source against the step or the tokens seen ([] when it has none). Tokens
+    at a step that was not logged (an eval between logs) are interpolated between logged steps."""
+    points = src.curves.get(metric) or []
+    if x == "step" or not points:
+        return list(points)
+    tokens = src.curves.get("tokens") or []
+    if not tokens:
+        return []
+    steps = [s for s, _ in tokens]
+    out = []
+    for step, value in points:
+        k = bisect.bisect_left(steps, step)
+        if k < len(steps) and steps[k] == step:
+            seen = tokens[k][1]
+        elif 0 < k < len(steps):
+            (s0, t0), (s1, t1) = tokens[k - 1], tokens[k]
+            seen = t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+        elif k == 0:
+            seen = tokens[0][1] * step / steps[0] if steps[0] else tokens[0][1]
+        else:
+            continue                                   # past the last logged step
+        out.append((seen, value))
+    return out
 
 
 def _from_run(run_dir: Path) -> AdapterSource:
@@ -243,3 +279,15 @@ BASE_COLOUR = "#888888"
 
 def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
+
+
+def assign_colours(sources: list[AdapterSource]) -> list[AdapterSource]:
+    """Give each source without a colour the first palette colour no other source has, so a
+    source keeps its colour while others are added or removed (and the page, its plots and the
+    report agree). Returns `sources`."""
+    for src in sources:
+        if not src.colour:
+            used = {s.colour for s in sources}
+            src.colour = next((c for c in PALETTE if c not in used),
+                              colour(sources.index(src)))
+    return sources

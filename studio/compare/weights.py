@@ -11,6 +11,7 @@ r / alpha per module as in peft. Everything is computed from the small factors:
     lora = read_lora(source_or_dir)           # LoraWeights: {module: Factors}
     norm_table(lora)  -> {"layers": [...], "modules": [...], "norms": [[...]]}
     spectrum(lora, module) -> {"singular_values": [...], "effective_rank": ..., ...}
+    analyse(sources)  -> all of these for several adapters (what the page and the report show)
     similarity(loras) -> {"names", "overall": n x n, "per_module": {module: n x n}}
 
 Methods without a ΔW of this form (prompt learning, IA3, LoHa, ..., DoRA's magnitude rescaling)
@@ -229,8 +230,11 @@ def similarity(loras: list[LoraWeights]) -> dict:
 
 def analyse(sources, module: str | None = None) -> dict:
     """Everything the report and the page show about the weights of several adapters: the norm
-    table of each, the spectrum of one module (default: the largest update of the first) and
-    the similarity matrix. Adapters without a ΔW are listed under "skipped" with the reason."""
+    table of each, the spectrum of one module (default: the largest update of the first) in
+    "spectra", the spectrum of every adapted module of every adapter in "spectra_by_module"
+    (module path -> one entry per adapter that adapts it; each is an r x r SVD, so all of them
+    cost little) and the similarity matrices. Adapters without a ΔW are listed under "skipped"
+    with the reason."""
     loras, skipped = [], []
     for src in sources:
         try:
@@ -238,7 +242,8 @@ def analyse(sources, module: str | None = None) -> dict:
         except UserError as err:
             skipped.append({"name": getattr(src, "name", str(src)), "reason": err.message})
     if not loras:
-        return {"norms": [], "spectra": [], "similarity": None, "skipped": skipped}
+        return {"norms": [], "spectra": [], "spectra_by_module": {}, "similarity": None,
+                "skipped": skipped}
     if module is None:
         sq = loras[0].squared_norms()
         module = max(sq, key=sq.get)
@@ -248,5 +253,11 @@ def analyse(sources, module: str | None = None) -> dict:
             spectra.append({"name": lora.name, **spectrum(lora, module)})
         except UserError:
             pass
+    by_module: dict[str, list] = {}
+    for lora in loras:
+        for path in lora.modules:
+            by_module.setdefault(path, []).append({"name": lora.name, **spectrum(lora, path)})
+    order = sorted(by_module, key=lambda m: (module_label(m)[0] or -1, m))
     return {"norms": [norm_table(l) for l in loras], "spectra": spectra,
+            "spectra_by_module": {m: by_module[m] for m in order},
             "similarity": similarity(loras), "skipped": skipped}

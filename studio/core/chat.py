@@ -65,66 +65,115 @@ class Sampling:
         return options
 
 
-def _text_streamer(tokenizer, on_text: Callable[[str], None], counter: dict):
-    """A transformers streamer that calls on_text(new piece) as tokens arrive (prompt skipped)."""
+def _stop_ids(model, tokenizer) -> set[int]:
+    """The token ids generate() stops a sequence on (the model's generation config, else the
+    tokenizer's end of sequence)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return {int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None}
+
+
+def _text_streamer(tokenizer, on_text: Callable[[int, str], None], rows: int, stop: set[int],
+                   start: float):
+    """A transformers streamer for `rows` sequences generated together: on_text(row, new piece)
+    as each row's tokens arrive (the prompt skipped, whole characters only, nothing after a
+    row's end of sequence). `first_token_s[row]`: seconds from `start` to the row's first piece."""
     from transformers.generation.streamers import BaseStreamer
 
     class _Streamer(BaseStreamer):
         def __init__(self):
-            self.ids: list[int] = []
-            self.shown = ""
+            self.ids: list[list[int]] = [[] for _ in range(rows)]
+            self.shown = [""] * rows
+            self.done = [False] * rows
+            self.first_token_s: list[float | None] = [None] * rows
             self.prompt_seen = False
 
         def put(self, value):
             if not self.prompt_seen:          # the first call carries the prompt
                 self.prompt_seen = True
                 return
-            self.ids.extend(int(t) for t in value.reshape(-1).tolist())
-            counter["tokens"] = len(self.ids)
-            text = tokenizer.decode(self.ids, skip_special_tokens=True)
-            if len(text) > len(self.shown) and not text.endswith("\ufffd"):   # whole characters
-                on_text(text[len(self.shown):])
-                self.shown = text
+            for row, token in enumerate(value.reshape(rows, -1).tolist()):
+                if self.done[row]:
+                    continue
+                for t in token:
+                    if int(t) in stop:
+                        self.done[row] = True
+                        break
+                    self.ids[row].append(int(t))
+                self._show(row, final=False)
+
+        def _show(self, row: int, final: bool) -> None:
+            text = tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            if len(text) > len(self.shown[row]) and (final or not text.endswith("\ufffd")):
+                if self.first_token_s[row] is None:
+                    self.first_token_s[row] = time.perf_counter() - start
+                on_text(row, text[len(self.shown[row]):])
+                self.shown[row] = text
 
         def end(self):
-            text = tokenizer.decode(self.ids, skip_special_tokens=True)
-            if len(text) > len(self.shown):
-                on_text(text[len(self.shown):])
-                self.shown = text
+            for row in range(rows):
+                self._show(row, final=True)
 
     return _Streamer()
 
 
-def reply(model, tokenizer, messages_or_prompt, sampling: Sampling | None = None,
-          on_text: Callable[[str], None] | None = None) -> dict:
-    """Answer a prompt (str) or a whole conversation (list of messages, history included): the
-    conversation goes through the chat template, as in training. on_text(piece) streams the
-    answer as it is generated. Returns {"text", "tokens", "seconds", "tokens_per_s"}."""
+def _generate_rows(model, tokenizer, messages_or_prompt, sampling: Sampling | None, rows: int,
+                   on_text: Callable[[int, str], None] | None, **extra) -> list[dict]:
+    """One prompt, `rows` sequences generated as one batch (extra: more generate() keywords, e.g.
+    peft's adapter_names). Each row's answer ends at its first end-of-sequence token."""
     import torch
 
     sampling = sampling or Sampling()
     text = build_prompt(tokenizer, messages_or_prompt)
     # The template writes the special tokens it wants (e.g. <|im_start|>), as in training.
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    inputs = {k: v.to(_model_device(model)) for k, v in inputs.items()}
+    inputs = {k: v.to(_model_device(model)).repeat(rows, 1) for k, v in inputs.items()}
     options = sampling.options(tokenizer)
-    counter = {"tokens": 0}
+    stop = _stop_ids(model, tokenizer)
+    start = time.perf_counter()
+    streamer = None
     if on_text is not None:
-        options["streamer"] = _text_streamer(tokenizer, on_text, counter)
+        streamer = options["streamer"] = _text_streamer(tokenizer, on_text, rows, stop, start)
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
     try:
         with torch.no_grad():
-            output = model.generate(**inputs, **options)
+            output = model.generate(**inputs, **options, **extra)
     finally:
         if was_training:
             model.train()
     seconds = time.perf_counter() - start
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    n = int(new_tokens.numel())
-    return {"text": tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), "tokens": n,
-            "seconds": seconds, "tokens_per_s": n / seconds if seconds > 0 else None}
+    out = []
+    for row in range(rows):
+        new_tokens = output[row, inputs["input_ids"].shape[1]:].tolist()
+        end = next((k + 1 for k, t in enumerate(new_tokens) if t in stop), len(new_tokens))
+        out.append({"text": tokenizer.decode(new_tokens[:end], skip_special_tokens=True).strip(),
+                    "tokens": end, "seconds": seconds,
+                    "tokens_per_s": end / seconds if seconds > 0 else None,
+                    "first_token_s": streamer.first_token_s[row] if streamer else None})
+    return out
+
+
+def reply(model, tokenizer, messages_or_prompt, sampling: Sampling | None = None,
+          on_text: Callable[[str], None] | None = None) -> dict:
+    """Answer a prompt (str) or a whole conversation (list of messages, history included): the
+    conversation goes through the chat template, as in training. on_text(piece) streams the
+    answer as it is generated. Returns {"text", "tokens", "seconds", "tokens_per_s",
+    "first_token_s" (seconds to the first streamed piece; None unless streamed)}."""
+    stream = None if on_text is None else (lambda _row, piece: on_text(piece))
+    return _generate_rows(model, tokenizer, messages_or_prompt, sampling, 1, stream)[0]
+
+
+def reply_each(model, tokenizer, messages_or_prompt, adapter_names: list[str],
+               sampling: Sampling | None = None,
+               on_text: Callable[[int, str], None] | None = None) -> list[dict]:
+    """The same prompt answered once per name in `adapter_names`, all in one batch: peft's
+    mixed-adapter batch on a LoRA PeftModel (row i uses adapter adapter_names[i]; "__base__" is
+    the base model with the adapters off). Same decoding settings for every row; on_text(row,
+    piece) streams every row as it is generated. One result per row, as reply() returns."""
+    return _generate_rows(model, tokenizer, messages_or_prompt, sampling, len(adapter_names),
+                          on_text, adapter_names=list(adapter_names))
 
 
 def generate(model, tokenizer, messages_or_prompt, max_new_tokens=128, temperature=0.0,

@@ -127,6 +127,15 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
     return final
 
 
+def read_progress(ckpt: Path) -> dict:
+    """progress.json of a checkpoint ({} when it cannot be read: older checkpoints lack fields)."""
+    try:
+        data = json.loads((Path(ckpt) / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_state(ckpt: Path, device) -> dict:
     """The checkpoint's .pt files, loaded with weights_only=True."""
     try:
@@ -135,12 +144,11 @@ def read_state(ckpt: Path, device) -> dict:
             "optimizer": torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True),
             "scheduler": torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True),
         }
-        # what the loop saved beside the step (early stopping, the fp16 loss scale): progress.json
-        progress = json.loads((ckpt / "progress.json").read_text(encoding="utf-8"))
-        for key, value in progress.items() if isinstance(progress, dict) else ():
+        # what the loop saved beside the step (early stopping, the fp16 loss scale, tokens seen)
+        for key, value in read_progress(ckpt).items():
             saved["state"].setdefault(key, value)
         return saved
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
+    except (OSError, RuntimeError, EOFError) as err:
         raise UserError(f"checkpoint cannot be read ({type(err).__name__}: {err})", path=ckpt,
                         fix="delete this checkpoint folder to resume from the one before it") from None
 

@@ -5,7 +5,9 @@ line. No Qt, no torch.
 Events carry "event" and "time" (Unix seconds) plus their fields:
   started    run_dir, total_steps, trainable_params, total_params   (+ resumed_from, device, ...)
   log        step, epoch, loss, lr, grad_norm, tokens_per_s, memory_mb, eta_s  (+ progress 0..1;
-             lr is the rate the step used; memory_mb: CUDA peak, or the process RSS on CPU)
+             lr is the rate the step used; memory_mb: CUDA peak, or the process RSS on CPU;
+             tokens: the examples' tokens, no padding, gone through since step 0, a resume
+             included: the "tokens seen" axis of the Compare page)
   eval       step, eval_loss
   checkpoint step, path
   paused     step

@@ -105,7 +105,7 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
         raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
                         field="method.params", fix="check the method's target modules")
 
-    step, epoch, index = 0, 0, 0
+    step, epoch, index, tokens_seen = 0, 0, 0, 0
     early: dict = {}
     scaler_state = None
     if ckpt is not None:
@@ -135,6 +135,7 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
         epoch, index = int(state["position"]["epoch"]), int(state["position"]["index"])
         early = state.get("early_stopping") or {}
         scaler_state = state.get("grad_scaler")
+        tokens_seen = state.get("tokens_seen", 0)       # progress.json, merged in by read_state
         checkpoints.restore_rng(state)
         del saved
     if device.startswith("cuda"):
@@ -154,6 +155,7 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
     loop.evals_without_gain = int(early.get("evals_without_gain", 0))
     if loop.scaler is not None and scaler_state:
         loop.scaler.load_state_dict(scaler_state)
+    loop.tokens_seen = int(tokens_seen or 0)
     return loop.run(step, epoch, index)
 
 
@@ -204,6 +206,7 @@ class StepLoop:
         self.best_eval: float | None = None      # early stopping / keep best
         self.best_step: int | None = None
         self.evals_without_gain = 0
+        self.tokens_seen = 0                     # tokens trained on since step 0 (resumes too)
 
     # ---- between steps -------------------------------------------------------------------
     def _position(self, epoch, index) -> dict:
@@ -220,7 +223,7 @@ class StepLoop:
             self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
             scheduler=self.scheduler, position=self._position(epoch, index),
             callbacks=self.callbacks,
-            extra={"total_steps": self.total, "loss": self.last_loss,
+            extra={"total_steps": self.total, "loss": self.last_loss, "tokens_seen": self.tokens_seen,
                    "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
                                       "evals_without_gain": self.evals_without_gain},
                    "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
@@ -313,6 +316,7 @@ class StepLoop:
                 real = sum(len(i["input_ids"]) for i in items)
                 window_tokens += real
                 train_tokens += real
+                self.tokens_seen += real
                 window_trained += trained_count(items)
                 window_padded += (max(len(i["input_ids"]) for i in items) * len(items)
                                   if not self.packed else real)
@@ -376,9 +380,10 @@ class StepLoop:
     def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
              grad_norm, lr, trained, positions) -> None:
         elapsed = max(time.perf_counter() - window_start, 1e-9)
-        if self.dist.active:              # every rank's share: loss, tokens, trained, positions
-            summed, window_tokens, trained, positions = self.dist.sum(
-                [float(window_loss), window_tokens, trained, positions])
+        seen = self.tokens_seen
+        if self.dist.active:     # every rank's share: loss, tokens, trained, positions, all seen
+            summed, window_tokens, trained, positions, seen = self.dist.sum(
+                [float(window_loss), window_tokens, trained, positions, seen])
             window_loss = summed / self.dist.world
         loss = float(window_loss) / window_steps
         self.last_loss = loss
@@ -390,7 +395,8 @@ class StepLoop:
             tokens_per_s=window_tokens / elapsed, memory_mb=memory_mb(self.device),
             eta_s=per_step * (self.total - step), progress=round(step / self.total, 4),
             trained_tokens_per_s=round(trained / elapsed, 1),
-            padding=round(1.0 - window_tokens / positions, 4) if positions else 0.0))
+            padding=round(1.0 - window_tokens / positions, 4) if positions else 0.0,
+            tokens=int(seen)))
 
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
         from studio.core.checkpoints import checkpoint_bytes_needed

@@ -79,6 +79,42 @@ def _spin(field, low, high, value, step=None, tip: str = ""):
     return field
 
 
+class SamplingFields(QWidget):
+    """How answers are decoded (max tokens, temperature, top-p, top-k, repetition penalty) as a
+    small grid, `columns` settings a row; `sampling()` is the studio.core.chat.Sampling. The
+    Chat page and the Compare page's same-prompt chat use it."""
+
+    def __init__(self, columns: int = 2, max_new_tokens: int = 96) -> None:
+        super().__init__()
+        self.setObjectName("Transparent")
+        gen = QGridLayout(self)
+        gen.setContentsMargins(0, 0, 0, 0)
+        gen.setHorizontalSpacing(8)
+        self.max_new_tokens = _spin(QSpinBox(), 1, 4096, max_new_tokens, tip="Longest answer, in tokens.")
+        self.temperature = _spin(QDoubleSpinBox(), 0.0, 2.0, 0.0, 0.1,
+                                 "0 = greedy (the same answer every time); higher = more varied.")
+        self.top_p = _spin(QDoubleSpinBox(), 0.05, 1.0, 1.0, 0.05,
+                           "Sample only from the most likely tokens covering this probability (1 = all).")
+        self.top_k = _spin(QSpinBox(), 0, 1000, 0, tip="Sample only from the k most likely tokens (0 = off).")
+        self.repetition_penalty = _spin(QDoubleSpinBox(), 0.5, 2.0, 1.0, 0.05,
+                                        "Above 1 discourages repeating tokens already written (1 = off).")
+        for i, (text, field) in enumerate((("Max tokens", self.max_new_tokens),
+                                           ("Temperature", self.temperature), ("Top-p", self.top_p),
+                                           ("Top-k", self.top_k),
+                                           ("Repetition", self.repetition_penalty))):
+            name = label(text, "muted")
+            name.setToolTip(field.toolTip())
+            gen.addWidget(name, i // columns, (i % columns) * 2)
+            gen.addWidget(field, i // columns, (i % columns) * 2 + 1)
+
+    def sampling(self):
+        from studio.core.chat import Sampling
+
+        return Sampling(max_new_tokens=self.max_new_tokens.value(),
+                        temperature=self.temperature.value(), top_p=self.top_p.value(),
+                        top_k=self.top_k.value(), repetition_penalty=self.repetition_penalty.value())
+
+
 class _AnswerPane(Card):
     """One side of the chat: its conversation (user and its own assistant turns) and the view."""
 
@@ -198,28 +234,9 @@ class ChatPage(Page):
         add_row(form, "System prompt", self.system,
                 "Sent first in every turn through the model's chat template (both sides).")
         row.add(form_box, 3)
-        gen_box = QWidget()
-        gen_box.setObjectName("Transparent")
-        gen = QGridLayout(gen_box)
-        gen.setContentsMargins(0, 0, 0, 0)
-        gen.setHorizontalSpacing(8)
-        self.max_new_tokens = _spin(QSpinBox(), 1, 4096, 96, tip="Longest answer, in tokens.")
-        self.temperature = _spin(QDoubleSpinBox(), 0.0, 2.0, 0.0, 0.1,
-                                 "0 = greedy (the same answer every time); higher = more varied.")
-        self.top_p = _spin(QDoubleSpinBox(), 0.05, 1.0, 1.0, 0.05,
-                           "Sample only from the most likely tokens covering this probability (1 = all).")
-        self.top_k = _spin(QSpinBox(), 0, 1000, 0, tip="Sample only from the k most likely tokens (0 = off).")
-        self.repetition_penalty = _spin(QDoubleSpinBox(), 0.5, 2.0, 1.0, 0.05,
-                                        "Above 1 discourages repeating tokens already written (1 = off).")
-        for i, (text, field) in enumerate((("Max tokens", self.max_new_tokens),
-                                           ("Temperature", self.temperature), ("Top-p", self.top_p),
-                                           ("Top-k", self.top_k),
-                                           ("Repetition", self.repetition_penalty))):
-            name = label(text, "muted")
-            name.setToolTip(field.toolTip())
-            gen.addWidget(name, i // 2, (i % 2) * 2)
-            gen.addWidget(field, i // 2, (i % 2) * 2 + 1)
-        row.add(gen_box, 2)
+        self.decoding = SamplingFields()
+        self.max_new_tokens = self.decoding.max_new_tokens      # the answer length (tests set it)
+        row.add(self.decoding, 2)
         setup.body.addWidget(row)
         self.content.addWidget(setup)
 
@@ -325,11 +342,7 @@ class ChatPage(Page):
 
     # ---- asking ---------------------------------------------------------------------------
     def sampling(self):
-        from studio.core.chat import Sampling
-
-        return Sampling(max_new_tokens=self.max_new_tokens.value(),
-                        temperature=self.temperature.value(), top_p=self.top_p.value(),
-                        top_k=self.top_k.value(), repetition_penalty=self.repetition_penalty.value())
+        return self.decoding.sampling()
 
     def send(self) -> None:
         from studio.core.chat import conversation
