@@ -36,6 +36,13 @@ SHAPES = {
 }
 
 
+def add_model_args(parser) -> None:
+    """--model / --shape (one of them), the same in every benchmark."""
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", help="local HF model folder (default: the shipped SmolLM2-135M)")
+    src.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of this shape")
+
+
 def default_model_path() -> Path:
     from studio import paths
 

@@ -52,7 +52,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-from benchmarks.bench_common import SHAPES, Memory, build_model, default_model_path  # noqa: E402
+from benchmarks.bench_common import (SHAPES, Memory, add_model_args, build_model,  # noqa: E402
+                                     default_model_path)
 
 VARIANTS = ("ours", "trainer", "trl_padding_free", "trl_packing")
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
@@ -375,9 +376,7 @@ def print_report(report: dict) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="local HF model folder (default: the shipped SmolLM2-135M)")
-    src.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of this shape")
+    add_model_args(p)
     p.add_argument("--data", default="demo", help="demo | bigbench:DIR | a .jsonl/.csv data file")
     p.add_argument("--examples", type=int, default=256, help="training examples (then cycled)")
     p.add_argument("--eval-examples", type=int, default=32)

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.bench_common import (SHAPES, Memory, StepTimer, build_model,  # noqa: E402
+from benchmarks.bench_common import (Memory, StepTimer, add_model_args, build_model,  # noqa: E402
                                      default_model_path, synthetic_ids, vocab_size)
 
 
@@ -180,9 +180,7 @@ def _memory_kind(device: str) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="local HF model folder (default: the shipped SmolLM2-135M)")
-    src.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of this shape")
+    add_model_args(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weight dtype of the frozen model (the studio's default is float32; on "

@@ -127,6 +127,29 @@ def _module_text(path: str) -> str:
     return f"layer {layer} · {kind}" if layer is not None else kind
 
 
+
+def _picker_plot(caption: str, on_pick, min_height: int):
+    """A side of the weights card: 'caption [module combo]' over a plot; returns
+    (widget, its layout, the combo, the plot)."""
+    side = QWidget()
+    side.setObjectName("Transparent")
+    side.setMinimumWidth(300)
+    box = QVBoxLayout(side)
+    box.setContentsMargins(0, 0, 0, 0)
+    pick = QHBoxLayout()
+    pick.addWidget(label(caption, "muted"))
+    combo = compact_combo(QComboBox(), 14)
+    combo.currentIndexChanged.connect(on_pick)
+    pick.addWidget(combo, 1)
+    box.addLayout(pick)
+    plot = pg.PlotWidget(background=theme.SURFACE)
+    plot.setMinimumHeight(min_height)
+    plot.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    plot.getPlotItem().setMenuEnabled(False)
+    plot.getPlotItem().hideButtons()
+    box.addWidget(plot)
+    return side, box, combo, plot
+
 class _AnswerBox(QFrame):
     """One model's answer to the shared prompt: its name in its colour, the text as it streams
     (selectable), a Copy button and the answer's length and speed."""
@@ -340,22 +363,8 @@ class ComparePage(Page):
                                                    "of one module, and how alike the adapters' "
                                                    "updates are.")
         sides = ResponsiveRow()
-        heat_side = QWidget()
-        heat_side.setObjectName("Transparent")
-        heat_side.setMinimumWidth(300)
-        heat_box = QVBoxLayout(heat_side)
-        heat_box.setContentsMargins(0, 0, 0, 0)
-        pick = QHBoxLayout()
-        pick.addWidget(label("‖ΔW‖ of", "muted"))
-        self.norm_combo = compact_combo(QComboBox(), 14)
-        self.norm_combo.currentIndexChanged.connect(self._show_norms)
-        pick.addWidget(self.norm_combo, 1)
-        heat_box.addLayout(pick)
-        self.heat = pg.PlotWidget(background=theme.SURFACE)
-        self.heat.setMinimumHeight(240)
-        self.heat.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.heat.getPlotItem().setMenuEnabled(False)
-        self.heat.getPlotItem().hideButtons()
+        heat_side, heat_box, self.norm_combo, self.heat = _picker_plot(
+            "‖ΔW‖ of", self._show_norms, 240)
         self.heat.getPlotItem().setLabel("left", "layer")
         self.heat_image = pg.ImageItem()
         self.heat_image.setColorMap(pg.colormap.get("viridis"))
@@ -363,30 +372,14 @@ class ComparePage(Page):
         self.heat_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"),
                                         interactive=False, width=14)
         self.heat_bar.setImageItem(self.heat_image, insert_in=self.heat.getPlotItem())
-        heat_box.addWidget(self.heat)
         sides.add(heat_side)
-        spec_side = QWidget()
-        spec_side.setObjectName("Transparent")
-        spec_side.setMinimumWidth(300)
-        spec_box = QVBoxLayout(spec_side)
-        spec_box.setContentsMargins(0, 0, 0, 0)
-        pick = QHBoxLayout()
-        pick.addWidget(label("Singular values at", "muted"))
-        self.spectrum_combo = compact_combo(QComboBox(), 14)
-        self.spectrum_combo.currentIndexChanged.connect(self._show_spectrum)
-        pick.addWidget(self.spectrum_combo, 1)
-        spec_box.addLayout(pick)
-        self.spectrum_plot = pg.PlotWidget(background=theme.SURFACE)
-        self.spectrum_plot.setMinimumHeight(200)
-        self.spectrum_plot.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        spec_side, spec_box, self.spectrum_combo, self.spectrum_plot = _picker_plot(
+            "Singular values at", self._show_spectrum, 200)
         spec_item = self.spectrum_plot.getPlotItem()
-        spec_item.setMenuEnabled(False)
-        spec_item.hideButtons()
         spec_item.showGrid(x=True, y=True, alpha=0.12)
         spec_item.setLabel("bottom", "index")
         spec_item.setLabel("left", "singular value (log scale)")
         spec_item.setLogMode(y=True)        # a trained update and a random one differ by 100x
-        spec_box.addWidget(self.spectrum_plot)
         self.rank_label = label("", "muted", wrap=True)
         self.rank_label.setTextFormat(Qt.TextFormat.RichText)
         spec_box.addWidget(self.rank_label)
