@@ -96,13 +96,17 @@ def test_build_tiny_library_on_the_real_model(bigbench, tmp_path, model_dir):
 
     train, held = resolve_tasks(bigbench, "sports_understanding,hyperbaton", "fact_checker/politifact")
     lines = []
-    res = build_library(model_dir, train, tmp_path / "lib", held_out_paths=held, steps=2,
-                        batch_size=2, max_length=64, n_eval=2, checkpoint_every=1,
-                        log=lines.append, command="test", precision="bf16")
+    kw = dict(steps=2, batch_size=2, max_length=64, n_eval=2, checkpoint_every=1,
+              log=lines.append, command="test", precision="bf16")
+    # two shards (as two processes would), the second one first: one library, in list order
+    first = build_library(model_dir, train, tmp_path / "lib", held_out_paths=held, shard=(1, 2), **kw)
+    assert list(first["built"]) == ["sports_understanding"] and first["held_out"] == []
+    res = build_library(model_dir, train, tmp_path / "lib", held_out_paths=held, shard=(0, 2), **kw)
+    assert list(res["built"]) == ["fact_checker__politifact", "hyperbaton"]
     assert res["tasks"] == ["sports_understanding", "hyperbaton"]
     assert res["held_out"] == ["fact_checker__politifact"]
-    assert lines[0].startswith("[1/3] fact_checker__politifact (held_out)")   # oracles first
-    assert any("s per task over 3 built now" in line for line in lines)
+    assert [x for x in lines if x.startswith("[1/3]")][0] == "[1/3] fact_checker__politifact (held_out)"
+    assert any("s per task over 2 built now" in line for line in lines)
     lib = load_library(tmp_path / "lib")
     assert lib.held_out == ["fact_checker__politifact"] and lib.shared_init and lib.command == "test"
     e = lib.entries[0]

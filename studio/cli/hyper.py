@@ -82,9 +82,19 @@ def cmd_build_library(args) -> int:
                            checkpoint_every=args.checkpoint_every, seed=args.seed,
                            n_eval=args.eval_examples, command=command_line(),
                            shuffle=not args.no_shuffle, precision=args.precision,
+                           shard=_shard(args.shard),
                            log=lambda line: print(line, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "built"}, indent=1))
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like K/N, not '{text}'.", field="--shard",
+                        fix="e.g. --shard 0/2 in one process and --shard 1/2 in another") from None
+    return k, n
 
 
 def cmd_split(args) -> int:
@@ -189,6 +199,8 @@ def register(subparsers) -> None:
     q.add_argument("--no-shuffle", action="store_true",
                    help="take examples in file order (how the shipped library was built; some "
                         "task files are sorted by label)")
+    q.add_argument("--shard", default="0/1", help="K/N: build every N-th task from the K-th, so N "
+                   "processes (e.g. one per core, pinned with taskset) build one library")
     q.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: train under bf16 autocast (LoRA weights stay fp32); ~1.4x faster "
                         "on CPUs with bf16 instructions and on GPUs")

@@ -319,8 +319,13 @@ def write_split(bigbench_dir: str | Path, out: str | Path, tasks: int, held_out:
 def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir: str | Path,
                   held_out_paths: list[str | Path] = (), steps: int = 24, r: int = 4,
                   alpha: float = 8.0, modules=("q_proj", "v_proj"), overwrite: bool = False,
-                  log=print, command: str = "", **train_kwargs) -> dict:
-    """Train one LoRA per task (resumable: finished tasks are skipped) and index them."""
+                  log=print, command: str = "", shard: tuple[int, int] = (0, 1),
+                  **train_kwargs) -> dict:
+    """Train one LoRA per task (resumable: finished tasks are skipped) and index them.
+
+    `shard=(k, n)`: build only every n-th task from the k-th, so n processes (one per core)
+    build one library together; each adds its tasks to library.json under a file lock, in the
+    order of the whole task list."""
     from studio.core.models import load_model
 
     out_dir = Path(out_dir)
@@ -341,7 +346,14 @@ def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir:
     infos, seconds = {}, []
     # held-out tasks first: their LoRAs are the evaluation's oracles, needed whatever the size
     jobs = [(p, "held_out") for p in held_out_paths] + [(p, "tasks") for p in task_paths]
+    order = {entry_name(_key(p)): i for i, (p, _g) in enumerate(jobs)}
+    k, of = shard
+    if not 0 <= k < of:
+        raise UserError(f"shard {k}/{of} does not exist.", field="shard",
+                        fix="use K/N with 0 <= K < N, e.g. 0/2 and 1/2 for two processes")
     for n, (path, group) in enumerate(jobs, 1):
+        if (n - 1) % of != k:
+            continue
         task = load_task(path)
         key = _key(path)
         name = entry_name(key)
@@ -355,11 +367,28 @@ def build_library(model_path: str | Path, task_paths: list[str | Path], out_dir:
             seconds.append(infos[name]["seconds"])
             log(f"[{n}/{len(jobs)}] {name}: {seconds[-1]:.1f} s (mean {statistics.fmean(seconds):.1f} s "
                 f"per task over {len(seconds)} built now)")
-        if name not in index[group]:
-            index[group].append(name)
-        write_json_atomic(index_path, index, indent=1)
+        index = _add_to_index(index_path, index, name, group, order)
     return {"library": str(out_dir), "built": infos, "tasks": index["tasks"],
             "held_out": index["held_out"]}
+
+
+def _add_to_index(index_path: Path, index: dict, name: str, group: str, order: dict) -> dict:
+    """Add a built task to library.json, merged with what other shards wrote meanwhile (under a
+    file lock), entries kept in the task list's order."""
+    import fcntl
+
+    with open(index_path.with_name(".library.lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if index_path.is_file():
+            current = json.loads(index_path.read_text(encoding="utf-8"))
+            for g in ("tasks", "held_out"):
+                index[g] = list(dict.fromkeys(index[g] + current.get(g, [])))
+        if name not in index[group]:
+            index[group].append(name)
+        for g in ("tasks", "held_out"):
+            index[g].sort(key=lambda entry: order.get(entry, len(order)))
+        write_json_atomic(index_path, index, indent=1)
+    return index
 
 
 def entry_name(key: str) -> str:
