@@ -185,3 +185,22 @@ def make_t2l(model_dir):
         return out
 
     return make
+
+
+# ---- tiny models of other families (tests/tiny_families.py) ---------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_family(model_dir, request, tmp_path_factory):
+    """tiny_family(key) -> the folder of a tiny random-weight model of that family (llama3,
+    qwen2_5, qwen3, mistral, gemma2, gemma3, phi3, qwen3_moe) with the family's chat template,
+    built offline once into pytest's cache (rebuilt when the builder or a template changes)."""
+    import tiny_families
+
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("tiny-families")) if cache is not None else tmp_path_factory.mktemp(
+        "tiny-families")
+
+    def get(key: str) -> Path:
+        return tiny_families.ensure(key, root, model_dir)
+
+    return get

@@ -29,9 +29,10 @@ SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
 
 @dataclass(frozen=True)
 class Family:
-    key: str                      # folder name and test id
+    key: str                      # folder name, test id, row of studio.core.families.SUPPORT
     name: str                     # what people call it
     config_class: str             # transformers config class
+    model_type: str               # its config.json model_type
     template: str                 # tests/fixtures/chat_templates/<template>.jinja
     bos: str | None
     eos: str
@@ -45,35 +46,35 @@ class Family:
 
 
 FAMILIES = {f.key: f for f in [
-    Family("llama3", "Llama 3.x", "LlamaConfig", "llama3", bos="<|begin_of_text|>",
+    Family("llama3", "Llama 3.x", "LlamaConfig", "llama", "llama3", bos="<|begin_of_text|>",
            eos="<|end_of_text|>", end_of_turn="<|eot_id|>",
            specials=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                      "<|end_header_id|>", "<|eot_id|>"),
            tied=False, config=dict(rope_theta=500000.0)),
-    Family("qwen2_5", "Qwen2.5", "Qwen2Config", "qwen2_5", bos=None, eos="<|im_end|>",
+    Family("qwen2_5", "Qwen2.5", "Qwen2Config", "qwen2", "qwen2_5", bos=None, eos="<|im_end|>",
            end_of_turn="<|im_end|>", specials=("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
            pad="<|endoftext|>", tied=True, system="default system prompt when none"),
-    Family("qwen3", "Qwen3", "Qwen3Config", "qwen3", bos=None, eos="<|im_end|>",
+    Family("qwen3", "Qwen3", "Qwen3Config", "qwen3", "qwen3", bos=None, eos="<|im_end|>",
            end_of_turn="<|im_end|>", specials=("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
            plain_added=("<think>", "</think>"), pad="<|endoftext|>", tied=True,
            config=dict(head_dim=16)),
-    Family("mistral", "Mistral (v0.3 template)", "MistralConfig", "mistral", bos="<s>",
+    Family("mistral", "Mistral (v0.3 template)", "MistralConfig", "mistral", "mistral", bos="<s>",
            eos="</s>", end_of_turn="</s>", specials=("<s>", "</s>", "[INST]", "[/INST]"),
            tied=False, system="folded into the last user turn"),
-    Family("gemma2", "Gemma 2", "Gemma2Config", "gemma2", bos="<bos>", eos="<eos>",
+    Family("gemma2", "Gemma 2", "Gemma2Config", "gemma2", "gemma2", bos="<bos>", eos="<eos>",
            end_of_turn="<end_of_turn>",
            specials=("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"),
            pad="<pad>", tied=True, config=dict(head_dim=16), system="rejected by the template"),
-    Family("gemma3", "Gemma 3 (text)", "Gemma3TextConfig", "gemma3", bos="<bos>", eos="<eos>",
+    Family("gemma3", "Gemma 3 (text)", "Gemma3TextConfig", "gemma3_text", "gemma3", bos="<bos>", eos="<eos>",
            end_of_turn="<end_of_turn>",
            specials=("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"),
            pad="<pad>", tied=True, config=dict(head_dim=16, sliding_window=64),
            system="folded into the first user turn"),
-    Family("phi3", "Phi-3 / Phi-3.5", "Phi3Config", "phi3", bos="<s>", eos="<|endoftext|>",
+    Family("phi3", "Phi-3 / Phi-3.5", "Phi3Config", "phi3", "phi3", bos="<s>", eos="<|endoftext|>",
            end_of_turn="<|end|>",
            specials=("<s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
            pad="<|endoftext|>", tied=False),
-    Family("qwen3_moe", "Qwen3-MoE", "Qwen3MoeConfig", "qwen3", bos=None, eos="<|im_end|>",
+    Family("qwen3_moe", "Qwen3-MoE", "Qwen3MoeConfig", "qwen3_moe", "qwen3", bos=None, eos="<|im_end|>",
            end_of_turn="<|im_end|>", specials=("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
            plain_added=("<think>", "</think>"), pad="<|endoftext|>", tied=False,
            config=dict(head_dim=16, moe_intermediate_size=32, num_experts=4,

@@ -95,6 +95,21 @@ def _text_streamer(tokenizer, on_text: Callable[[str], None], counter: dict):
     return _Streamer()
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Where an answer ends: the template's end-of-turn token (Gemma's <end_of_turn>, Phi-3's
+    <|end|>, Llama 3's <|eot_id|>) as well as the eos ids of the model's generation config, which
+    often names only the tokenizer's eos (then the model talks past its turn)."""
+    from studio.core.data import end_of_turn_token_ids
+
+    ids = set(end_of_turn_token_ids(tokenizer))
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(int(i) for i in configured)
+    return sorted(ids)
+
+
 def reply(model, tokenizer, messages_or_prompt, sampling: Sampling | None = None,
           on_text: Callable[[str], None] | None = None) -> dict:
     """Answer a prompt (str) or a whole conversation (list of messages, history included): the
@@ -108,6 +123,7 @@ def reply(model, tokenizer, messages_or_prompt, sampling: Sampling | None = None
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     inputs = {k: v.to(_model_device(model)) for k, v in inputs.items()}
     options = sampling.options(tokenizer)
+    options["eos_token_id"] = stop_token_ids(model, tokenizer)
     counter = {"tokens": 0}
     if on_text is not None:
         options["streamer"] = _text_streamer(tokenizer, on_text, counter)

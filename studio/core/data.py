@@ -235,6 +235,9 @@ def _search_pieces(messages, tokenizer):
         if message["role"] != "assistant" or not content:
             continue
         found = full.find(content, pos)
+        if found < 0 and "</think>" in content:   # Qwen3 writes only the visible part
+            content = content.split("</think>")[-1].strip()
+            found = full.find(content, pos) if content else -1
         if found < 0:
             continue
         header = _assistant_header(messages, i, tokenizer) if i else ""
