@@ -42,8 +42,8 @@ FEATURES = [
     ("gguf", "GGUF export"),
 ]
 
-GGUF_UNTESTED = Claim("untested", "needs the llama.cpp converter (`peft-studio setup --gguf`), "
-                                  "not installed where the matrix ran")
+GGUF_UNTESTED = Claim("untested", "the llama.cpp converter (`setup --gguf`) was not installed "
+                                  "where the matrix ran")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Row:
     key: str
     name: str
     model_types: tuple[str, ...]
+    kind: str                                      # its chat template (a TEMPLATE_KINDS name)
     template: str                                  # the chat template's habits
     layout: str                                    # module names, embeddings
     cells: dict = field(default_factory=dict)      # feature -> Claim (missing: YES)
@@ -70,11 +71,11 @@ class Row:
         out = []
         for feature, title in FEATURES:
             c = self.claim(feature)
-            if c.value != "yes" and feature != "methods":
+            if c.value != "yes" and not (feature == "methods" and "methods" not in self.cells):
                 out.append(f"{title}: {c.text()}")
         for method, c in sorted(self.methods.items()):
             if c.value != "yes":
-                out.append(f"{method}: {c.text()}")
+                out.append(f"method {method}: {c.text()}")
         return out
 
 
@@ -83,34 +84,43 @@ _MOE_EXPERTS = ("the experts are fused 3-D tensors (transformers 5), not Linear 
 
 SUPPORT: dict[str, Row] = {r.key: r for r in [
     Row("llama3", "Llama 3.x (and other Llama-architecture models, e.g. SmolLM2)", ("llama",),
+        "Llama 3 headers",
         "header tokens, <|eot_id|> ends a turn, a system block with dates is always written",
         "q/k/v/o_proj, gate/up/down_proj; untied (8B) or tied (1B/3B) embeddings"),
     Row("qwen2_5", "Qwen2.5", ("qwen2",),
+        "ChatML",
         "ChatML (<|im_end|>); a default system prompt when the data has none",
         "q/k/v/o_proj with biases, gate/up/down_proj; tied embeddings (small sizes)"),
     Row("qwen3", "Qwen3", ("qwen3",),
+        "ChatML with <think> (Qwen3)",
         "ChatML; the answer after the last user turn gets an empty <think></think> block "
         "(trained: it is what the model writes after the assistant header), earlier turns none",
         "q/k/v/o_proj with q/k norms, gate/up/down_proj; tied embeddings (small sizes)"),
     Row("mistral", "Mistral (v0.3 template)", ("mistral",),
+        "Mistral [INST]",
         "[INST] ... [/INST], answers end with </s>; no system role: the studio folds the system "
         "message into the first user turn (the template itself drops it when the conversation "
         "ends with an answer)",
         "q/k/v/o_proj, gate/up/down_proj; untied embeddings"),
     Row("gemma2", "Gemma 2", ("gemma2",),
+        "Gemma turns",
         "<start_of_turn>/<end_of_turn>, the assistant is 'model'; the template rejects a system "
         "role: the studio folds it into the first user turn",
         "q/k/v/o_proj, gate/up/down_proj; tied embeddings, soft-capped logits"),
     Row("gemma3", "Gemma 3 (text-only checkpoints)", ("gemma3_text",),
+        "Gemma turns",
         "<start_of_turn>/<end_of_turn>; the template folds a system message into the first user "
         "turn",
         "q/k/v/o_proj with q/k norms, gate/up/down_proj; tied embeddings"),
     Row("phi3", "Phi-3 / Phi-3.5 mini", ("phi3",),
+        "Phi-3 turns",
         "<|user|>/<|assistant|> turns ending with <|end|>; a rendering without a generation "
         "prompt ends with <|endoftext|>",
         "fused qkv_proj and gate_up_proj (no q_proj/v_proj); untied embeddings"),
     Row("qwen3_moe", "Qwen3-MoE (mixture of experts)", ("qwen3_moe",),
-        "as Qwen3",
+        "ChatML with <think> (Qwen3)",
+        "ChatML; the answer after the last user turn gets an empty <think></think> block "
+        "(trained), earlier turns none",
         "q/k/v/o_proj; a router and fused 3-D expert tensors per layer; untied embeddings",
         cells={"4bit": Claim("partly", "attention is 4-bit, the fused experts stay in full "
                                        "precision (bitsandbytes quantises Linear layers only)"),
@@ -171,23 +181,34 @@ def template_kind(text: str | None) -> str:
     return "its own (not one of the checked templates: check the Data page's preview)"
 
 
+def _template_sentence(kind: str, row: Row | None) -> str:
+    if row is not None and kind == row.kind:
+        return f"Chat template: {kind}, as checked for this family ({row.template})."
+    checked = [r.name for r in SUPPORT.values() if r.kind == kind]
+    if checked:
+        return f"Chat template: {kind}, checked with {checked[0]}."
+    return f"Chat template: {kind}."
+
+
 def describe(model_type: str | None, folder=None) -> dict:
     """What the Model page shows: the row a model falls in, what will not work, its template."""
     row = row_for_model_type(model_type)
-    kind = template_kind(template_text(folder)) if folder is not None else None
+    kind = template_kind(template_text(folder)) if folder is not None else template_kind(None)
     if row is None:
-        return {"row": None, "title": f"{model_type or 'this architecture'}: not in the checked "
-                                      "matrix",
+        return {"row": None,
+                "title": f"{model_type or 'this architecture'}: not in the checked matrix",
                 "problems": ["Not checked by the studio's model matrix: adapters, merging and "
                              "4-bit may work (transformers loads it) but nothing here proves it. "
                              "Check the Data page's preview (only the answers should be "
                              "highlighted) and train a few steps first."],
-                "template": kind}
+                "template": kind, "template_text": _template_sentence(kind, None)}
     problems = row.problems()
-    return {"row": row.key, "title": f"{row.name}: " + (
-        "everything checked works" if not [p for p in problems if not p.startswith("GGUF")]
-        else "checked, with limits"), "problems": problems, "template": kind,
-        "layout": row.layout, "template_habits": row.template}
+    limited = [p for p in problems if not p.startswith("GGUF")]
+    return {"row": row.key,
+            "title": f"{row.name}: " + ("checked, with limits" if limited else
+                                        "everything checked works"),
+            "problems": problems, "template": kind, "template_text": _template_sentence(kind, row),
+            "layout": row.layout}
 
 
 def markdown_table() -> str:
