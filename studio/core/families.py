@@ -79,8 +79,15 @@ class Row:
         return out
 
 
-_MOE_EXPERTS = ("the experts are fused 3-D tensors (transformers 5), not Linear layers: "
-                "adapters reach attention only")
+# Qwen3-MoE (transformers 5): the experts are fused 3-D tensors, not Linear layers. peft reaches
+# them (and the router) through parameter targeting for plain LoRA, which has no dropout; the
+# other methods adapt the Linear layers (attention) only.
+MOE_REACH_EXPERTS = ("lora", "rslora", "loraplus", "lora_fa", "lora_dash", "lisa")
+_ATTENTION_ONLY = Claim("partly", "attention only: the fused expert tensors are not Linear "
+                                  "layers this method can wrap")
+_MOE_METHODS = {m: _ATTENTION_ONLY for m in ("dora", "pissa", "olora", "eva", "loftq", "adalora",
+                                              "vera", "oft", "boft", "loha", "lokr")}
+_MOE_METHODS["ia3"] = Claim("partly", "keys and values only (no down_proj layer to scale)")
 
 SUPPORT: dict[str, Row] = {r.key: r for r in [
     Row("llama3", "Llama 3.x (and other Llama-architecture models, e.g. SmolLM2)", ("llama",),
@@ -124,7 +131,10 @@ SUPPORT: dict[str, Row] = {r.key: r for r in [
         "q/k/v/o_proj; a router and fused 3-D expert tensors per layer; untied embeddings",
         cells={"4bit": Claim("partly", "attention is 4-bit, the fused experts stay in full "
                                        "precision (bitsandbytes quantises Linear layers only)"),
-               "methods": Claim("partly", _MOE_EXPERTS)}),
+               "methods": Claim("partly", "experts adapted by LoRA, rsLoRA, LoRA+, LoRA-FA, "
+                                          "LoRA-Dash (with Dropout 0) and LISA; the other methods "
+                                          "adapt attention only")},
+        methods=_MOE_METHODS),
 ]}
 for _row in SUPPORT.values():
     _row.cells.setdefault("gguf", GGUF_UNTESTED)

@@ -110,10 +110,43 @@ def check_target_names(model, targets) -> None:
                         "this model.", field="target_modules", fix=hint)
 
 
-def apply_peft_config(model, config):
+def fused_experts(model) -> list[str]:
+    """Names of mixture-of-experts blocks that hold their experts as fused 3-D tensors instead of
+    Linear layers (transformers 5's Mixtral, Qwen2/3-MoE, ...). peft reaches them only through
+    parameter targeting (lora.ParamWrapper), which plain LoRA supports and DoRA, PiSSA, OLoRA,
+    EVA, LoftQ and the other methods do not."""
+    return [name for name, module in model.named_modules()
+            if type(module).__name__.endswith("Experts")
+            and any(p.ndim == 3 for p in module.parameters(recurse=False))]
+
+
+def _matrix_only(config) -> bool:
+    """A LoRA config whose set-up needs weight matrices (DoRA's norms, an SVD or data-driven
+    initialisation): it cannot take the fused expert tensors."""
+    init = getattr(config, "init_lora_weights", True)
+    return bool(getattr(config, "use_dora", False)) or init not in (True, False, "gaussian")
+
+
+def linear_targets(model) -> list[str]:
+    """'all-linear' spelt out as the model's Linear layer names, without the output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = [name for name, module in model.named_modules()
+             if "Linear" in type(module).__name__ and not list(module.children())
+             and module is not head]
+    return sorted({name.rsplit(".", 1)[-1] for name in names})
+
+
+def apply_peft_config(model, config, *, linear_only: bool = False):
     """peft.get_peft_model, turning 'target modules not found' into a UserError on target_modules;
-    a listed target that matches nothing is a UserError too (check_target_names)."""
+    a listed target that matches nothing is a UserError too (check_target_names).
+
+    On a model with fused expert tensors, 'all-linear' for a method that needs weight matrices
+    (`linear_only`, or a DoRA / PiSSA / OLoRA / EVA config) means the Linear layers only: the
+    attention; the experts stay as they are (peft would fail on them)."""
     from peft import get_peft_model
+    if (getattr(config, "target_modules", None) == "all-linear"
+            and (linear_only or _matrix_only(config)) and fused_experts(model)):
+        config.target_modules = linear_targets(model)
     check_target_names(model, getattr(config, "target_modules", None))
     try:
         return get_peft_model(model, config)
