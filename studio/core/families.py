@@ -73,9 +73,12 @@ class Row:
             c = self.claim(feature)
             if c.value != "yes" and not (feature == "methods" and "methods" not in self.cells):
                 out.append(f"{title}: {c.text()}")
+        grouped: dict[str, list[str]] = {}          # methods with the same limit, on one line
         for method, c in sorted(self.methods.items()):
             if c.value != "yes":
-                out.append(f"method {method}: {c.text()}")
+                grouped.setdefault(c.text(), []).append(method)
+        for text, methods in grouped.items():
+            out.append(f"{', '.join(methods)}: {text}")
         return out
 
 
