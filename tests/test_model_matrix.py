@@ -177,7 +177,7 @@ def _memorise(model, tokenizer, messages, steps=150):
     return loss.item()
 
 
-@pytest.mark.parametrize("key", [k if k in FAST_EXTRA | {"llama3"} else pytest.param(
+@pytest.mark.parametrize("key", [k if k in FAST_EXTRA else pytest.param(
     k, marks=pytest.mark.slow) for k in FAMILIES])
 def test_generation_stops_at_end_of_turn(key, tiny_family):
     from studio.core.chat import reply
