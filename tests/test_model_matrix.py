@@ -322,10 +322,12 @@ def test_method_on_family(key, method, bases, plugins, tiny_family, tmp_path):
         reloaded = PeftModel.from_pretrained(fresh, str(out))        # plain peft, no plugin code
     diff = (_logits(reloaded, batch) - trained).abs().max().item()
     assert diff < 1e-3, f"reloaded {method} differs by {diff:.2e}"
+    assert support.claim(key, "methods").ok
     if plugin.capabilities["mergeable"]:
         merged = plugin.merge(reloaded)
         merge_diff = (_logits(merged, batch) - trained).abs().max().item()
         assert merge_diff < 1e-3, f"merged {method} differs by {merge_diff:.2e}"
+        assert support.claim(key, "merge").ok
     else:
         with pytest.raises(UserError, match="cannot merge"):
             plugin.merge(reloaded)
@@ -452,10 +454,16 @@ def test_training_run_and_merged_export(key, tiny_family, data_file, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", FAMILIES)
 def test_gguf_export(key, tiny_family, data_file, tmp_path):
+    import conftest
     from studio.export import export, gguf, resolve_source
 
+    real = conftest._REAL_MODELS.parent / "tools"      # tools the user installed (setup --gguf)
+    link = gguf.tools_dir().parent
+    if real.is_dir() and not link.exists():
+        link.symlink_to(real, target_is_directory=True)
     missing = gguf.missing_tools()
     if missing:
+        assert support.claim(key, "gguf").value == "untested"     # the table says so
         pytest.skip("GGUF tools not installed (peft-studio setup --gguf): " + "; ".join(missing))
     run_dir = _run(key, tiny_family, data_file, tmp_path)
     result = export(resolve_source(run_dir), tmp_path / "gguf", "gguf", parity_prompts=2)
