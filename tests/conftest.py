@@ -197,3 +197,42 @@ def make_t2l(model_dir):
         return out
 
     return make
+
+
+def layout_problems(page) -> list[str]:
+    """What does not fit on a page as laid out now: sideways scrolling, a cut button, a label
+    squeezed below its text (tests/test_layout.py and the Model page's support card)."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel, QScrollArea
+
+    found = []
+    for area in page.findChildren(QScrollArea):
+        if area.isVisible() and area.horizontalScrollBar().maximum() > 0:
+            found.append(f"scrolls sideways by {area.horizontalScrollBar().maximum()} px "
+                         f"({area.objectName() or type(area.widget()).__name__})")
+    for b in page.findChildren(QAbstractButton):
+        if b.isVisible() and b.text() and b.width() + 1 < b.sizeHint().width():
+            found.append(f"button '{b.text()}' cut: {b.width()} px for {b.sizeHint().width()}")
+    for lab in page.findChildren(QLabel):
+        if (lab.isVisible() and lab.text() and not lab.wordWrap() and lab.pixmap().isNull()
+                and "<" not in lab.text() and lab.width() + 1 < lab.sizeHint().width()):
+            found.append(f"label '{lab.text()[:40]}' cut: {lab.width()} px for {lab.sizeHint().width()}")
+    return found
+
+
+# ---- tiny models of other families (tests/tiny_families.py) ---------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_family(model_dir, request, tmp_path_factory):
+    """tiny_family(key) -> the folder of a tiny random-weight model of that family (llama3,
+    qwen2_5, qwen3, mistral, gemma2, gemma3, phi3, qwen3_moe) with the family's chat template,
+    built offline once into pytest's cache (rebuilt when the builder or a template changes)."""
+    import tiny_families
+
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("tiny-families")) if cache is not None else tmp_path_factory.mktemp(
+        "tiny-families")
+
+    def get(key: str) -> Path:
+        return tiny_families.ensure(key, root, model_dir)
+
+    return get

@@ -11,25 +11,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QScrollArea  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from conftest import layout_problems as problems  # noqa: E402
 
 SIZES = [(1024, 640), (1440, 900)]
-
-
-def problems(page) -> list[str]:
-    found = []
-    for area in page.findChildren(QScrollArea):
-        if area.isVisible() and area.horizontalScrollBar().maximum() > 0:
-            found.append(f"scrolls sideways by {area.horizontalScrollBar().maximum()} px "
-                         f"({area.objectName() or type(area.widget()).__name__})")
-    for b in page.findChildren(QAbstractButton):
-        if b.isVisible() and b.text() and b.width() + 1 < b.sizeHint().width():
-            found.append(f"button '{b.text()}' cut: {b.width()} px for {b.sizeHint().width()}")
-    for lab in page.findChildren(QLabel):
-        if (lab.isVisible() and lab.text() and not lab.wordWrap() and lab.pixmap().isNull()
-                and "<" not in lab.text() and lab.width() + 1 < lab.sizeHint().width()):
-            found.append(f"label '{lab.text()[:40]}' cut: {lab.width()} px for {lab.sizeHint().width()}")
-    return found
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

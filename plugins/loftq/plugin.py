@@ -64,7 +64,7 @@ def apply(model, params: dict, ctx: dict):
         raise UserError("LoftQ needs the unquantised model: it computes the quantisation error itself.",
                         field="model.quantization",
                         fix="set quantization to none (\"\"); LoftQ simulates the 4-bit base on its own.")
-    model = apply_peft_config(model, lora_config(params))
+    model = apply_peft_config(model, lora_config(params), linear_only=True)
     done = []
     with torch.no_grad():
         for name, module in model.base_model.model.named_modules():

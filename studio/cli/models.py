@@ -1,6 +1,10 @@
-"""`peft-studio models import FILE.gguf` (convert once into the data folder) and `models list`."""
+"""`peft-studio models import FILE.gguf` (convert once into the data folder), `models list`, and
+`models check FOLDER` (which row of the checked-families table, docs/MODELS.md, a folder falls in:
+what works, what will not, its chat template)."""
 
 from __future__ import annotations
+
+import json
 
 
 def cmd_import(args) -> int:
@@ -30,8 +34,33 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_model_check(args) -> int:
+    from studio.core.families import describe
+    from studio.core.models import check_model_folder
+
+    info = check_model_folder(args.folder)          # UserError: printed by main, exit 2
+    support = describe(info.model_type, info.path)
+    if args.json:
+        print(json.dumps({"info": {k: str(v) if k == "path" else v
+                                   for k, v in info.__dict__.items()},
+                          "support": support}, indent=2))
+        return 0
+    params = f"{info.num_parameters:,}" if info.num_parameters else "?"
+    print(f"{info.path}\n  {info.architecture} (model_type {info.model_type}), {info.num_layers} "
+          f"layers, hidden {info.hidden_size}, {params} parameters")
+    print(f"  {support['title']}")
+    print(f"  {support['template_text']}")
+    if support.get("layout"):
+        print(f"  Layout: {support['layout']}")
+    if support["problems"]:
+        print("  What will not work, or only partly:")
+        for problem in support["problems"]:
+            print(f"    - {problem}")
+    return 0
+
+
 def register(sub) -> None:
-    p = sub.add_parser("models", help="import GGUF models, list the models in the data folder")
+    p = sub.add_parser("models", help="import GGUF models, list and check model folders")
     q = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     i = q.add_parser("import", help="convert a .gguf model once into a Hugging Face folder")
     i.add_argument("file", help="the .gguf file (llama, mistral, qwen2/3, gemma2/3, phi3, ...)")
@@ -40,3 +69,8 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_import)
     lst = q.add_parser("list", help="the model folders in the data folder")
     lst.set_defaults(func=cmd_list)
+    check = q.add_parser("check", help="what a model folder is and what works with it "
+                                       "(docs/MODELS.md)")
+    check.add_argument("folder", help="a Hugging Face causal LM folder")
+    check.add_argument("--json", action="store_true", help="print it as JSON")
+    check.set_defaults(func=cmd_model_check)

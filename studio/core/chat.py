@@ -65,15 +65,6 @@ class Sampling:
         return options
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    """The token ids generate() stops a sequence on (the model's generation config, else the
-    tokenizer's end of sequence)."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    return {int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None}
-
-
 def _text_streamer(tokenizer, on_text: Callable[[int, str], None], rows: int, stop: set[int],
                    start: float):
     """A transformers streamer for `rows` sequences generated together: on_text(row, new piece)
@@ -118,10 +109,28 @@ def _text_streamer(tokenizer, on_text: Callable[[int, str], None], rows: int, st
     return _Streamer()
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Where an answer ends: the template's end-of-turn token (Gemma's <end_of_turn>, Phi-3's
+    <|end|>, Llama 3's <|eot_id|>) as well as the eos ids of the model's generation config (else
+    the tokenizer's), which often name only the tokenizer's eos (then the model talks past its
+    turn)."""
+    from studio.core.data import end_of_turn_token_ids
+
+    ids = set(end_of_turn_token_ids(tokenizer))
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(int(i) for i in configured if i is not None)
+    return sorted(ids)
+
+
 def _generate_rows(model, tokenizer, messages_or_prompt, sampling: Sampling | None, rows: int,
                    on_text: Callable[[int, str], None] | None, **extra) -> list[dict]:
     """One prompt, `rows` sequences generated as one batch (extra: more generate() keywords, e.g.
-    peft's adapter_names). Each row's answer ends at its first end-of-sequence token."""
+    peft's adapter_names). Each row's answer ends at its first stop token (stop_token_ids)."""
     import torch
 
     sampling = sampling or Sampling()
@@ -130,7 +139,8 @@ def _generate_rows(model, tokenizer, messages_or_prompt, sampling: Sampling | No
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     inputs = {k: v.to(_model_device(model)).repeat(rows, 1) for k, v in inputs.items()}
     options = sampling.options(tokenizer)
-    stop = _stop_ids(model, tokenizer)
+    stop = set(stop_token_ids(model, tokenizer))
+    options["eos_token_id"] = sorted(stop)
     start = time.perf_counter()
     streamer = None
     if on_text is not None:

@@ -93,14 +93,50 @@ def chat_template_of(tokenizer) -> str:
     return template or FALLBACK_TEMPLATE
 
 
+def _apply_template(messages, tokenizer, add_generation_prompt) -> str:
+    return tokenizer.apply_chat_template(list(messages), chat_template=chat_template_of(tokenizer),
+                                         tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def fold_system(messages) -> list[dict] | None:
+    """The conversation with its system message put in front of the first user message (the way
+    Gemma 3's own template does it), or None when there is nothing to fold."""
+    if (len(messages) < 2 or messages[0].get("role") != "system"
+            or not str(messages[0].get("content") or "").strip()
+            or messages[1].get("role") != "user"):
+        return None
+    first = dict(messages[1])
+    first["content"] = f"{str(messages[0]['content']).strip()}\n\n{first.get('content') or ''}"
+    return [first] + [dict(m) for m in messages[2:]]
+
+
 def render(messages, tokenizer, add_generation_prompt=False) -> str:
-    """The conversation as text, through the chat template (no tokenization)."""
+    """The conversation as text, through the chat template (no tokenization).
+
+    A system message the template cannot take is folded into the first user message instead of
+    being lost: Gemma 2's template raises on a system role, and Mistral v0.3's writes the system
+    prompt only in front of a *final* user message, so every training conversation (which ends
+    with an answer) would silently lose it."""
+    messages = list(messages)
     try:
-        return tokenizer.apply_chat_template(list(messages), chat_template=chat_template_of(tokenizer),
-                                             tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = _apply_template(messages, tokenizer, add_generation_prompt)
     except Exception as err:  # the template rejects this conversation (e.g. roles must alternate)
+        folded = fold_system(messages)
+        if folded is not None:
+            try:
+                return _apply_template(folded, tokenizer, add_generation_prompt)
+            except Exception:  # noqa: BLE001 - report the template's first complaint
+                pass
         raise UserError(f"the model's chat template rejected a conversation: {err}",
-                        fix="reorder the turns (usually system, then user/assistant alternating).") from None
+                        fix="reorder the turns (usually system, then user/assistant alternating)."
+                        ) from None
+    folded = fold_system(messages)
+    if folded is not None and str(messages[0]["content"]).strip() not in text:
+        try:
+            return _apply_template(folded, tokenizer, add_generation_prompt)
+        except Exception:  # noqa: BLE001 - the template's own rendering, as it is
+            return text
+    return text
 
 
 def prompt_text(messages, tokenizer) -> str:
@@ -167,25 +203,56 @@ def _prefix_pieces(messages, tokenizer):
     return pieces
 
 
+def _assistant_header(messages, i, tokenizer) -> str:
+    """What the generation prompt adds before assistant turn i ("<|im_start|>assistant\\n",
+    "<start_of_turn>model\\n", ...; "" for templates without one, such as Mistral's)."""
+    try:
+        with_prompt = render(messages[:i], tokenizer, add_generation_prompt=True)
+        without = render(messages[:i], tokenizer)
+    except UserError:
+        return ""
+    common = 0
+    for a, b in zip(with_prompt, without):
+        if a != b:
+            break
+        common += 1
+    return with_prompt[common:]
+
+
 def _search_pieces(messages, tokenizer):
-    """Fallback for templates that are not prefix-stable: find each assistant content in order."""
+    """Fallback for templates that are not prefix-stable (Qwen3 drops earlier turns' <think>
+    blocks, Phi-3 ends a rendering with eos, Mistral moves the system prompt): find each assistant
+    content in order in the whole rendering. Training starts right after that turn's assistant
+    header, as in the prefix-stable case, so what the template writes between header and content
+    (Qwen3's empty <think></think> on the final answer, Mistral's space) is what the model learns
+    to write after the generation prompt; it ends after the end-of-turn token."""
     full = render(messages, tokenizer)
     specials = sorted({t for t in tokenizer.all_special_tokens if t} |
                       set(getattr(tokenizer, "get_added_vocab", dict)()), key=len, reverse=True)
     pieces, pos = [], 0
-    for message in messages:
+    for i, message in enumerate(messages):
         content = message["content"].strip()
         if message["role"] != "assistant" or not content:
             continue
         found = full.find(content, pos)
+        if found < 0 and "</think>" in content:   # Qwen3 writes only the visible part
+            content = content.split("</think>")[-1].strip()
+            found = full.find(content, pos) if content else -1
         if found < 0:
             continue
+        header = _assistant_header(messages, i, tokenizer) if i else ""
+        at = full.rfind(header, pos, found) if header.strip() else -1
+        if at >= 0 and not any(t in full[at + len(header):found] for t in specials
+                               if t not in ("<think>", "</think>")):
+            start = at + len(header)
+        else:       # no generation prompt: the spaces the template puts before the answer
+            start = found - (len(full[pos:found]) - len(full[pos:found].rstrip(" ")))
         end = found + len(content)
         rest = full[end:]
         marker = next((t for t in specials if rest.lstrip(" ").startswith(t)), None)
         if marker:
             end += rest.index(marker) + len(marker)
-        pieces += [(full[pos:found], False), (full[found:end], True)]
+        pieces += [(full[pos:start], False), (full[start:end], True)]
         pos = end
     pieces.append((full[pos:], False))
     return pieces

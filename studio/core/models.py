@@ -469,9 +469,16 @@ def main(argv=None) -> int:
         if args.prepare_default:
             print(ensure_default_model(log=lambda msg: print(msg, file=sys.stderr)))
         if args.check:
+            from studio.core.families import describe
+
             info = check_model_folder(args.check)
             for key, value in info.__dict__.items():
                 print(f"{key}: {value}")
+            support = describe(info.model_type, info.path)
+            print(f"checked family: {support['title']}")
+            print(support["template_text"])
+            for problem in support["problems"]:
+                print(f"  - {problem}")
     except UserError as err:
         print(err, file=sys.stderr)
         return 2

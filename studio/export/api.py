@@ -165,8 +165,24 @@ def save_merged(model, tokenizer, folder: Path, dtype: str, base_model: Path) ->
     config.dtype = DTYPES[dtype]
     if (base_model / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(base_model))
+    _stop_at_end_of_turn(model.generation_config, tokenizer)
     model.save_pretrained(str(folder), safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
     tokenizer.save_pretrained(str(folder))
+
+
+def _stop_at_end_of_turn(generation_config, tokenizer) -> None:
+    """The merged model stops where the studio's chat stopped: the template's end-of-turn token
+    joins the eos ids (a base folder's generation config often names only the tokenizer's eos,
+    e.g. Gemma's <eos> without <end_of_turn>, and plain transformers would talk past the turn)."""
+    from studio.core.data import end_of_turn_token_ids
+
+    configured = generation_config.eos_token_id
+    ids = [configured] if isinstance(configured, int) else list(configured or [])
+    for token_id in end_of_turn_token_ids(tokenizer):
+        if token_id not in ids:
+            ids.append(token_id)
+    if ids:
+        generation_config.eos_token_id = ids[0] if len(ids) == 1 else ids
 
 
 def _measure_saved_merged(folder: Path, dtype: str, prepared, step):

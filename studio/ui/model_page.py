@@ -20,9 +20,12 @@ QUANT_HINTS = {
 
 
 def _read_info(path: str):
+    """(ModelInfo, its row of the checked-families table) for a folder; off the GUI thread."""
+    from studio.core.families import describe
     from studio.core.models import check_model_folder
 
-    return check_model_folder(path)
+    info = check_model_folder(path)
+    return info, describe(info.model_type, info.path)
 
 
 def _prepare_default():
@@ -77,6 +80,19 @@ class ModelPage(Page):
         ])
         info_card.body.addWidget(self.grid)
         self.content.addWidget(info_card)
+
+        support_card = Card("What works with this model", "From the studio's model matrix: "
+                            "tiny models of each family run through training, merging, 4-bit and "
+                            "export (docs/MODELS.md).")
+        self.support_badge = badge("—")
+        support_card.add_header_widget(self.support_badge)
+        self.support_title = label("", "value", wrap=True)
+        self.support_template = label("", "muted", wrap=True)
+        self.support_problems = label("", wrap=True)
+        for widget in (self.support_title, self.support_template, self.support_problems):
+            support_card.body.addWidget(widget)
+        self.content.addWidget(support_card)
+        self.support = None
 
         quant_card = Card("Quantisation", "How the frozen base weights are held in memory while training.")
         self.quant = Segmented(QUANT_OPTIONS)
@@ -140,14 +156,15 @@ class ModelPage(Page):
             self._show_error("Choose a model folder.")
             return
         tasks.run_async(_read_info, path,
-                        on_done=lambda info: self._on_info(request, info),
+                        on_done=lambda result: self._on_info(request, *result),
                         on_error=lambda exc: self._on_info_error(request, exc, path))
 
     # ---- results --------------------------------------------------------------------------
-    def _on_info(self, request: int, info) -> None:
+    def _on_info(self, request: int, info, support=None) -> None:
         if request != self._request:
             return
         self._request_pending = False
+        self._show_support(support)
         self.info = info
         self.error.clear_message()
         self.grid.set("architecture", info.architecture.replace("ForCausalLM", ""))
@@ -162,6 +179,31 @@ class ModelPage(Page):
         self._update_memory()
         self.model_changed.emit(info)
 
+    def _show_support(self, support: dict | None) -> None:
+        """Which row of the checked-families table this model falls in, and what will not work
+        (before the user trains)."""
+        self.support = support
+        if not support:
+            self.support_badge.setText("—")
+            for widget in (self.support_title, self.support_template, self.support_problems):
+                widget.setText("")
+            return
+        problems = support["problems"]
+        if support["row"] is None:
+            text, role = "not checked", "badge-warn"
+        elif any(not p.startswith("GGUF") for p in problems):
+            text, role = "checked, with limits", "badge-warn"
+        else:
+            text, role = "checked", "badge-ok"
+        self.support_badge.setText(text)
+        self.support_badge.setProperty("role", role)
+        theme.repolish(self.support_badge)
+        self.support_title.setText(support["title"])
+        self.support_template.setText(support["template_text"])
+        self.support_problems.setText(
+            "What will not work, or only partly:\n" + "\n".join(f"• {p}" for p in problems)
+            if problems else "Everything the matrix checks works for this family.")
+
     def _on_info_error(self, request: int, exc: BaseException, path: str) -> None:
         if request != self._request:
             return
@@ -174,6 +216,7 @@ class ModelPage(Page):
     def _show_error(self, text: str) -> None:
         self._request_pending = False
         self.info = None
+        self._show_support(None)
         self.grid.clear()
         self.memory.clear()
         self._set_badge("not usable", "badge-warn")
