@@ -194,3 +194,11 @@ def read_json_object(path, what: str, fix: str) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{what} is not a JSON object.", path=path, fix=fix)
     return data
+
+
+def slug(name: str, default: str = "run") -> str:
+    """A file-name-safe form of `name` (letters, digits, . _ -; at most 60 characters)."""
+    import re
+
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
+    return text[:60] or default

@@ -130,7 +130,8 @@ def test_chunked_loss_equals_the_plain_loss_and_gradient(lora_model):
 
     plain, g_plain = run(chunk=10**9)
     chunked, g_chunked = run(chunk=7)
-    assert abs(plain - chunked) < 1e-5
-    assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_chunked)) < 1e-5
+    assert abs(plain - chunked) < 1e-5 * max(1.0, abs(plain))
+    scale = max(float(g.abs().max()) for g in g_plain)
+    assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_chunked)) < 1e-4 * max(1.0, scale)
     assert model.get_base_model().get_output_embeddings() is _plain_head(model)[0]   # restored
     model.zero_grad()

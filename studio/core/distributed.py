@@ -1,7 +1,7 @@
 """Training on several devices at once: data parallel through accelerate (DDP).
 
 `training.devices` > 1 (or 0 = every visible GPU) makes the process that calls run_training
-rank 0: it starts ranks 1..N-1 as helper processes (`python -m studio.core.distributed RUN_DIR`),
+rank 0: it starts ranks 1..N-1 as helper processes (`python -m studio.core.training RUN_DIR`),
 then every rank initialises the process group through accelerate (NCCL on GPUs, gloo on CPUs) and
 wraps the model in DistributedDataParallel. Each optimizer step takes N x grad_accum consecutive
 micro-batches of the one shuffled stream, rank r the r-th of every N: the same examples, order and
@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -160,7 +159,7 @@ def setup(devices: int, run_dir: str | Path, resume: bool) -> Dist:
         for rank in range(1, world):
             env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank),
                        PEFT_STUDIO_PARENT_PID=str(os.getpid()))
-            cmd = [sys.executable, "-m", "studio.core.distributed", str(run_dir)]
+            cmd = [sys.executable, "-m", "studio.core.training", str(run_dir)]
             if resume:
                 cmd.append("--resume")
             log = open(Path(run_dir) / f"rank{rank}.log", "ab")     # noqa: SIM115 - the child's
@@ -182,7 +181,7 @@ def setup(devices: int, run_dir: str | Path, resume: bool) -> Dist:
                 accelerator=acc, helpers=helpers, saved_env=saved)
 
 
-def _watch_parent(pid: int) -> None:
+def watch_parent(pid: int) -> None:
     """A helper whose rank 0 is gone has nothing to do: exit (collectives would hang)."""
     while True:
         time.sleep(1.0)
@@ -190,26 +189,3 @@ def _watch_parent(pid: int) -> None:
             os.kill(pid, 0)
         except OSError:
             os._exit(3)
-
-
-def main(argv=None) -> int:
-    """A helper rank: train the run's recipe silently (rank 0 reports for all)."""
-    import argparse
-
-    from studio.core.recipe import Recipe
-    from studio.core.training import Control, run_training
-
-    parser = argparse.ArgumentParser(prog="python -m studio.core.distributed")
-    parser.add_argument("run_dir")
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-    parent = int(os.environ.get("PEFT_STUDIO_PARENT_PID", "0"))
-    if parent:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    recipe = Recipe.load(Path(args.run_dir) / "recipe.toml")
-    run_training(recipe, args.run_dir, lambda event: None, Control(), resume=args.resume)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -426,11 +426,11 @@ def import_gguf(source: str | Path, name: str | None = None, log=print) -> Path:
     """`peft-studio models import FILE.gguf` / the Model page's "Import GGUF…": convert once into
     models_dir()/NAME (default: the file's name). An earlier import of the same file is reused;
     a folder of that name holding anything else is refused, never overwritten."""
-    from studio.core.runs import slug
+    from studio.fileio import slug
 
     source = Path(source).expanduser()
     gguf_architecture(source)                       # a clear message before any slow work
-    target = default_model_dir().parent / slug(name or source.stem)
+    target = default_model_dir().parent / slug(name or source.stem, "model")
     if target.exists():
         if _is_ready(target) and _imported_from(target) == str(source.resolve()):
             log(f"already imported: {target}")

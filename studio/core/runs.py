@@ -20,7 +20,7 @@ from pathlib import Path
 
 from studio import paths
 from studio.errors import UserError
-from studio.fileio import check_free_space, disk_full_as_user_error, write_json_atomic
+from studio.fileio import check_free_space, disk_full_as_user_error, slug, write_json_atomic
 
 ACTIVE = ("running", "paused")
 _TAIL_BYTES = 256 * 1024
@@ -50,11 +50,6 @@ class RunInfo:
         out = asdict(self)
         out["path"] = str(self.path)
         return out
-
-
-def slug(name: str) -> str:
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
-    return text[:60] or "run"
 
 
 def new_run_dir(label: str, base: Path | None = None, max_chars: int = 60) -> Path:

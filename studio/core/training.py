@@ -436,3 +436,31 @@ def _collate(items, pad_id):
     from studio.core.data import collate
 
     return collate(items, pad_id)
+
+
+def helper_rank_main(argv=None) -> int:
+    """A helper rank of a data-parallel run (studio/core/distributed.py starts it): train the
+    run's recipe silently, rank 0 reports for all; exit when rank 0's process is gone."""
+    import argparse
+    import os
+    import threading
+
+    from studio.core.distributed import watch_parent
+    from studio.core.recipe import Recipe
+
+    parser = argparse.ArgumentParser(prog="python -m studio.core.training")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    parent = int(os.environ.get("PEFT_STUDIO_PARENT_PID", "0"))
+    if parent:
+        threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
+    recipe = Recipe.load(Path(args.run_dir) / "recipe.toml")
+    run_training(recipe, args.run_dir, _silent, Control(), resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(helper_rank_main())

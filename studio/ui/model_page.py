@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QWidget
 
 from studio import paths
+from studio.errors import UserError
 from studio.ui import tasks, theme
 from studio.ui.widgets import Card, InlineMessage, Page, PathPicker, Segmented, StatGrid, badge, button, human_count, human_mb, label
 
@@ -26,6 +27,12 @@ def _read_info(path: str):
 
     info = check_model_folder(path)
     return info, describe(info.model_type, info.path)
+
+
+def _import_gguf(path: str):
+    from studio.core.models import import_gguf
+
+    return import_gguf(path, log=lambda line: None)
 
 
 def _prepare_default():
@@ -56,6 +63,11 @@ class ModelPage(Page):
         self.prepare_button.clicked.connect(self._prepare)
         self.prepare_button.hide()
         row.addWidget(self.prepare_button)
+        self.import_button = button("Import GGUF…", icon_name="folder",
+                                    tooltip="Convert a .gguf model file (llama, mistral, qwen2/3, "
+                                            "gemma2/3, phi3, ...) once into a model folder here")
+        self.import_button.clicked.connect(self._import_dialog)
+        row.addWidget(self.import_button)
         row.addStretch(1)
         folder_card.body.addLayout(row)
         self.error = InlineMessage()
@@ -243,6 +255,38 @@ class ModelPage(Page):
         self.memory.set("optimizer", human_mb(est["gradients_mb"] + est["optimizer_mb"]))
         self.memory.set("activations", human_mb(est["activations_mb"]))
         self.memory.set("total", human_mb(est["total_mb"]))
+
+    def _import_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", str(Path.home()),
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.import_gguf(path)
+
+    def import_gguf(self, path: str) -> None:
+        """Convert `path` in the background (the window stays usable), then use the new folder."""
+        from studio.core.models import gguf_architecture
+
+        try:
+            architecture = gguf_architecture(path)       # a wrong file is named at once
+        except UserError as err:
+            self.error.show_error(str(err))
+            return
+        self.import_button.setEnabled(False)
+        self.error.show_info(f"Converting {Path(path).name} ({architecture}) into a model folder, "
+                             "once: this reads and writes every weight (a minute or more)…")
+        tasks.run_async(_import_gguf, path, on_done=self._imported, on_error=self._import_failed)
+
+    def _imported(self, folder) -> None:
+        self.import_button.setEnabled(True)
+        self.error.show_info(f"Imported: {folder}")
+        self.refresh_installed()
+        self.set_model_path(str(folder))
+
+    def _import_failed(self, exc: BaseException) -> None:
+        self.import_button.setEnabled(True)
+        self.error.show_error(tasks.error_text(exc))
 
     def _prepare(self) -> None:
         self.prepare_button.setEnabled(False)

