@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import schema
+from studio.core.metric_log import LOGGERS, check_available
 from studio.errors import UserError
 from studio.fileio import disk_full_as_user_error, write_text_atomic
 
@@ -75,6 +76,7 @@ class TrainingSection:
     neftune_alpha: float = 0.0
     early_stopping_patience: int = 0
     keep_best: bool = False
+    log_to: str = "none"
 
 
 _SECTIONS = {
@@ -181,6 +183,10 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                                 "fix": "use 0 (off) or a small count such as 3"},
     "keep_best": {"title": "Keep the best adapter", "advanced": True,
                   "help": "Also save the adapter of the lowest eval loss as best-adapter/."},
+    "log_to": {"enum": list(LOGGERS), "title": "Log to", "advanced": True,
+               "help": "Also write the curves (train/eval loss, lr, tokens/s per step) for an "
+                       "experiment tracker: tensorboard (RUN/tensorboard/), wandb or mlflow "
+                       "(when installed); none = off."},
 })
 
 # Every checked section; validate() runs each value through studio.schema.coerce_value.
@@ -334,6 +340,7 @@ class Recipe:
             raise UserError("training has no length: max_steps and epochs are both 0",
                             path=path, field="training.max_steps",
                             fix="set max_steps (e.g. 60) or epochs (e.g. 1)")
+        check_available(self.training.log_to, path)      # the chosen tracker is installed
         if check_paths:
             self._check_paths()
         if check_method:

@@ -28,8 +28,10 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                  resume: bool = False) -> dict:
     """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
     A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
-    with disk_full_as_user_error(run_dir):
-        return _run_training(recipe, run_dir, emit, control, resume)
+    from studio.core.metric_log import for_run
+
+    with disk_full_as_user_error(run_dir), for_run(recipe, run_dir, emit) as emit:
+        return _run_training(recipe, run_dir, emit, control, resume)   # emit also feeds log_to
 
 
 def _run_training(recipe, run_dir, emit, control, resume) -> dict:
