@@ -54,6 +54,11 @@ def _runs_page(window):
     return RunsPage()
 
 
+def _queue_page(window):
+    from studio.ui.queue_page import QueuePage
+    return QueuePage()
+
+
 def _compare_page(window):
     from studio.ui.compare_page import ComparePage
     return ComparePage()
@@ -74,6 +79,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
     ("data", "Data", "data", _data_page),
     ("train", "Train", "train", _train_page),
     ("runs", "Runs", "runs", _runs_page),
+    ("queue", "Queue", "queue", _queue_page),
     ("compare", "Compare", "compare", _compare_page),
     ("chat", "Chat", "chat", _chat_page),
     ("generate", "Generate", "generate", _generate_page),
@@ -210,12 +216,16 @@ class MainWindow(QMainWindow):
         self.train_page = self.pages["train"]
         self.runs_page = self.pages["runs"]
         self.chat_page = self.pages["chat"]
+        self.queue_page = self.pages["queue"]
         self._build_menus()
 
         self.model_page.model_changed.connect(self.data_page.set_model)
         self.model_page.model_changed.connect(self._update_footer)
         self.train_page.run_ended.connect(lambda _run_dir: self.runs_page.refresh())
         self.train_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
+        self.train_page.queued.connect(lambda _job: self.queue_page.refresh())
+        self.queue_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
+        self.queue_page.run_ended.connect(lambda _run_dir: self.runs_page.refresh())
         self.runs_page.resume_requested.connect(self._resume_run)
         self.runs_page.chat_requested.connect(self._chat_with)
         self.runs_page.clone_requested.connect(self._clone_run)
@@ -367,16 +377,18 @@ class MainWindow(QMainWindow):
         self.chat_page.set_adapter(adapter_dir)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self.train_page.is_running():
+        if self.train_page.is_running() or self.queue_page.is_running():
             from PySide6.QtWidgets import QMessageBox
 
             answer = QMessageBox.question(
                 self, "Training is running",
-                "A training run is still going. Cancel it (a checkpoint is saved) and close?")
+                "A training run is still going. Cancel it (a checkpoint is saved; a queued job "
+                "is kept as interrupted, to resume later) and close?")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
             self.train_page.shutdown()
+        self.queue_page.shutdown()
         event.accept()
 
 
