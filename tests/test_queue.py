@@ -189,10 +189,11 @@ def test_window_queues_runs_and_a_new_window_sees_them(make_window, qtbot):
     assert queue_page.start()
     assert not second.queue_page.start()            # one runner at a time
     assert "already being run" in second.queue_page.message.text()
+    assert not second.queue_page.runner.is_open
     qtbot.waitUntil(lambda: [s for _, s in _statuses()] == ["finished", "finished"],
                     timeout=GUI_LOAD_TIMEOUT)
     jobs = JobQueue().jobs()
-    assert jobs[0]["ended"] <= jobs[1]["started"]
+    assert jobs[0]["ended"] <= jobs[1]["started"], jobs
     qtbot.waitUntil(lambda: not queue_page.is_running(), timeout=30_000)
     queue_page.refresh()
     assert "finished" in queue_page.table.item(0, 3).text()

@@ -46,8 +46,9 @@ class QueueRunner:
     # ---- life --------------------------------------------------------------------------
     def open(self) -> "QueueRunner":
         if self._lock is None:
-            self._lock = self.queue.runner_lock()
-            self._lock.__enter__()
+            lock = self.queue.runner_lock()
+            lock.__enter__()               # UserError when another process runs the queue
+            self._lock = lock
         self.stopping = False
         return self
 
