@@ -186,7 +186,8 @@ class Sidebar(QFrame):
 
     @staticmethod
     def _tint(btn: QPushButton, on: bool) -> None:
-        btn.setIcon(theme.icon(btn.property("icon_name"), theme.ACCENT_HOVER if on else theme.MUTED))
+        btn.setProperty("icon_role", "nav-on" if on else "nav")    # theme.retint_icons keeps it
+        btn.setIcon(theme.icon(btn.property("icon_name"), theme.icon_color(role=btn.property("icon_role"))))
 
 
 class MainWindow(QMainWindow):
@@ -266,7 +267,30 @@ class MainWindow(QMainWindow):
                 tools_menu.addAction(action)
                 self.tool_actions[text] = action
                 self.sidebar.tool_buttons[text].clicked.connect(action.trigger)
+        self._build_view_menu()
         self._build_help_menu()
+
+    def _build_view_menu(self) -> None:
+        """View → Theme: follow the desktop (system), or force light or dark; remembered."""
+        from PySide6.QtGui import QActionGroup
+
+        menu = self.menuBar().addMenu("&View").addMenu("Theme")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        saved = theme.saved_mode()
+        self.theme_actions: dict[str, QAction] = {}
+        for mode, text in (("system", "Follow the desktop"), ("light", "Light"), ("dark", "Dark")):
+            action = QAction(text, self, checkable=True)
+            action.setChecked(mode == saved)
+            action.triggered.connect(lambda _c=False, m=mode: self.set_theme(m))
+            group.addAction(action)
+            menu.addAction(action)
+            self.theme_actions[mode] = action
+
+    def set_theme(self, mode: str) -> str:
+        """Apply and remember a theme choice (system, light, dark); returns the palette used."""
+        self.theme_actions[mode].setChecked(True)
+        return theme.set_mode(QApplication.instance(), mode)
 
     # ---- status bar: the model (and quantisation), the data file, the running job ------------------
     def _build_status_bar(self) -> None:
@@ -396,7 +420,8 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("PEFT Studio")
     app.setOrganizationName("peft-studio")
-    theme.apply(app)
+    theme.apply(app)                    # the saved choice: system (follows the desktop), light, dark
+    theme.follow_system(app)
     widgets.guard_wheel(app)            # spin/combo boxes take the wheel only when focused
     return app
 

@@ -117,6 +117,7 @@ class ComparePage(Page):
         item.setMenuEnabled(False)
         item.setLabel("bottom", "step")
         self.legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED)
+        theme.style_plot(self.plot)
         curves.body.addWidget(self.plot)
         self.content.addWidget(curves)
 
@@ -142,6 +143,7 @@ class ComparePage(Page):
         self.heat_image = pg.ImageItem()
         self.heat_image.setColorMap(pg.colormap.get("viridis"))
         self.heat.addItem(self.heat_image)
+        theme.style_plot(self.heat)
         weights.body.addWidget(self.heat)
         self.weights_note = label("", role="muted", wrap=True)
         weights.body.addWidget(self.weights_note)
@@ -289,7 +291,12 @@ class ComparePage(Page):
                 cell = QTableWidgetItem(f"{value:.3f}")
                 shade = int(40 + 120 * max(0.0, min(1.0, abs(value))))
                 cell.setBackground(QBrush(QColor(shade, 40, 60) if value >= 0 else QColor(40, 60, shade)))
+                cell.setForeground(QColor("#ffffff"))    # readable on these dark cells in both themes
                 table.setItem(i, j + 1, cell)
+
+    def on_theme_changed(self, _palette: str = "") -> None:
+        theme.style_plot(self.plot)
+        theme.style_plot(self.heat)
 
     def _show_norms(self) -> None:
         import numpy as np

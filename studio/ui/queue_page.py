@@ -98,6 +98,9 @@ class QueuePage(Page):
         card.body.addWidget(self.detail)
         self.message = InlineMessage()
         card.body.addWidget(self.message)
+        self.filler = QWidget()              # takes the table's room while the queue is empty
+        self.filler.setObjectName("Transparent")
+        card.body.addWidget(self.filler, 1)
         self.content.addWidget(card, 1)
 
         self.timer = QTimer(self, interval=TICK_MS)
@@ -139,6 +142,7 @@ class QueuePage(Page):
         self.table.blockSignals(False)
         self.table.setVisible(bool(jobs))
         self.empty.setVisible(not jobs)
+        self.filler.setVisible(not jobs)
         self._update_buttons()
 
     def selected_id(self) -> str | None:
