@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import GUI_LOAD_TIMEOUT, small_recipe
-from studio import paths
 from studio.core.job_queue import JobQueue, queue_dir
 from studio.core.recipe import Recipe
 from studio.errors import UserError
