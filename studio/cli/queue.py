@@ -78,6 +78,11 @@ def cmd_run(args) -> int:
 
     runner = QueueRunner(_queue(), on_event=on_event)
     runner.open()
+    if not any(j["status"] == "queued" for j in runner.queue.jobs()):
+        runner.close()
+        print("nothing queued (add runs with `peft-studio queue add RECIPE`; `queue requeue JOB` "
+              "puts an ended one back)")
+        return 0
 
     def on_interrupt(signum, frame):
         if runner.interrupting:

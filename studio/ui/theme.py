@@ -134,7 +134,11 @@ def _icon(name: str, color: str, size: int) -> QIcon:
 
 
 def _theme_file(name: str) -> str:
-    return (paths.resources_dir() / "theme" / name).as_posix()
+    """resources/theme/<name>, or its light-palette variant in resources/theme/light/."""
+    folder = paths.resources_dir() / "theme"
+    if current == "light" and (folder / "light" / name).is_file():
+        return (folder / "light" / name).as_posix()
+    return (folder / name).as_posix()
 
 
 def stylesheet() -> str:
