@@ -196,3 +196,41 @@ def test_window_queues_runs_and_a_new_window_sees_them(make_window, qtbot):
     qtbot.waitUntil(lambda: not queue_page.is_running(), timeout=30_000)
     queue_page.refresh()
     assert "finished" in queue_page.table.item(0, 3).text()
+
+
+def test_closing_the_window_keeps_the_running_job_as_interrupted(make_window, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from studio.core import runs
+
+    window = make_window()
+    form = window.train_page.training_form
+    form.editors["name"].setText("q-long")
+    form.editors["max_steps"].setValue(200)
+    form.editors["eval_every"].setValue(0)
+    form.editors["save_every"].setValue(0)
+    job_id = window.train_page.add_to_queue()
+    assert job_id
+    page = window.queue_page
+    assert page.start()
+    qtbot.waitUntil(lambda: (JobQueue().get(job_id).get("step") or 0) >= 1, timeout=GUI_LOAD_TIMEOUT)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Yes)
+    window.close()                                   # asks, then the job checkpoints
+    assert asked and "interrupted" in asked[0][2]
+    job = JobQueue().get(job_id)
+    assert job["status"] == "interrupted" and "Requeue" in job["message"], job
+    run_dir = job["run_dir"]
+    assert runs.latest_checkpoint(run_dir) is not None
+    assert not page.runner.is_open                   # another window may run the queue now
+
+    second = make_window()                           # the app started again: shown, not restarted
+    second.show_page("queue")
+    qtbot.wait(1500)
+    assert "interrupted" in second.queue_page.table.item(0, 3).text()
+    assert JobQueue().get(job_id)["status"] == "interrupted"
+    second.queue_page.select(job_id)
+    second.queue_page.requeue_button.click()
+    again = JobQueue().get(job_id)
+    assert again["status"] == "queued" and again["resume"] and again["run_dir"] == run_dir
