@@ -66,3 +66,26 @@ def test_a_missing_tracker_is_a_clear_error(model_dir, tmp_path, demo_train_path
     with pytest.raises(UserError) as err:
         recipe.validate()
     assert err.value.field == "training.log_to"
+
+
+def test_a_resumed_run_has_one_point_per_step(model_dir, tmp_path, demo_train_path, demo_eval_path):
+    """A crash after step 3 was logged (checkpoint at step 2), then a resume: TensorBoard drops the
+    crashed session's step 3 and the curve has steps 1..4 once each, step 3 from the resume."""
+    recipe = small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path, n_train=8,
+                          n_eval=4, steps=4, log_to="tensorboard", save_every=2)
+    run_dir = runs.create_run(recipe, base=tmp_path / "runs")
+
+    def crash_at_step_4(event):
+        if event["event"] == "log" and event["step"] == 4:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        run_training(runs.load_recipe(run_dir), run_dir, crash_at_step_4)
+    assert [s for s, _ in _scalars(run_dir / "tensorboard")["train/loss"]] == [1, 2, 3]
+    seen = []
+    run_training(runs.load_recipe(run_dir), run_dir, seen.append, resume=True)
+    assert seen[0]["resumed_from"] == 2
+    got = _scalars(run_dir / "tensorboard")
+    assert [s for s, _ in got["train/loss"]] == [1, 2, 3, 4]
+    resumed = {e["step"]: e["loss"] for e in seen if e["event"] == "log"}
+    assert dict(got["train/loss"])[3] == pytest.approx(resumed[3], rel=1e-6)

@@ -189,6 +189,8 @@ def test_window_queues_runs_and_a_new_window_sees_them(make_window, qtbot):
     assert not second.queue_page.start()            # one runner at a time
     assert "already being run" in second.queue_page.message.text()
     assert not second.queue_page.runner.is_open
+    qtbot.waitUntil(lambda: "Queue: Training q-three" in window.status_job.text(),
+                    timeout=GUI_LOAD_TIMEOUT)          # the status bar names the queued run
     qtbot.waitUntil(lambda: [s for _, s in _statuses()] == ["finished", "finished"],
                     timeout=GUI_LOAD_TIMEOUT)
     jobs = JobQueue().jobs()

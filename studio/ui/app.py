@@ -322,6 +322,8 @@ class MainWindow(QMainWindow):
         if page.is_running() and page.run_dir is not None:
             total = page.total_steps or "?"
             self.status_job.setText(f"   Training {page.run_dir.name}: step {page.step}/{total} ({page.state})")
+        elif self.queue_page.is_running():
+            self.status_job.setText(f"   Queue: {self.queue_page.state_line.text()}")
         else:
             self.status_job.setText("")
 
