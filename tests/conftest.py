@@ -166,6 +166,9 @@ def make_window(qtbot, model_dir, demo_train_path, monkeypatch):
             page.job.wait(30)
             page.poll()
         page.timer.stop()
+        queue_page = getattr(window, "queue_page", None)
+        if queue_page is not None:          # a queued run it started goes too
+            queue_page.shutdown(kill=True, wait_s=30)
     tasks.wait_all(60_000)
 
 

@@ -37,8 +37,8 @@ import sys
 from studio.errors import UserError
 
 # The order of the groups in --help; groups not named here follow in name order.
-GROUP_ORDER = ("app", "models", "train", "runs", "recipe", "methods", "chat", "eval", "hyper",
-               "compare")
+GROUP_ORDER = ("app", "models", "train", "queue", "runs", "recipe", "methods", "chat", "eval",
+               "hyper", "compare")
 NOT_COMMANDS = frozenset({"common"})
 
 

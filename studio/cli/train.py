@@ -70,6 +70,7 @@ def _open_run(args, runs, Recipe) -> Path:
         raise UserError("no recipe given", fix="peft-studio train RECIPE.toml "
                         "(make one with `peft-studio recipe new OUT.toml`)")
     recipe = Recipe.load(args.recipe)
+    apply_overrides(recipe, args)
     recipe.validate()
     run_dir = runs.create_run(recipe, base=Path(args.runs_dir) if args.runs_dir else None)
     runs.lock_run(run_dir)
@@ -115,6 +116,10 @@ def _train_locked(args, run_dir: Path, recipe) -> int:
     from studio.fileio import disk_full_as_user_error
 
     print(f"run: {run_dir}", flush=True)
+    if recipe.training.log_to == "tensorboard":
+        from studio.core.metric_log import TENSORBOARD_DIR
+
+        print(f"tensorboard: tensorboard --logdir {run_dir / TENSORBOARD_DIR}", flush=True)
     with disk_full_as_user_error(run_dir):
         log = runs.RunLog(run_dir, pid=os.getpid())
     control = Control()
@@ -154,9 +159,25 @@ def _train_locked(args, run_dir: Path, recipe) -> int:
     return 0
 
 
+def add_override_options(parser) -> None:
+    """Options that change a recipe's [training] settings for this run (specs from
+    TRAINING_SCHEMA, so choices, default and help stay one copy)."""
+    from studio.core.recipe import TRAINING_SCHEMA
+
+    spec = TRAINING_SCHEMA["log_to"]
+    parser.add_argument("--log-to", choices=spec["enum"], default=None,
+                        help=f"{spec['help']} (default: the recipe's value)".replace("%", "%%"))
+
+
+def apply_overrides(recipe, args) -> None:
+    if getattr(args, "log_to", None):
+        recipe.training.log_to = args.log_to
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train from a recipe in this process")
     p.add_argument("recipe", nargs="?", help="recipe file (.toml or .json)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
     p.add_argument("--runs-dir", help="where to create the run folder (default: the data folder)")
+    add_override_options(p)
     p.set_defaults(func=cmd_train)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import schema
+from studio.core.metric_log import LOGGERS, check_available
 from studio.errors import UserError
 from studio.fileio import disk_full_as_user_error, write_text_atomic
 
@@ -77,6 +78,7 @@ class TrainingSection:
     keep_best: bool = False
     packing: bool = True
     devices: int = 1
+    log_to: str = "none"
 
 
 _SECTIONS = {
@@ -194,6 +196,10 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                         "examples) and compute the output layer only on trained tokens: same "
                         "loss, faster, less memory. Methods that need padded batches (prompt "
                         "learning, AdaLoRA) and NEFTune use padded batches whatever this says."},
+    "log_to": {"enum": list(LOGGERS), "title": "Log to", "advanced": True,
+               "help": "Also write the curves (train/eval loss, lr, tokens/s per step) for an "
+                       "experiment tracker: tensorboard (RUN/tensorboard/), wandb or mlflow "
+                       "(when installed); none = off."},
 })
 
 # Every checked section; validate() runs each value through studio.schema.coerce_value.
@@ -347,6 +353,7 @@ class Recipe:
             raise UserError("training has no length: max_steps and epochs are both 0",
                             path=path, field="training.max_steps",
                             fix="set max_steps (e.g. 60) or epochs (e.g. 1)")
+        check_available(self.training.log_to, path)      # the chosen tracker is installed
         if check_paths:
             self._check_paths()
         if check_method:

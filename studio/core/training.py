@@ -31,13 +31,16 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
     """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
     A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
     from studio.core import distributed
+    from studio.core.metric_log import for_run
 
     recipe.validate()
     dist = distributed.setup(recipe.training.devices, run_dir, resume)
     try:
-        with disk_full_as_user_error(run_dir):
-            return _run_training(recipe, run_dir, emit if dist.main else _silent, control,
-                                 resume, dist)
+        if not dist.main:                  # a helper rank: rank 0 reports (and logs) for all
+            with disk_full_as_user_error(run_dir):
+                return _run_training(recipe, run_dir, _silent, control, resume, dist)
+        with disk_full_as_user_error(run_dir), for_run(recipe, run_dir, emit) as emit:
+            return _run_training(recipe, run_dir, emit, control, resume, dist)  # emit feeds log_to
     finally:
         dist.close()
 

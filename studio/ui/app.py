@@ -54,6 +54,11 @@ def _runs_page(window):
     return RunsPage()
 
 
+def _queue_page(window):
+    from studio.ui.queue_page import QueuePage
+    return QueuePage()
+
+
 def _compare_page(window):
     from studio.ui.compare_page import ComparePage
     return ComparePage()
@@ -74,6 +79,7 @@ PAGES: list[tuple[str, str, str, Callable[["MainWindow"], QWidget]]] = [
     ("data", "Data", "data", _data_page),
     ("train", "Train", "train", _train_page),
     ("runs", "Runs", "runs", _runs_page),
+    ("queue", "Queue", "queue", _queue_page),
     ("compare", "Compare", "compare", _compare_page),
     ("chat", "Chat", "chat", _chat_page),
     ("generate", "Generate", "generate", _generate_page),
@@ -180,7 +186,8 @@ class Sidebar(QFrame):
 
     @staticmethod
     def _tint(btn: QPushButton, on: bool) -> None:
-        btn.setIcon(theme.icon(btn.property("icon_name"), theme.ACCENT_HOVER if on else theme.MUTED))
+        btn.setProperty("icon_role", "nav-on" if on else "nav")    # theme.retint_icons keeps it
+        btn.setIcon(theme.icon(btn.property("icon_name"), theme.icon_color(role=btn.property("icon_role"))))
 
 
 class MainWindow(QMainWindow):
@@ -210,12 +217,16 @@ class MainWindow(QMainWindow):
         self.train_page = self.pages["train"]
         self.runs_page = self.pages["runs"]
         self.chat_page = self.pages["chat"]
+        self.queue_page = self.pages["queue"]
         self._build_menus()
 
         self.model_page.model_changed.connect(self.data_page.set_model)
         self.model_page.model_changed.connect(self._update_footer)
         self.train_page.run_ended.connect(lambda _run_dir: self.runs_page.refresh())
         self.train_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
+        self.train_page.queued.connect(lambda _job: self.queue_page.refresh())
+        self.queue_page.run_started.connect(lambda _run_dir: self.runs_page.refresh())
+        self.queue_page.run_ended.connect(lambda _run_dir: self.runs_page.refresh())
         self.runs_page.resume_requested.connect(self._resume_run)
         self.runs_page.chat_requested.connect(self._chat_with)
         self.runs_page.clone_requested.connect(self._clone_run)
@@ -256,7 +267,30 @@ class MainWindow(QMainWindow):
                 tools_menu.addAction(action)
                 self.tool_actions[text] = action
                 self.sidebar.tool_buttons[text].clicked.connect(action.trigger)
+        self._build_view_menu()
         self._build_help_menu()
+
+    def _build_view_menu(self) -> None:
+        """View → Theme: follow the desktop (system), or force light or dark; remembered."""
+        from PySide6.QtGui import QActionGroup
+
+        menu = self.menuBar().addMenu("&View").addMenu("Theme")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        saved = theme.saved_mode()
+        self.theme_actions: dict[str, QAction] = {}
+        for mode, text in (("system", "Follow the desktop"), ("light", "Light"), ("dark", "Dark")):
+            action = QAction(text, self, checkable=True)
+            action.setChecked(mode == saved)
+            action.triggered.connect(lambda _c=False, m=mode: self.set_theme(m))
+            group.addAction(action)
+            menu.addAction(action)
+            self.theme_actions[mode] = action
+
+    def set_theme(self, mode: str) -> str:
+        """Apply and remember a theme choice (system, light, dark); returns the palette used."""
+        self.theme_actions[mode].setChecked(True)
+        return theme.set_mode(QApplication.instance(), mode)
 
     # ---- status bar: the model (and quantisation), the data file, the running job ------------------
     def _build_status_bar(self) -> None:
@@ -288,6 +322,8 @@ class MainWindow(QMainWindow):
         if page.is_running() and page.run_dir is not None:
             total = page.total_steps or "?"
             self.status_job.setText(f"   Training {page.run_dir.name}: step {page.step}/{total} ({page.state})")
+        elif self.queue_page.is_running():
+            self.status_job.setText(f"   Queue: {self.queue_page.state_line.text()}")
         else:
             self.status_job.setText("")
 
@@ -367,16 +403,18 @@ class MainWindow(QMainWindow):
         self.chat_page.set_adapter(adapter_dir)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self.train_page.is_running():
+        if self.train_page.is_running() or self.queue_page.is_running():
             from PySide6.QtWidgets import QMessageBox
 
             answer = QMessageBox.question(
                 self, "Training is running",
-                "A training run is still going. Cancel it (a checkpoint is saved) and close?")
+                "A training run is still going. Cancel it (a checkpoint is saved; a queued job "
+                "is kept as interrupted, to resume later) and close?")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
             self.train_page.shutdown()
+        self.queue_page.shutdown()
         event.accept()
 
 
@@ -384,7 +422,8 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("PEFT Studio")
     app.setOrganizationName("peft-studio")
-    theme.apply(app)
+    theme.apply(app)                    # the saved choice: system (follows the desktop), light, dark
+    theme.follow_system(app)
     widgets.guard_wheel(app)            # spin/combo boxes take the wheel only when focused
     return app
 

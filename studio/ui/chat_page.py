@@ -118,9 +118,10 @@ class SamplingFields(QWidget):
 class _AnswerPane(Card):
     """One side of the chat: its conversation (user and its own assistant turns) and the view."""
 
-    def __init__(self, title: str, color: str) -> None:
+    def __init__(self, title: str, color) -> None:
         super().__init__(title)
-        self.title_label.setStyleSheet(f"color: {color};")
+        self.color = color                  # () -> the title's colour in the theme in force
+        self.title_label.setStyleSheet(f"color: {color()};")
         self.title_label.setMinimumWidth(40)
         self.full_title = title
         self.view = QTextBrowser()
@@ -128,6 +129,10 @@ class _AnswerPane(Card):
         self.view.setMinimumHeight(200)
         self.body.addWidget(self.view, 1)
         self.turns: list[dict] = []         # {"prompt", "reply" (None while generating), "stats"}
+        self.render()
+
+    def on_theme_changed(self, _palette: str = "") -> None:
+        self.title_label.setStyleSheet(f"color: {self.color()};")
         self.render()
 
     def set_title(self, text: str) -> None:
@@ -242,8 +247,8 @@ class ChatPage(Page):
 
         answers = QHBoxLayout()
         answers.setSpacing(16)
-        self.base_pane = _AnswerPane("Base model", theme.SERIES["loss"])
-        self.adapter_pane = _AnswerPane("With adapter", theme.ACCENT_HOVER)
+        self.base_pane = _AnswerPane("Base model", lambda: theme.SERIES["loss"])
+        self.adapter_pane = _AnswerPane("With adapter", lambda: theme.ACCENT_HOVER)
         answers.addWidget(self.base_pane, 1)
         answers.addWidget(self.adapter_pane, 1)
         self.content.addLayout(answers, 1)

@@ -147,6 +147,7 @@ def _picker_plot(caption: str, on_pick, min_height: int):
     plot.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     plot.getPlotItem().setMenuEnabled(False)
     plot.getPlotItem().hideButtons()
+    theme.style_plot(plot)
     box.addWidget(plot)
     return side, box, combo, plot
 
@@ -315,6 +316,7 @@ class ComparePage(Page):
             item.getAxis(side).setTextPen(pg.mkPen(theme.MUTED))
             item.getAxis(side).enableAutoSIPrefix(False)     # "loss", not "loss (x0.001)"
         item.getAxis("left").setWidth(56)
+        theme.style_plot(self.plot)
         self.curves_card.body.addWidget(self.plot)
         self.curves_note = label("", role="muted", wrap=True)
         self.curves_card.body.addWidget(self.curves_note)
@@ -730,6 +732,7 @@ class ComparePage(Page):
                 cell = QTableWidgetItem(f"{value:.3f}")
                 shade = int(40 + 120 * max(0.0, min(1.0, abs(value))))
                 cell.setBackground(QBrush(QColor(shade, 40, 60) if value >= 0 else QColor(40, 60, shade)))
+                cell.setForeground(QColor("#ffffff"))    # readable on these dark cells in both themes
                 table.setItem(i, j + 1, cell)
         _fit_rows(table)
 
@@ -750,6 +753,10 @@ class ComparePage(Page):
         self.rank_label.setText(" &nbsp; ".join(ranks))
         if entries:
             self.spectrum_plot.autoRange()
+
+    def on_theme_changed(self, _palette: str = "") -> None:
+        for plot in (self.plot, self.heat, self.spectrum_plot):
+            theme.style_plot(plot)
 
     def _show_norms(self) -> None:
         import numpy as np

@@ -45,13 +45,12 @@ class _Chart(QFrame):
         layout.setSpacing(4)
         head = QHBoxLayout()
         title_label = QLabel(title)
-        title_label.setStyleSheet(f"color: {theme.MUTED}; font-weight: 600; font-size: 9pt;")
+        self.title_label = title_label
         head.addWidget(title_label)
         head.addStretch(1)
         self.value_labels: dict[str, QLabel] = {}
         for key, name in series:
             value = QLabel("—")
-            value.setStyleSheet(f"color: {theme.SERIES[key]}; font-weight: 700; font-size: 10.5pt;")
             value.setToolTip(name)
             head.addWidget(value)
             self.value_labels[key] = value
@@ -62,6 +61,25 @@ class _Chart(QFrame):
         self._pending: dict[str, tuple[list, list]] = {}
         self._placeholder_text = "waiting for data…"
         self.setMinimumHeight(140)
+        self._label_styles()
+
+    def _label_styles(self) -> None:
+        self.title_label.setStyleSheet(f"color: {theme.MUTED}; font-weight: 600; font-size: 9pt;")
+        for key, value in self.value_labels.items():
+            value.setStyleSheet(f"color: {theme.SERIES[key]}; font-weight: 700; font-size: 10.5pt;")
+
+    def on_theme_changed(self, _palette: str = "") -> None:
+        """The theme changed: labels, background, axes, legend and curves in the new colours."""
+        self._label_styles()
+        if self._plot is None:
+            return
+        theme.style_plot(self._plot)
+        for key, curve in self._curves.items():
+            color = theme.SERIES[key]
+            curve.setPen(pg.mkPen(color, width=2))
+            curve.setSymbolBrush(color)
+            curve.setSymbolPen(pg.mkPen(theme.SURFACE, width=1.5))
+        self._placeholder.setColor(theme.FAINT)
 
     # The plot is made when the chart is first shown or used: the window appears sooner, and a
     # page that is never opened never pays for its charts.
@@ -98,15 +116,12 @@ class _Chart(QFrame):
         item.setMenuEnabled(False)
         item.hideButtons()
         for side in ("left", "bottom"):
-            axis = item.getAxis(side)
-            axis.setPen(pg.mkPen(theme.BORDER_STRONG))
-            axis.setTextPen(pg.mkPen(theme.FAINT))
-            axis.setStyle(tickLength=-4)
+            item.getAxis(side).setStyle(tickLength=-4)
         item.getAxis("left").setWidth(52)
         item.setClipToView(True)
         self._curves: dict[str, pg.PlotDataItem] = {}
         if len(self.series) > 1:
-            legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED, brush=pg.mkBrush(22, 26, 34, 200))
+            legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED, brush=pg.mkBrush(*theme.LEGEND_BG))
             legend.setParentItem(item.vb)
             legend.anchor((1, 0), (1, 0), offset=(-6, 6))
         for key, name in self.series:
@@ -118,6 +133,7 @@ class _Chart(QFrame):
         self._had_data = True
         self._placeholder = pg.TextItem(self._placeholder_text, color=theme.FAINT, anchor=(0.5, 0.5))
         self._plot.addItem(self._placeholder, ignoreBounds=True)
+        theme.style_plot(self._plot)
         self._placeholder.setPos(0.5, 0.5)
         self.layout_.addWidget(self._plot, 1)
         pending, self._pending = self._pending, {}

@@ -65,7 +65,7 @@ def preview_html(pieces: list[tuple[str, bool]]) -> str:
     for text, trained in pieces:
         escaped = html.escape(text)
         if trained:
-            spans.append(f'<span style="background-color:#173b30; color:#d1fae5;">{escaped}</span>')
+            spans.append(f'<span style="background-color:{theme.TRAINED_BG}; color:{theme.TRAINED_TEXT};">{escaped}</span>')
         else:
             spans.append(f'<span style="color:{theme.FAINT};">{escaped}</span>')
     return (f'<pre style="white-space: pre-wrap; font-family: \'{theme.mono_font_family()}\'; '
@@ -188,10 +188,8 @@ class DataPage(Page):
         item.setMenuEnabled(False)
         item.hideButtons()
         item.showGrid(y=True, alpha=0.12)
-        for side in ("left", "bottom"):
-            item.getAxis(side).setPen(pg.mkPen(theme.BORDER_STRONG))
-            item.getAxis(side).setTextPen(pg.mkPen(theme.FAINT))
         item.setLabel("bottom", "tokens per example", color=theme.FAINT)
+        theme.style_plot(self.histogram)
         self.bars = pg.BarGraphItem(x=[], height=[], width=1, brush=theme.ACCENT, pen=pg.mkPen(None))
         self.histogram.addItem(self.bars)
         self.limit_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(theme.DANGER, width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine),
@@ -361,6 +359,19 @@ class DataPage(Page):
         self.histogram_note.setText(
             "" if show_limit else f"all examples are well under the max length ({limit} tokens)"
             if high <= limit else "")
+
+    def on_theme_changed(self, _palette: str = "") -> None:
+        """The theme changed: the histogram's colours, and the preview drawn again."""
+        import pyqtgraph as pg
+
+        theme.style_plot(self.histogram)
+        self.bars.setOpts(brush=theme.ACCENT)
+        self.limit_line.setPen(pg.mkPen(theme.DANGER, width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.limit_line.label.setColor(theme.DANGER)
+        if self.result is not None and self.result.get("previews"):
+            self.show_example(self._preview_index)
+        if self.result is not None and self.result.get("stats"):
+            self._show_stats(self.result)
 
     # ---- preview navigation -----------------------------------------------------------------
     def show_example(self, index: int) -> None:

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from studio import paths
 from studio.ui import theme
 from studio.ui.cli_process import CliDialog, CliProcess, is_noise, parse_progress
+from studio.ui.settings import ui_settings
 from studio.ui.widgets import InlineMessage, PathPicker, button
 
 SUMMARY_COLUMNS = ["", "Score", "95% CI", "Examples", "Metric"]
@@ -78,11 +79,6 @@ def run_eval_file(adapter_dir: str) -> str | None:
     return eval_path if eval_path and Path(eval_path).is_file() else None
 
 
-def _settings() -> QSettings:
-    """The studio's own settings file (inside PEFT_STUDIO_HOME, so tests never touch the user's)."""
-    return QSettings(str(paths.data_dir() / "settings.ini"), QSettings.Format.IniFormat)
-
-
 def _short(text, limit: int = 160) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -131,7 +127,7 @@ class EvalDialog(CliDialog):
         self.task = PathPicker("file", "Choose a BIG-bench task.json",
                                "BIG-bench task or data file (task.json *.json *.jsonl *.csv);;All files (*)",
                                placeholder="…/bigbench_tasks/<task>/task.json")
-        last = _settings().value("eval/last_task", "")
+        last = ui_settings().value("eval/last_task", "")
         if last and task_file(str(last)):
             self.task.set_path(str(last), emit=False)
         self.task.changed.connect(lambda _p: self._update_buttons())
@@ -256,7 +252,7 @@ class EvalDialog(CliDialog):
     def start(self) -> None:
         if self.is_running() or self.problem():
             return
-        _settings().setValue("eval/last_task", self.task.path())
+        ui_settings().setValue("eval/last_task", self.task.path())
         self.result = None
         self.summary.setRowCount(0)
         self.examples.setRowCount(0)

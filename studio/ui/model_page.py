@@ -121,6 +121,13 @@ class ModelPage(Page):
         self.content.addWidget(quant_card)
         self.content.addStretch(1)
 
+    def on_theme_changed(self, _palette: str = "") -> None:
+        """The theme changed: the list's icons in the new muted colour."""
+        for row in range(self.installed.count()):
+            item = self.installed.item(row)
+            if item.data(Qt.ItemDataRole.UserRole):
+                item.setIcon(theme.icon("model", theme.MUTED))
+
     def refresh_installed(self) -> None:
         self.installed.clear()
         default = paths.default_model_dir()

@@ -241,6 +241,10 @@ class ParamForm(QWidget):
         self.advanced_box.setVisible(on)
         self.advanced_toggle.setIcon(theme.icon("chevron-down" if on else "chevron-right", theme.MUTED))
 
+    def on_theme_changed(self, _palette: str = "") -> None:
+        if self.advanced_toggle is not None:
+            self._toggle_advanced(self.advanced_toggle.isChecked())
+
     def _form(self, items: list[tuple[str, dict]]) -> QWidget:
         box = QWidget()
         box.setObjectName("Transparent")

@@ -57,6 +57,7 @@ def notify(widget, title: str, text: str) -> None:
 class TrainPage(RecipeActions, Page):
     run_started = Signal(str)     # run folder
     run_ended = Signal(str)
+    queued = Signal(str)          # job id: this setup was added to the queue
     next_step = Signal(str, str)  # (action: "chat" | "evaluate" | "runs" | "export", adapter folder)
 
     def __init__(self, model_page, data_page, parent: QWidget | None = None) -> None:
@@ -137,7 +138,12 @@ class TrainPage(RecipeActions, Page):
         self.pause_button.clicked.connect(self.pause)
         self.resume_button.clicked.connect(self.resume)
         self.cancel_button.clicked.connect(self.cancel)
-        for widget in (self.start_button, self.pause_button, self.resume_button, self.cancel_button):
+        self.queue_button = button("Add to queue", icon_name="queue",
+                                   tooltip="Queue this setup as a run that trains after the ones "
+                                           "before it (Queue page)")
+        self.queue_button.clicked.connect(self.add_to_queue)
+        for widget in (self.start_button, self.queue_button, self.pause_button, self.resume_button,
+                       self.cancel_button):
             controls.addWidget(widget)
         run_card.body.addLayout(controls)
         progress_row = QHBoxLayout()
@@ -207,6 +213,24 @@ class TrainPage(RecipeActions, Page):
 
         run_dir = create_run(recipe)
         return self._launch(run_dir, resume=False, total=recipe.training.max_steps or None)
+
+    def add_to_queue(self) -> str | None:
+        """Queue a frozen copy of this setup (Queue page); the job id, or None when invalid."""
+        recipe = self.checked_recipe()
+        if recipe is None:
+            return None
+        from studio.core.job_queue import JobQueue
+
+        try:
+            job = JobQueue().add(recipe)
+        except UserError as err:
+            self.show_user_error(err)
+            return None
+        position = len(JobQueue().jobs())
+        self.message.show_info(f"“{job['name']}” added to the queue (#{position}). The Queue page "
+                               f"trains the queued runs one after another.")
+        self.queued.emit(job["id"])
+        return job["id"]
 
     def resume_run(self, run_dir: str | Path) -> bool:
         """Continue a stopped run from its last checkpoint (Runs page → Resume)."""
@@ -463,6 +487,7 @@ class TrainPage(RecipeActions, Page):
         self.pause_button.setEnabled(state in ("starting", "running"))
         self.resume_button.setEnabled(state == "paused")
         self.cancel_button.setEnabled(running)
+        self.queue_button.setEnabled(not running)
         self.cancel_button.setText("Force stop" if state == "cancelling" else "Cancel")
         self.cancel_button.setToolTip("Kill the training process now (no checkpoint)" if state == "cancelling"
                                       else "Stop after the current step and save a checkpoint")

@@ -32,8 +32,8 @@ def button(text: str, kind: str | None = None, icon_name: str | None = None, too
     if kind:
         widget.setProperty("kind", kind)
     if icon_name:
-        color = "#ffffff" if kind == "primary" else (theme.DANGER if kind == "danger" else theme.TEXT)
-        widget.setIcon(theme.icon(icon_name, color))
+        widget.setProperty("icon_name", icon_name)      # theme.retint_icons draws it again
+        widget.setIcon(theme.icon(icon_name, theme.icon_color(kind)))
     if tooltip:
         widget.setToolTip(tooltip)
     widget.setCursor(Qt.CursorShape.PointingHandCursor)
