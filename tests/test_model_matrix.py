@@ -114,7 +114,6 @@ def test_trained_tokens_are_the_answers(key, case, tokenizers):
         assert all(t == -100 for t in item["labels"][:len(prompt_ids)])
         assert item["labels"][len(prompt_ids)] != -100
     labelled = [t for t in item["labels"] if t != -100]
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     assert labelled.count(eot) == len(trained) and labelled[-1] == eot
     assert tokenizer.decode(labelled).replace(" ", "") == "".join(trained).replace(" ", "")
     assert support.claim(key, "marking").ok
@@ -153,7 +152,6 @@ def test_family_quirks(tokenizers):
 def test_end_of_turn_is_one_token(key, tokenizers):
     family = tiny_families.FAMILIES[key]
     tokenizer = tokenizers(key)
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     assert eot in end_of_turn_token_ids(tokenizer)
 
 
@@ -188,7 +186,6 @@ def test_generation_stops_at_end_of_turn(key, tiny_family):
     torch.manual_seed(0)
     loss = _memorise(model, tokenizer, CASES["single"])
     assert loss < 0.05, f"the tiny model did not learn its one answer (loss {loss:.3f})"
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     # the folder's generation config names only the tokenizer's eos
     configured = model.generation_config.eos_token_id
     assert configured == tokenizer.eos_token_id

@@ -98,6 +98,7 @@ def _statuses():
     return [(j["name"], j["status"]) for j in JobQueue().jobs()]
 
 
+@pytest.mark.slow
 def test_queue_run_trains_jobs_in_order_and_resumes_an_interrupted_one(
         model_dir, tmp_path, demo_train_path, demo_eval_path):
     from studio.core import runs
