@@ -93,12 +93,6 @@ class Dist:
         td.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as td
-
-            td.barrier()
-
     def _comm_device(self) -> str:
         return self.device if self.device.startswith("cuda") else "cpu"
 
