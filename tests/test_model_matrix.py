@@ -114,6 +114,7 @@ def test_trained_tokens_are_the_answers(key, case, tokenizers):
         assert all(t == -100 for t in item["labels"][:len(prompt_ids)])
         assert item["labels"][len(prompt_ids)] != -100
     labelled = [t for t in item["labels"] if t != -100]
+    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     assert labelled.count(eot) == len(trained) and labelled[-1] == eot
     assert tokenizer.decode(labelled).replace(" ", "") == "".join(trained).replace(" ", "")
     assert support.claim(key, "marking").ok
@@ -152,6 +153,7 @@ def test_family_quirks(tokenizers):
 def test_end_of_turn_is_one_token(key, tokenizers):
     family = tiny_families.FAMILIES[key]
     tokenizer = tokenizers(key)
+    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
     assert eot in end_of_turn_token_ids(tokenizer)
 
 
