@@ -161,8 +161,13 @@ def setup(devices: int, run_dir: str | Path, resume: bool) -> Dist:
                                             stderr=subprocess.STDOUT, start_new_session=True))
             log.close()
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import InitProcessGroupKwargs
 
+    if not outside:
+        # accelerate keeps one process-wide state: a single-process one made earlier in this
+        # process (a Trainer, an earlier run) would make this rank believe it is alone
+        AcceleratorState._reset_state(reset_partial_state=True)
     try:
         acc = Accelerator(cpu=not torch.cuda.is_available(),
                           kwargs_handlers=[InitProcessGroupKwargs(timeout=HELPER_TIMEOUT)])
