@@ -318,8 +318,11 @@ class GeneratePage(Page):
         if not nearest:
             self.nearest_label.hide()
             return
+        def short(text: str, limit: int = 110) -> str:
+            return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
         rows = "".join(f"<br>&nbsp;&nbsp;{html.escape(n['task'])} &nbsp;<b>{n['similarity']:.2f}</b>"
-                       f" &nbsp;<i>“{html.escape(n['description'][:90])}”</i>" for n in nearest)
+                       f" &nbsp;<i>“{html.escape(short(n['description']))}”</i>" for n in nearest)
         text = f"Closest tasks this network learned:{rows}"
         far = nearest[0]["similarity"] < FAR
         if far:
