@@ -109,3 +109,19 @@ def test_model_page_imports_and_uses_the_model(qtbot, window, imported, tmp_path
     assert page.model_path() == str(imported) and page.info.architecture == "LlamaForCausalLM"
     names = [page.installed.item(i).text() for i in range(page.installed.count())]
     assert any(imported.name in n for n in names)
+
+
+def test_an_unfinished_default_folder_with_foreign_files_is_kept(tmp_path, monkeypatch):
+    """The default model's folder half-written by a stopped conversion is replaced; one that
+    holds a file the studio never writes is refused and left as it is."""
+    from studio.core import models
+    from studio.errors import UserError
+
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{")               # ours, broken
+    (target / "my-notes.txt").write_text("mine")
+    monkeypatch.setattr(models, "default_model_dir", lambda: target)
+    with pytest.raises(UserError, match="did not write \\(my-notes.txt\\)"):
+        models.ensure_default_model(log=lambda line: None)
+    assert (target / "my-notes.txt").read_text() == "mine"

@@ -375,6 +375,13 @@ def gguf_importable(architecture: str) -> bool:
     return architecture in GGUF_SUPPORTED_ARCHITECTURES and architecture not in ("general", "tokenizer")
 
 
+# what convert_gguf writes into a model folder (anything else there is not ours)
+CONVERSION_FILES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt", "imported_from.json"})
+
+
 def convert_gguf(source: Path, target: Path, log=print) -> Path:
     """Convert a GGUF file into a Hugging Face model folder `target` (float32 safetensors +
     tokenizer), built in a temp folder beside it and renamed in: a stopped conversion leaves
@@ -453,7 +460,14 @@ def ensure_default_model(log=print) -> Path:
     if _is_ready(target):
         return target
     source = _default_gguf_dir() / DEFAULT_GGUF_FILE
-    if target.exists():                    # a broken earlier attempt of ours: out of the way
+    if target.exists():
+        # a broken earlier conversion of ours goes; a folder holding anything a conversion does
+        # not write is someone else's and stays
+        foreign = [p.name for p in target.iterdir() if p.name not in CONVERSION_FILES]
+        if foreign:
+            raise UserError(f"the default model's folder is unfinished and holds files the studio "
+                            f"did not write ({', '.join(sorted(foreign)[:5])}).", path=target,
+                            fix="Move those files elsewhere (or the folder), then start again.")
         shutil.rmtree(target)
     return convert_gguf(source, target, log)
 
