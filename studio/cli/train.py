@@ -27,6 +27,16 @@ def describe_event(event: dict, total: int | None = None) -> str | None:
                 f"ETA {fmt_duration(event.get('eta_s'))}")
     if name == "phase" and event.get("done") == 0:
         return f"{event['phase']} at step {event['step']} ({event.get('total')} batches)…"
+    if name == "stage":
+        title = event.get("title") or event.get("stage")
+        if event.get("state") == "done":
+            return f"{title}: {event.get('message', 'done')}"
+        total, done = event.get("total"), event.get("done")
+        if total is None:
+            return f"{title}…"
+        if done == total or (total >= 8 and done and done % max(1, total // 4) < 8 and done < total):
+            return f"  {title}: {done}/{total}"
+        return None
     if name == "eval":
         return f"eval at step {event['step']}: loss {fmt_float(event['eval_loss'])}"
     if name == "checkpoint":
@@ -51,7 +61,7 @@ def cmd_train(args) -> int:
         return _train_as_launched_rank(args)
     run_dir = _open_run(args, runs, Recipe)
     try:
-        return _train_locked(args, run_dir, runs.load_recipe(run_dir))
+        return train_locked(args, run_dir, runs.load_recipe(run_dir))
     finally:
         runs.unlock_run(run_dir)
 
@@ -100,7 +110,7 @@ def _train_as_launched_rank(args) -> int:
         run_dir = Path(run_dir)
         if dist.main:
             try:
-                return _train_locked(args, run_dir, runs.load_recipe(run_dir))
+                return train_locked(args, run_dir, runs.load_recipe(run_dir))
             finally:
                 runs.unlock_run(run_dir)
         run_training(runs.load_recipe(run_dir), run_dir, lambda event: None, Control(),
@@ -110,7 +120,9 @@ def _train_as_launched_rank(args) -> int:
         dist.close()
 
 
-def _train_locked(args, run_dir: Path, recipe) -> int:
+def train_locked(args, run_dir: Path, recipe, body=None) -> int:
+    """Train `run_dir` in this process, printing a line per event; body(emit, control) replaces
+    the plain training loop (a transfer's stages come first)."""
     from studio.core import events, runs
     from studio.core.training import Control, run_training
     from studio.fileio import disk_full_as_user_error
@@ -142,7 +154,10 @@ def _train_locked(args, run_dir: Path, recipe) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        run_training(recipe, run_dir, emit, control, resume=bool(args.resume))
+        if body is not None:
+            body(emit, control)
+        else:
+            run_training(recipe, run_dir, emit, control, resume=bool(args.resume))
     except runs.RunFinished:
         raise                                   # refused before training: the run stays finished
     except UserError as err:

@@ -285,9 +285,10 @@ def _device(model):
 
 
 def _render_prompt(tokenizer, prompt: str, chat: bool) -> str:
-    if chat:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                             tokenize=False, add_generation_prompt=True)
+    if chat:        # as the studio trains and chats: the template, or its User:/Assistant: fallback
+        from studio.core.data import prompt_text
+
+        return prompt_text([{"role": "user", "content": prompt}], tokenizer)
     return prompt
 
 

@@ -85,12 +85,30 @@ def detect_file_format(path) -> str:
 # Templates and label masks
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its BOS token in front of a text it encodes (an attribute for
+    some tokenizers, only the post-processor for others, e.g. Gemma's from a GGUF)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    if getattr(tokenizer, "add_bos_token", False):
+        return True
+    try:
+        ids = tokenizer("x")["input_ids"]
+    except Exception:   # noqa: BLE001 - a tokenizer that cannot encode "x" adds nothing we know of
+        return False
+    return bool(ids) and ids[0] == bos
+
+
 def chat_template_of(tokenizer) -> str:
-    """The tokenizer's chat template, or the plain User:/Assistant: fallback."""
+    """The tokenizer's chat template, or the plain User:/Assistant: fallback (which starts with
+    the BOS token when the tokenizer would add one: Gemma answers badly without it)."""
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, dict):   # several named templates: take the default one
         template = template.get("default") or next(iter(template.values()), None)
-    return template or FALLBACK_TEMPLATE
+    if template:
+        return template
+    return ("{{ bos_token }}" + FALLBACK_TEMPLATE) if adds_bos(tokenizer) else FALLBACK_TEMPLATE
 
 
 def _apply_template(messages, tokenizer, add_generation_prompt) -> str:
@@ -304,7 +322,7 @@ def tokenize_example(ex: Example, tokenizer, max_length: int) -> dict:
     ex = capped(ex, max_length)
     pieces = text_segments(ex, tokenizer)
     # Templates carry their own BOS in the text; plain text gets the tokenizer's BOS if it uses one.
-    add_bos = not ex.messages and bool(getattr(tokenizer, "add_bos_token", False))
+    add_bos = not ex.messages and adds_bos(tokenizer)
     input_ids, labels = _encode_segments(pieces, tokenizer, add_bos)
     return {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
 

@@ -17,6 +17,8 @@ Events carry "event" and "time" (Unix seconds) plus their fields:
   failed     cause, traceback_tail
   phase      phase ("training" | "evaluating" | "saving"), step  (+ done, total while it lasts):
              what the run is doing between logged steps, so a long evaluation is not silence
+  stage      stage, state ("running" | "done")  (+ done, total, title, summary): a step of work
+             before training starts, e.g. a transfer's seeds / generate / filter / teach
 Commands: {"command": "pause" | "resume" | "cancel"}.
 
 Also the one machine-readable progress line a CLI command prints for the GUI (``--progress-json``):
@@ -42,6 +44,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "finished": ("step", "adapter_path", "metrics"),
     "failed": ("cause", "traceback_tail"),
     "phase": ("phase", "step"),
+    "stage": ("stage", "state"),
 }
 PHASES = ("training", "evaluating", "saving")
 EVENTS = tuple(REQUIRED)
@@ -128,6 +131,18 @@ def phase(name: str, step: int, done: int | None = None, total: int | None = Non
         raise MessageError(f"unknown phase {name!r} (expected one of {', '.join(PHASES)})")
     extra = {} if total is None else {"done": int(done or 0), "total": int(total)}
     return event("phase", phase=name, step=int(step), **extra)
+
+
+STAGE_STATES = ("running", "done")
+
+
+def stage(name: str, state: str, done: int | None = None, total: int | None = None,
+          **extra) -> dict:
+    if state not in STAGE_STATES:
+        raise MessageError(f"unknown stage state {state!r} (expected one of "
+                           f"{', '.join(STAGE_STATES)})")
+    counts = {} if total is None else {"done": int(done or 0), "total": int(total)}
+    return event("stage", stage=str(name), state=state, **counts, **extra)
 
 
 def command(name: str) -> dict:

