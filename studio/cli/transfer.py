@@ -25,8 +25,8 @@ def _print_plan(plan: dict) -> None:
     print(f"seeds:  {len(plan['seeds'])} real prompts ({plan['seeds_from']})"
           + (f"; task: {plan['task']}" if plan.get("task") else ""))
     print(f"plan:   write {s['prompts']} prompts"
-          + (f" (x{s['candidates']} candidates, discriminator filter at P(real) >= "
-             f"{s['threshold']})" if s["filter"] else " (no filter)")
+          + (f" (x{s['candidates']} candidates; the discriminator keeps the most real-looking, "
+             f"none below P(real) {s['threshold']})" if s["filter"] else " (no filter)")
           + f", the source adapter answers, a LoRA learns them on {Path(plan['target']).name}")
     print(f"memory: about {plan['memory']['need_mb']:,} MB needed"
           + (f", {plan['memory']['free_mb']:,} MB free" if plan["memory"].get("free_mb") else ""))
@@ -68,6 +68,8 @@ def cmd_transfer(args) -> int:
             training.update(max_steps=args.steps, epochs=0)
         if args.epochs:
             training.update(epochs=args.epochs, max_steps=0)
+        if args.learning_rate:
+            training.update(learning_rate=args.learning_rate)
         run_dir = plans.create_transfer_run(plan, name=args.name or "", training=training,
                                             runs_base=Path(args.runs_dir) if args.runs_dir else None)
         runs.lock_run(run_dir)
@@ -117,6 +119,8 @@ def register(sub) -> None:
                                                   "generator; enough on its own without seeds)")
     p.add_argument("--steps", type=int, help="training steps on the target (default: 3 epochs)")
     p.add_argument("--epochs", type=int, help="training epochs on the target")
+    p.add_argument("--learning-rate", type=float, help="learning rate on the target (default "
+                                                       "2e-4)")
     p.add_argument("--name", help="the run's name")
     p.add_argument("--runs-dir", help="where to create the run folder (default: the data folder)")
     p.add_argument("--check", action="store_true", help="check and print the plan; train nothing")

@@ -17,7 +17,7 @@ from pathlib import Path
 from studio.core import events
 from studio.errors import UserError
 from studio.fileio import write_json_atomic, write_text_atomic
-from studio.transfer.plan import PLAN_FILE, WORK_DIR
+from studio.transfer.plan import PLAN_FILE, SEEDS_MINIMUM_FOR_FILTER, WORK_DIR
 from studio.transfer import synth
 
 STAGES = {"seeds": "Reading real prompts", "generate": "Writing synthetic prompts",
@@ -112,7 +112,7 @@ class _Stages:
         seeds = self.plan["seeds"]
         _write_jsonl(self.work / "seeds.jsonl", seeds)
         where = self.plan["seeds_from"]
-        message = (f"{len(seeds)} real prompts from {where}" if seeds else
+        message = (f"{len(seeds)} real prompt{'s' if len(seeds) != 1 else ''} from {where}" if seeds else
                    "no real prompts: the generator works from the task description alone")
         self.finish("seeds", {"count": len(seeds), "from": where}, message)
 
@@ -157,7 +157,8 @@ class _Stages:
         rows = _read_jsonl(self.work / "candidates.jsonl")
         reasons = synth.hygiene(rows, seeds)
         scores, probe = None, None
-        use_probe = s["filter"] and len(seeds) >= 4 and any(r is None for r in reasons)
+        use_probe = (s["filter"] and len(seeds) >= SEEDS_MINIMUM_FOR_FILTER
+                     and any(r is None for r in reasons))
         if use_probe:
             model, tokenizer = self._load(s["generator"])
             usable = [i for i, r in enumerate(reasons) if r is None]

@@ -37,10 +37,12 @@ TRANSFER_SCHEMA: dict[str, dict] = {
     "candidates": {"type": "number", "default": 2.0, "minimum": 1.0, "maximum": 10.0,
                    "step": 0.5, "advanced": True, "title": "Candidates per prompt",
                    "help": "Prompts written per prompt kept, so the filter has room to choose."},
-    "threshold": {"type": "number", "default": 0.5, "minimum": 0.0, "maximum": 1.0,
-                  "step": 0.05, "advanced": True, "title": "Keep when P(real) at least",
-                  "help": "The discriminator's probability that a prompt is real, from which on "
-                          "it is kept (the best-scoring first)."},
+    "threshold": {"type": "number", "default": 0.2, "minimum": 0.0, "maximum": 1.0,
+                  "step": 0.05, "advanced": True, "title": "Drop when P(real) below",
+                  "help": "A prompt the discriminator gives a lower probability of being real "
+                          "is dropped; of the rest, the most real-looking are kept first. (0.5 "
+                          "would drop about half even of perfect prompts: the classifier is "
+                          "trained on real vs. written, so a perfect one scores near 0.5.)"},
     "shots": {"type": "integer", "default": 4, "minimum": 1, "maximum": 16, "advanced": True,
               "title": "Examples per request",
               "help": "Real prompts shown to the generator for each new prompt (a different "

@@ -21,7 +21,7 @@ from typing import Callable
 
 SEPARATOR = "### Request"
 PROBE_FOLDS = 5
-PROBE_L2 = 0.1
+PROBE_L2 = 1.0
 
 
 def generator_text(seeds: list[str], task: str, shots: int, rng: random.Random) -> str:

@@ -89,6 +89,8 @@ TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
     ("Evaluate on task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
     ("Export adapter…", "save", lambda w: __import__("studio.ui.export_dialog", fromlist=["_"]).open_dialog(w)),
+    ("Transfer adapter to another base…", "compare",
+     lambda w: __import__("studio.ui.transfer_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
 

@@ -128,6 +128,10 @@ class RunsPage(Page):
         self.export_button = button("Export…", icon_name="save",
                                     tooltip="Export this adapter, merged model, GGUF or Ollama "
                                             "folder, with a parity report")
+        self.transfer_button = button("Transfer to another base…", icon_name="compare",
+                                      tooltip="Move this adapter to another base model: synthetic "
+                                              "prompts, a discriminator filter, the adapter's "
+                                              "answers, a new LoRA on the target (Trans-LoRA)")
         self.delete_button = button("Delete", kind="danger", icon_name="trash")
         self.clone_button = button("Clone settings to Train", icon_name="train",
                                    tooltip="Start a new run from this run's model, data and settings")
@@ -137,6 +141,7 @@ class RunsPage(Page):
         for widget, slot in ((self.resume_button, self._resume), (self.open_button, self._open),
                              (self.chat_button, self._chat), (self.eval_button, self._evaluate),
                              (self.export_button, self._export),
+                             (self.transfer_button, self._transfer),
                              (self.delete_button, self._delete)):
             widget.clicked.connect(slot)
             self.actions.addWidget(widget)
@@ -320,6 +325,7 @@ class RunsPage(Page):
         self.chat_button.setEnabled(has_adapter)
         self.eval_button.setEnabled(has_adapter and not active)
         self.export_button.setEnabled(has_adapter and not active)
+        self.transfer_button.setEnabled(has_adapter and not active)
         self.delete_button.setEnabled(run is not None and not active)
         self.delete_button.setToolTip("Stop the run before deleting it" if active else "")
         self.clone_button.setEnabled(run is not None)
@@ -372,6 +378,16 @@ class RunsPage(Page):
         if self.selected is not None and self.adapter_dir(self.selected):
             self.export_dialog = ExportDialog(self.window(), source=str(self.selected.path))
             self.export_dialog.show()
+
+    def _transfer(self) -> None:
+        from studio.ui.transfer_dialog import TransferDialog
+
+        if self.selected is not None and self.adapter_dir(self.selected):
+            self.transfer_dialog = TransferDialog(self.window(), source=str(self.selected.path))
+            self.transfer_dialog.run_created.connect(lambda _run: self.refresh())
+            self.transfer_dialog.transferred.connect(lambda _adapter: self.refresh())
+            self.transfer_dialog.chat_requested.connect(self.chat_requested.emit)
+            self.transfer_dialog.show()
 
     def _delete(self) -> None:
         run = self.selected
