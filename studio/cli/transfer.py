@@ -26,7 +26,8 @@ def _print_plan(plan: dict) -> None:
           + (f"; task: {plan['task']}" if plan.get("task") else ""))
     print(f"plan:   write {s['prompts']} prompts"
           + (f" (x{s['candidates']} candidates; the discriminator keeps the most real-looking, "
-             f"none below P(real) {s['threshold']})" if s["filter"] else " (no filter)")
+             f"none less real than {1 - s['real_quantile']:.0%} of the real prompts)"
+             if s["filter"] else " (no filter)")
           + f", the source adapter answers, a LoRA learns them on {Path(plan['target']).name}")
     print(f"memory: about {plan['memory']['need_mb']:,} MB needed"
           + (f", {plan['memory']['free_mb']:,} MB free" if plan["memory"].get("free_mb") else ""))

@@ -172,7 +172,8 @@ class _Stages:
             scores = [0.0] * len(rows)
             for i, value in zip(usable, probe["fake"]):
                 scores[i] = value
-        kept, final = synth.choose(rows, reasons, scores, s["prompts"], s["threshold"])
+        cut = synth.quantile(probe["real"], s["real_quantile"]) if probe is not None else 0.0
+        kept, final = synth.choose(rows, reasons, scores, s["prompts"], cut)
         table = [{"index": r["index"], "text": r["text"], "kept": final[i] is None,
                   "reason": final[i], "p_real": None if scores is None else round(scores[i], 4)}
                  for i, r in enumerate(rows)]
@@ -187,12 +188,14 @@ class _Stages:
         if probe is not None:
             summary.update(probe_balanced_accuracy=round(probe["balanced_accuracy"], 3),
                            probe_auc=round(probe["auc"], 3),
-                           real_p_real_mean=round(sum(probe["real"]) / len(probe["real"]), 3))
+                           real_p_real_mean=round(sum(probe["real"]) / len(probe["real"]), 3),
+                           cut=round(cut, 4))
         dropped = ", ".join(f"{n} {k}" for k, n in sorted(why.items(), key=lambda kv: -kv[1]))
         message = f"kept {len(kept)} of {len(rows)}" + (f" (dropped: {dropped})" if dropped else "")
         if probe is not None:
             message += (f"; the discriminator told real from written with balanced accuracy "
-                        f"{probe['balanced_accuracy']:.2f} (AUC {probe['auc']:.2f}, held out)")
+                        f"{probe['balanced_accuracy']:.2f} (AUC {probe['auc']:.2f}, held out); "
+                        f"cut at P(real) {cut:.2f}")
         elif s["filter"]:
             message += "; no discriminator: fewer than 4 real prompts"
         if not kept:

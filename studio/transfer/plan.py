@@ -37,12 +37,12 @@ TRANSFER_SCHEMA: dict[str, dict] = {
     "candidates": {"type": "number", "default": 2.0, "minimum": 1.0, "maximum": 10.0,
                    "step": 0.5, "advanced": True, "title": "Candidates per prompt",
                    "help": "Prompts written per prompt kept, so the filter has room to choose."},
-    "threshold": {"type": "number", "default": 0.2, "minimum": 0.0, "maximum": 1.0,
-                  "step": 0.05, "advanced": True, "title": "Drop when P(real) below",
-                  "help": "A prompt the discriminator gives a lower probability of being real "
-                          "is dropped; of the rest, the most real-looking are kept first. (0.5 "
-                          "would drop about half even of perfect prompts: the classifier is "
-                          "trained on real vs. written, so a perfect one scores near 0.5.)"},
+    "real_quantile": {"type": "number", "default": 0.1, "minimum": 0.0, "maximum": 0.9,
+                      "step": 0.05, "advanced": True, "title": "Drop below real prompts' quantile",
+                      "help": "A written prompt is dropped when the discriminator finds it less "
+                              "real than this share of the real prompts (scored held out): 0.1 = "
+                              "less real than 90% of them; 0 = less real than every real one. Of "
+                              "the rest, the most real-looking are kept first."},
     "shots": {"type": "integer", "default": 4, "minimum": 1, "maximum": 16, "advanced": True,
               "title": "Examples per request",
               "help": "Real prompts shown to the generator for each new prompt (a different "

@@ -5,6 +5,10 @@
     hidden_features(model, tokenizer, texts)    mean hidden state (middle + last layer) per text
     probe_scores(real, fake, folds, seed)       cross-fitted P(real) of every row, and how well
                                                 the probe told them apart
+    quantile(real scores, q)                    the cut: a written prompt less real-looking
+                                                than that share of the real ones is dropped
+                                                (relative, so a probe that finds even held-out
+                                                real prompts unlike the rest does not drop all)
     choose(candidates, scores, ...)             which prompts to keep, and why each other went
 
 The generator is asked as a plain language model (no chat template): a list of real requests
@@ -194,6 +198,17 @@ def probe_scores(real, fake, folds: int = PROBE_FOLDS, seed: int = 0) -> dict:
             "balanced_accuracy": float(balanced), "auc": float(greater + 0.5 * ties)}
 
 
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (linear between order statistics)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    at = q * (len(ordered) - 1)
+    low = int(math.floor(at))
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
 def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -237,7 +252,8 @@ def choose(candidates: list[dict], reasons: list[str | None], scores: list[float
             kept = ranked[:min(minimum, len(ranked))]
         for i in ranked:
             if i not in kept and scores[i] < threshold:
-                reasons[i] = f"judged synthetic (P(real) {scores[i]:.2f} < {threshold:.2f})"
+                reasons[i] = (f"judged synthetic (P(real) {scores[i]:.2f}, real prompts' cut "
+                              f"{threshold:.2f})")
     keep_set = set(kept)
     for i in usable:
         if i not in keep_set and reasons[i] is None:
