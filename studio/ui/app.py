@@ -89,7 +89,7 @@ TOOLS: list[tuple[str, str, Callable[["MainWindow"], None]]] = [
     ("Compare methods…", "compare", lambda w: __import__("studio.ui.compare_dialog", fromlist=["_"]).open_dialog(w)),
     ("Evaluate on task…", "evaluate", lambda w: __import__("studio.ui.eval_dialog", fromlist=["_"]).open_dialog(w)),
     ("Export adapter…", "save", lambda w: __import__("studio.ui.export_dialog", fromlist=["_"]).open_dialog(w)),
-    ("Transfer adapter to another base…", "compare",
+    ("Transfer adapter…", "transfer",
      lambda w: __import__("studio.ui.transfer_dialog", fromlist=["_"]).open_dialog(w)),
 ]
 
@@ -131,7 +131,7 @@ class Sidebar(QFrame):
         self.setFixedWidth(212)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 18, 14, 16)
-        layout.setSpacing(4)
+        layout.setSpacing(3)
         brand = QHBoxLayout()
         brand.setSpacing(10)
         logo = QLabel()
@@ -148,7 +148,7 @@ class Sidebar(QFrame):
         brand.addLayout(names)
         brand.addStretch(1)
         layout.addLayout(brand)
-        layout.addSpacing(14)
+        layout.addSpacing(10)
         self.group = QButtonGroup(self)
         self.group.setExclusive(True)
         self.buttons: dict[str, QPushButton] = {}
@@ -166,7 +166,7 @@ class Sidebar(QFrame):
             layout.addWidget(btn)
         self.tool_buttons: dict[str, QPushButton] = {}
         if TOOLS:
-            layout.addSpacing(10)
+            layout.addSpacing(6)
             caption = QLabel("TOOLS")
             caption.setObjectName("SidebarCaption")
             layout.addWidget(caption)

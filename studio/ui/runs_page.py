@@ -128,7 +128,7 @@ class RunsPage(Page):
         self.export_button = button("Export…", icon_name="save",
                                     tooltip="Export this adapter, merged model, GGUF or Ollama "
                                             "folder, with a parity report")
-        self.transfer_button = button("Transfer to another base…", icon_name="compare",
+        self.transfer_button = button("Transfer to another base…", icon_name="transfer",
                                       tooltip="Move this adapter to another base model: synthetic "
                                               "prompts, a discriminator filter, the adapter's "
                                               "answers, a new LoRA on the target (Trans-LoRA)")
@@ -263,6 +263,8 @@ class RunsPage(Page):
             self.title.setText("Select a run")
             self.status_badge.hide()
             self.detail_line.setText("")
+            self.detail_line.hide()           # no empty lines between the buttons and the charts
+            self.settings_line.hide()
             self.evals_line.hide()
             self.curves.clear()
             self.curves.set_placeholder("no run selected")
@@ -277,6 +279,7 @@ class RunsPage(Page):
         parts = [f"{run.method} on {run.model}", f"step {run.step}" + (f" of {run.total_steps}" if run.total_steps else ""),
                  str(run.path)]
         self.detail_line.setText("   ·   ".join(parts))
+        self.detail_line.show()
         if run.cause:
             self.message.show_error(f"Failed: {run.cause}")
         if reload_curves:
@@ -309,6 +312,7 @@ class RunsPage(Page):
     def _on_settings(self, path: str, text: str) -> None:
         if self.selected is not None and str(self.selected.path) == path:
             self.settings_line.setText(text)
+            self.settings_line.setVisible(bool(text))
 
     def _on_events(self, path: str, events: list) -> None:
         if self.selected is not None and str(self.selected.path) == path:

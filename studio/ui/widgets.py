@@ -177,6 +177,7 @@ class FlowRow(QLayout):
     def __init__(self, parent: QWidget | None = None, spacing: int = 8) -> None:
         super().__init__(parent)
         self._items: list = []
+        self._height = 0                     # the wrapped height at the width last laid out
         self.setSpacing(spacing)
         self.setContentsMargins(0, 0, 0, 0)
 
@@ -203,7 +204,10 @@ class FlowRow(QLayout):
 
     def setGeometry(self, rect) -> None:  # noqa: N802
         super().setGeometry(rect)
-        self._arrange(rect, move=True)
+        height = self._arrange(rect, move=True)
+        if height != self._height:          # wrapped onto more (or fewer) lines: the minimum
+            self._height = height           # height changes, so the parents must make room
+            self.invalidate()
 
     def sizeHint(self):  # noqa: N802
         width = sum(i.sizeHint().width() for i in self._shown()) + self.spacing() * max(len(self._shown()) - 1, 0)
@@ -213,7 +217,7 @@ class FlowRow(QLayout):
     def minimumSize(self):  # noqa: N802
         widest = max((i.minimumSize().width() for i in self._shown()), default=0)
         tallest = max((i.minimumSize().height() for i in self._shown()), default=0)
-        return QSize(widest, tallest)
+        return QSize(widest, max(tallest, self._height))
 
     def _shown(self) -> list:
         return [i for i in self._items if not (i.widget() and i.widget().isHidden())]
