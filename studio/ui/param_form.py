@@ -226,11 +226,18 @@ class ParamForm(QWidget):
         layout.addWidget(self.message)
         self._align_captions()
 
-    def _align_captions(self) -> None:
+    def _captions(self) -> list[QLabel]:
+        return [label for label in self.findChildren(QLabel) if label.property("role") == "muted"
+                and label.parent() is not None and label.parent().objectName() == "Transparent"]
+
+    def align_with(self, others: list[QLabel]) -> None:
+        """Captions of a form above this one (made with widgets.add_row): one width for all."""
+        self._align_captions(list(others))
+
+    def _align_captions(self, others: list[QLabel] = ()) -> None:
         """The basic and the Advanced rows are two forms: give their captions one width so the
         fields line up."""
-        captions = [label for label in self.findChildren(QLabel) if label.property("role") == "muted"
-                    and label.parent() is not None and label.parent().objectName() == "Transparent"]
+        captions = self._captions() + list(others)
         if captions:
             width = max(label.sizeHint().width() for label in captions)
             for label in captions:

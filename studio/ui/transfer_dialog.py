@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QScrollArea, QSpinBox, QVBoxLayout, QWidget,
 )
 
@@ -23,9 +23,9 @@ from studio.transfer.plan import SEEDS_MINIMUM_FOR_FILTER, TRANSFER_SCHEMA
 from studio.ui import tasks
 from studio.ui.curves import CurvesPanel
 from studio.ui.param_form import ParamForm
-from studio.ui.widgets import InlineMessage, PathPicker, button
+from studio.ui.widgets import InlineMessage, PathPicker, add_row, button, form_layout
 
-STAGE_ROWS = [("seeds", "Real prompts"), ("generate", "Synthetic prompts (target writes)"),
+STAGE_ROWS = [("seeds", "Real prompts"), ("generate", "Synthetic prompts"),
               ("filter", "Discriminator filter"), ("teach", "Teacher answers (source + adapter)"),
               ("train", "Training the new adapter on the target")]
 POLL_MS = 300
@@ -110,12 +110,13 @@ class TransferDialog(QDialog):
                        "target: curves, chat, export and compare work on it.")
         intro.setWordWrap(True)
         layout.addWidget(intro)
-        form = QFormLayout()
+        form = form_layout()
+        captions = []
         self.source = PathPicker("folder", "Choose a run or an adapter folder",
                                  placeholder="a run folder or an adapter folder")
         self.source.set_path(source, emit=False)
         self.source.changed.connect(lambda _p: self._source_changed())
-        form.addRow("Adapter", self.source)
+        captions.append(add_row(form, "Adapter", self.source))
         target_row = QHBoxLayout()
         self.target = QComboBox()
         self.target.setEditable(True)
@@ -127,24 +128,28 @@ class TransferDialog(QDialog):
         self.target_browse.changed.connect(self._target_chosen)
         target_row.addWidget(self.target, 1)
         target_row.addWidget(self.target_browse)
-        form.addRow("Target model", target_row)
+        target_box = QWidget()
+        target_box.setLayout(target_row)
+        target_row.setContentsMargins(0, 0, 0, 0)
+        captions.append(add_row(form, "Target model", target_box))
         self.seeds = PathPicker("file", "Real task examples", "Data (*.jsonl *.json *.csv)",
                                 placeholder="empty: the run's evaluation examples")
         self.seeds.changed.connect(lambda _p: self.schedule_check())
-        form.addRow("Real examples", self.seeds)
+        captions.append(add_row(form, "Real examples", self.seeds))
         self.task = QLineEdit()
         self.task.setPlaceholderText("the task in a sentence (needed when there are no real "
                                      "examples)")
         self.task.textChanged.connect(lambda _t: self.schedule_check())
-        form.addRow("Task description", self.task)
+        captions.append(add_row(form, "Task description", self.task))
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100)
         self.epochs.setValue(3)
-        self.epochs.setSuffix(" epochs")
-        form.addRow("Training on the target", self.epochs)
+        self.epochs.setSuffix(" epoch(s)")
+        captions.append(add_row(form, "Training on the target", self.epochs))
         layout.addLayout(form)
         self.settings = ParamForm(TRANSFER_SCHEMA)
         self.settings.changed.connect(self.schedule_check)
+        self.settings.align_with(captions)        # one caption column for both forms
         layout.addWidget(self.settings)
         self.plan_label = QLabel("")
         self.plan_label.setWordWrap(True)
@@ -171,7 +176,7 @@ class TransferDialog(QDialog):
             grid.addWidget(name, r, 1)
             grid.addWidget(bar, r, 2)
             grid.addWidget(text, r, 3)
-            self.rows[key] = {"mark": mark, "bar": bar, "text": text}
+            self.rows[key] = {"mark": mark, "name": name, "bar": bar, "text": text}
         grid.setColumnStretch(3, 1)
         self.stages.hide()
         layout.addWidget(self.stages)
@@ -277,6 +282,8 @@ class TransferDialog(QDialog):
 
         if self.plan is None:
             return
+        writer = "source" if self.plan["settings"].get("generator") == "source" else "target"
+        self.rows["generate"]["name"].setText(f"Synthetic prompts ({writer} writes)")
         try:
             self.run_dir = create_transfer_run(self.plan, training={"epochs": self.epochs.value(),
                                                                     "max_steps": 0})
