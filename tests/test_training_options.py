@@ -95,3 +95,35 @@ def test_fp16_trains_with_a_loss_scale_that_resumes(model_dir, tmp_path, demo_tr
     assert next(e for e in seen if e["event"] == "started")["precision"] == "fp16"
     state = read_state(latest_checkpoint(run_dir), "cpu")["state"]
     assert state["grad_scaler"]["scale"] > 0 and state["early_stopping"]["best_step"] == 2
+
+
+def test_checkpointing_turns_itself_on_when_memory_is_short(model_dir, tmp_path, demo_train_path,
+                                                           demo_eval_path, monkeypatch):
+    """With less free memory than the estimate for the largest batch, the run turns gradient
+    checkpointing on by itself and says why in its start notes; with plenty, it stays off; with
+    auto_checkpointing off, the user's choice stands. The losses are the same either way
+    (checkpointing recomputes, it does not change the maths)."""
+    from studio.core import estimate
+    from studio.core.models import check_model_folder
+
+    info = check_model_folder(model_dir)
+    assert estimate.checkpointing_choice(info, None, "float32", 256, "cpu", free_mb=1e6) == (False, "")
+    need = 0
+    for free in (900.0, 100.0):
+        on, note = estimate.checkpointing_choice(info, None, "float32", 4 * 2048, "cpu", free_mb=free)
+        assert on and "gradient checkpointing turned on" in note and f"{free:,.0f} MB is free" in note
+        need = need or float(note.split("about ")[1].split(" MB")[0].replace(",", ""))
+    assert "may still not fit" in note and need > 900 * estimate.MEMORY_HEADROOM
+
+    monkeypatch.setattr(estimate, "available_memory_mb", lambda device: 100.0)
+    losses = {}
+    for name, auto in (("auto", True), ("off", False)):
+        (tmp_path / name).mkdir()
+        recipe = small_recipe(model_dir, tmp_path / name, demo_train_path, demo_eval_path,
+                              n_train=8, n_eval=4, steps=2, auto_checkpointing=auto)
+        _run_dir, seen, _metrics = _run(recipe, tmp_path / name)
+        started = seen[0]
+        assert started["gradient_checkpointing"] is auto
+        assert any("gradient checkpointing turned on" in w for w in started["warnings"]) is auto
+        losses[name] = [e["loss"] for e in seen if e["event"] == "log"]
+    assert losses["auto"] == pytest.approx(losses["off"], abs=1e-5)

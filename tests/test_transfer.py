@@ -86,6 +86,7 @@ def test_discriminator_keeps_real_prompts_over_junk(model_dir, demo_train_path):
 
 def test_refusals_before_any_work(model_dir, random_adapter, tmp_path, monkeypatch, source_run,
                                   tiny_family):
+    from studio.core import estimate
     from studio.transfer import plan as plans
 
     with pytest.raises(UserError) as info:                  # the model it was trained on
@@ -111,7 +112,7 @@ def test_refusals_before_any_work(model_dir, random_adapter, tmp_path, monkeypat
         (bare / "adapter_config.json").write_text(json.dumps(cfg))
         plans.check_transfer(bare, target, task="x")
     assert "--from" in str(info.value)
-    monkeypatch.setattr(plans, "_available_memory_mb", lambda device: 50.0)
+    monkeypatch.setattr(estimate, "available_memory_mb", lambda device: 50.0)
     with pytest.raises(UserError) as info:
         plans.check_transfer(source_run, target)
     assert "MB" in str(info.value) and "free" in str(info.value)

@@ -70,6 +70,7 @@ class TrainingSection:
     log_every: int = 1
     seed: int = 0
     gradient_checkpointing: bool = False
+    auto_checkpointing: bool = True
     optimizer: str = "adamw"
     precision: str = "auto"
     train_on: str = "answers"
@@ -166,6 +167,10 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
              "help": "Seeds the data order, the split and the adapter initialisation."},
     "gradient_checkpointing": {"title": "Gradient checkpointing", "advanced": True,
                                "help": "Recompute activations in the backward pass: less memory, slower."},
+    "auto_checkpointing": {"title": "Checkpointing when memory is short", "advanced": True,
+                           "help": "Turn gradient checkpointing on by itself when the estimated "
+                                   "memory for the largest batch does not fit what is free on the "
+                                   "device (the run's start notes say so, with the numbers)."},
     "optimizer": {"enum": list(OPTIMIZERS), "title": "Optimizer", "advanced": True,
                   "help": "adamw (PyTorch); adamw_8bit / paged_adamw_8bit (bitsandbytes: 4x smaller "
                           "optimizer state); adafactor (factored second moments, least memory)."},

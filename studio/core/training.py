@@ -85,14 +85,17 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
         check_resumable(run_dir, total_steps)     # RunFinished: nothing left to train
     pad_id = tokenizer.pad_token_id
 
-    if t.gradient_checkpointing:
+    checkpointing, memory_note = t.gradient_checkpointing, ""
+    if not checkpointing and t.auto_checkpointing:
+        checkpointing, memory_note = auto_checkpointing(recipe, model, data, quant, device)
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     from studio.core.data import iter_batches
     train_batches = Batches(list(iter_batches(data.train, t.batch_size, t.seed, 0)), pad_id)
     ctx = {"total_steps": total_steps, "train_batches": train_batches, "tokenizer": tokenizer,
            "device": device, "run_dir": str(run_dir), "seed": t.seed,
-           "gradient_checkpointing": t.gradient_checkpointing, "quantization": quant or "",
+           "gradient_checkpointing": checkpointing, "quantization": quant or "",
            "learning_rate": t.learning_rate}
     model = plugin.apply(model, params, ctx)
     add_neftune(model, t.neftune_alpha)
@@ -150,8 +153,9 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                           dropped_examples=data.dropped, optimizer=t.optimizer,
                           precision=t.precision, train_on=t.train_on,
                           packing=uses_packing(t, model, plugin), devices=dist.world,
-                          warnings=data.warnings + interval_warnings(recipe.training,
-                                                                     total_steps, bool(data.eval))))
+                          gradient_checkpointing=checkpointing,
+                          warnings=data.warnings + ([memory_note] if memory_note else [])
+                          + interval_warnings(recipe.training, total_steps, bool(data.eval))))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                     data, pad_id, device, total_steps, dist)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
@@ -168,6 +172,25 @@ def uses_packing(training, model, plugin) -> bool:
     "packing": false) or NEFTune is on (its noise scale depends on each example's length)."""
     return bool(training.packing and can_pack(model) and not training.neftune_alpha
                 and plugin.capabilities.get("packing", True))
+
+
+def auto_checkpointing(recipe, model, data, quant, device) -> tuple[bool, str]:
+    """Gradient checkpointing on when the largest batch's estimated memory does not fit what is
+    free on the device (estimate.checkpointing_choice); the note says so with the numbers."""
+    from studio.core.estimate import checkpointing_choice
+    from studio.core.models import check_model_folder
+
+    t = recipe.training
+    longest = max((len(f["input_ids"]) for f in data.train), default=0)
+    batch_tokens = t.batch_size * min(longest, recipe.data.max_length)
+    try:
+        info = check_model_folder(recipe.resolve_path(recipe.model.path))
+    except UserError:
+        return False, ""
+    on, note = checkpointing_choice(info, quant, recipe.model.dtype, batch_tokens, device)
+    if on and not getattr(model, "supports_gradient_checkpointing", False):
+        return False, ""
+    return on, note
 
 
 def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio import schema
+from studio.core import estimate
 from studio.errors import UserError
 
 PLAN_FILE = "transfer.json"
@@ -68,7 +69,6 @@ TRANSFER_SCHEMA: dict[str, dict] = {
 }
 
 SEEDS_MINIMUM_FOR_FILTER = 4
-MEMORY_HEADROOM = 0.85          # of what is free: the rest is the OS's and the GUI's
 
 
 @dataclass
@@ -254,20 +254,6 @@ def _same_model(a: Path, b: Path) -> bool:
     return ca == cb and sizes(a) == sizes(b) and bool(sizes(a))
 
 
-def _available_memory_mb(device: str) -> float | None:
-    try:
-        if device.startswith("cuda"):
-            import torch
-
-            free, _total = torch.cuda.mem_get_info()
-            return free / 2**20
-        import psutil
-
-        return psutil.virtual_memory().available / 2**20
-    except Exception:   # noqa: BLE001 - unknown: the check is skipped, not guessed
-        return None
-
-
 def check_memory(target_info, source_info, device: str, batch_tokens: int = 2048) -> dict:
     """Will the largest stage fit? Stages load one model at a time: training the target, or the
     source answering. UserError before any work when the estimate exceeds what is free."""
@@ -276,8 +262,8 @@ def check_memory(target_info, source_info, device: str, batch_tokens: int = 2048
     train = estimate_memory(target_info, tokens_per_step=batch_tokens)["total_mb"]
     teach = estimate_memory(source_info, trainable_fraction=0.0, tokens_per_step=64)["weights_mb"]
     need = max(train, teach * 1.3)
-    free = _available_memory_mb(device)
-    if free is not None and need > free * MEMORY_HEADROOM:
+    free = estimate.available_memory_mb(device)
+    if free is not None and need > free * estimate.MEMORY_HEADROOM:
         raise UserError(f"the transfer needs about {need:,.0f} MB ({target_info.path.name} "
                         f"training) but {free:,.0f} MB is free on {device}.",
                         path=target_info.path,
