@@ -213,3 +213,237 @@ def test_library_index_with_a_bad_name(tmp_path):
 
     with pytest.raises(UserError):
         _built_entry(tmp_path, "../outside")
+
+
+# =================================================================================================
+# The bad-input corpus (issue 11, "make it a suite"): tables of (what is wrong, input, words the
+# message must hold). Every case goes through the real loader; a representative subset also goes
+# through the CLI (exit code 2, one `error:` line naming the file / field and the fix, no
+# traceback, the user's file untouched). Cases that must *load* are in the tables too, so a
+# check that refuses everything fails here.
+# =================================================================================================
+
+import errno  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import builtins  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def refused(fn, *words, field=None):
+    """fn() raises a UserError holding every one of `words` and a fix; returns it."""
+    with pytest.raises(UserError) as info:
+        fn()
+    text = str(info.value)
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+    assert info.value.fix and "Fix:" in text, text
+    if field is not None:
+        assert info.value.field == field, (info.value.field, text)
+    return info.value
+
+
+def one_error_line(code, err, *words):
+    """What the CLI must print for a bad input: exit 2, a single `error:` line with `words`,
+    a fix, and no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and "Warning" not in line
+             and not line.startswith(" ")]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, err
+    for word in words:
+        assert word in errors[0], f"{word!r} not in: {errors[0]}"
+    assert "Fix:" in errors[0], errors[0]
+
+
+@pytest.fixture
+def deny(monkeypatch):
+    """deny(path): reading `path` fails with EACCES, as for a file without read permission. The
+    drills run as root here (root reads a chmod 000 file anyway), so the OS's answer is put in
+    front of open() for that one path; the mode is set to 000 as well."""
+    denied = set()
+    real_open = io.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and str(file) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", guarded)
+    monkeypatch.setattr(builtins, "open", guarded)
+
+    def deny_path(path):
+        path = Path(path)
+        denied.add(str(path))
+        os.chmod(path, 0)
+        return path
+
+    yield deny_path
+    for path in denied:
+        if os.path.exists(path):
+            os.chmod(path, 0o644)
+
+
+# ---- data files ---------------------------------------------------------------------------------
+
+ALPACA_LINE = '{"instruction": "say hi", "output": "hi"}\n'
+DEEP = "[" * 100_000 + "]" * 100_000
+
+DATA_CASES = [
+    # (what is wrong, file name, content, words in the message)
+    ("json line cut short", "d.jsonl", ALPACA_LINE + '{"instruction": "x", "output": "y"\n',
+     ["line 2", "not valid JSON"]),
+    ("trailing comma", "d.jsonl", '{"instruction": "a", "output": "b",}\n', ["line 1", "not valid JSON"]),
+    ("single quotes", "d.jsonl", "{'instruction': 'a', 'output': 'b'}\n", ["line 1", "not valid JSON"]),
+    ("python True", "d.jsonl", '{"text": True}\n', ["line 1", "not valid JSON"]),
+    ("a list per line", "d.jsonl", '["say hi", "hi"]\n', ["line 1", "JSON object, got a list"]),
+    ("a string per line", "d.jsonl", '"just text"\n', ["line 1", "got a string"]),
+    ("a number per line", "d.jsonl", "42\n", ["line 1", "got a number"]),
+    ("null per line", "d.jsonl", "null\n", ["line 1", "got null"]),
+    ("unknown fields", "d.jsonl", '{"question": "a", "answer": "b"}\n',
+     ["cannot tell the data format", "question"]),
+    ("output missing", "d.jsonl", '{"instruction": "say hi"}\n', ["no 'output' field"]),
+    ("instruction missing", "d.jsonl", '{"output": "hi"}\n', ["no 'instruction' field"]),
+    ("instruction empty", "d.jsonl", '{"instruction": "  ", "output": "hi"}\n', ["'instruction' is empty"]),
+    ("instruction a list", "d.jsonl", '{"instruction": ["a"], "output": "hi"}\n',
+     ["'instruction' must be text, got a list"]),
+    ("output an object", "d.jsonl", '{"instruction": "a", "output": {"x": 1}}\n',
+     ["'output' must be text, got an object"]),
+    ("output true", "d.jsonl", '{"instruction": "a", "output": true}\n', ["got true/false"]),
+    ("output 1e999", "d.jsonl", '{"instruction": "a", "output": 1e999}\n', ["too large for JSON"]),
+    ("every output empty", "d.jsonl", '{"instruction": "a", "output": ""}\n', ["empty answer"]),
+    ("messages not a list", "d.jsonl", '{"messages": "hi"}\n', ["'messages' must be a list of turns"]),
+    ("messages empty", "d.jsonl", '{"messages": []}\n', ["'messages' is an empty list"]),
+    ("turn not an object", "d.jsonl", '{"messages": ["hi"]}\n', ["each turn must be an object"]),
+    ("turn without content", "d.jsonl", '{"messages": [{"role": "user"}]}\n', ["turn has no 'content'"]),
+    ("turn with from/value", "d.jsonl", '{"messages": [{"from": "human", "value": "x"}]}\n',
+     ["looks like sharegpt"]),
+    ("unknown role", "d.jsonl",
+     '{"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+     ["unknown role 'wizard'"]),
+    ("content a number list", "d.jsonl",
+     '{"messages": [{"role": "user", "content": [1]}, {"role": "assistant", "content": "y"}]}\n',
+     ["'content' must be text"]),
+    ("no assistant turn", "d.jsonl", '{"messages": [{"role": "user", "content": "x"}]}\n',
+     ["no assistant turn"]),
+    ("sharegpt unknown speaker", "d.jsonl",
+     '{"conversations": [{"from": "robot", "value": "x"}, {"from": "gpt", "value": "y"}]}\n',
+     ["unknown speaker 'robot'"]),
+    ("sharegpt value a number list", "d.jsonl",
+     '{"conversations": [{"from": "human", "value": [2]}, {"from": "gpt", "value": "y"}]}\n',
+     ["'value' must be text"]),
+    ("sharegpt turn without value", "d.jsonl",
+     '{"conversations": [{"from": "human"}, {"from": "gpt", "value": "y"}]}\n',
+     ["each turn must be an object with 'from' and 'value'"]),
+    ("text empty", "d.jsonl", '{"text": "   "}\n', ["'text' is empty"]),
+    ("text null", "d.jsonl", '{"text": null}\n', ["'text' must be text, got null"]),
+    ("the file is empty", "d.jsonl", "", ["the file is empty"]),
+    ("only blank lines", "d.jsonl", "\n\n   \n", ["the file is empty"]),
+    ("latin-1 byte", "d.jsonl", b'{"text": "caf\xe9"}\n', ["not UTF-8", "line 1"]),
+    ("utf-16 file", "d.jsonl", '{"text": "a"}\n'.encode("utf-16"), ["not UTF-8"]),
+    ("json: an object", "d.json", '{"text": "a"}', ["must hold a list of records"]),
+    ("json: data not a list", "d.json", '{"data": {"text": "a"}}', ["must hold a list of records"]),
+    ("json: empty list", "d.json", "[]", ["has no records"]),
+    ("json: broken", "d.json", '[{"text": "a"},\n{"text": }]', ["line 2", "not valid JSON"]),
+    ("json: a string record", "d.json", '["a", "b"]', ["got a string"]),
+    ("csv: wrong cell count", "d.csv", "instruction,output\nsay hi,hi,extra\n",
+     ["line 2", "3 cells", "2 columns"]),
+    ("csv: unknown columns", "d.csv", "question,answer\na,b\n", ["cannot tell the data format"]),
+    ("csv: header only", "d.csv", "instruction,output\n", ["has no records"]),
+    ("csv: messages cell not JSON", "d.csv", 'messages\n"[{broken"\n', ["'messages' is not valid JSON"]),
+    # found by this corpus (each failed before its fix)
+    ("duplicate key in a line", "d.jsonl", '{"instruction": "a", "output": "b", "output": "c"}\n',
+     ["line 1", "'output' is written twice"]),
+    ("duplicate key in a .json record", "d.json",
+     '[\n{"text": "a"},\n{"text": "b",\n "text": "c"}\n]', ["line 3", "'text' is written twice"]),
+    ("duplicate key nested", "d.jsonl",
+     ALPACA_LINE + '{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}\n',
+     ["line 2", "'role' is written twice"]),
+    ("NaN", "d.jsonl", '{"text": NaN}\n', ["line 1", "NaN is not a JSON value"]),
+    ("Infinity", "d.jsonl", '{"instruction": "a", "output": -Infinity}\n', ["-Infinity is not a JSON value"]),
+    ("nested 100,000 deep (.jsonl)", "d.jsonl", '{"text": ' + DEEP + "}\n", ["line 1", "nested too deeply"]),
+    ("nested 100,000 deep (.json)", "d.json", DEEP, ["nested too deeply"]),
+    ("a parquet file", "d.parquet", b"PAR1\x15\x04\x15\x10\x15\x14L\x15\x02\x15\x00\x12\x00\x00PAR1",
+     ["unsupported file type '.parquet'", ".jsonl", ".csv", "read_parquet"]),
+    ("a gzipped jsonl", "d.jsonl.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",
+     ["compressed file ('.gz')", ".jsonl", "gunzip"]),
+    ("a zip", "d.zip", b"PK\x03\x04", ["compressed file ('.zip')"]),
+    ("a .txt", "d.txt", "say hi\nhi\n", ["unsupported file type '.txt'", "{\"text\": \"...\"}"]),
+    ("a .tsv", "d.tsv", "instruction\toutput\nsay hi\thi\n", ["'.tsv'", "save it as .csv"]),
+    ("an .xlsx", "d.xlsx", b"PK\x03\x04", ["'.xlsx'", ".csv"]),
+    ("no extension", "data", ALPACA_LINE, ["unsupported file type '(none)'"]),
+]
+
+DATA_GOOD = [
+    ("alpaca", "d.jsonl", ALPACA_LINE, 1),
+    ("a BOM in front", "d.jsonl", "\ufeff" + ALPACA_LINE, 1),
+    ("blank lines between", "d.jsonl", ALPACA_LINE + "\n\n" + ALPACA_LINE, 2),
+    ("numbers as text", "d.jsonl", '{"instruction": 12, "output": 3.5}\n', 1),
+    ("the same key in two records", "d.jsonl", ALPACA_LINE * 3, 3),
+    ("the same key at two depths", "d.jsonl",
+     '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], '
+     '"content": "x"}\n', 1),
+    ("json list", "d.json", "[" + ALPACA_LINE + "," + ALPACA_LINE + "]", 2),
+    ("json data", "d.json", '{"data": [' + ALPACA_LINE + "]}", 1),
+    ("sharegpt", "d.jsonl",
+     '{"conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]}\n', 1),
+    ("csv", "d.csv", "instruction,output\nsay hi,hi\n", 1),
+    ("upper-case suffix", "D.JSONL", ALPACA_LINE, 1),
+    ("nested 50 deep", "d.jsonl", '{"text": "a", "x": ' + "[" * 50 + "]" * 50 + "}\n", 1),
+]
+
+
+def _write(folder: Path, name: str, content) -> Path:
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("what, name, content, words", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_file(tmp_path, what, name, content, words):
+    from studio.core.data import load_examples
+
+    path = _write(tmp_path, name, content)
+    before = path.read_bytes()
+    refused(lambda: load_examples(path), str(path), *words)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("what, name, content, n", DATA_GOOD, ids=[c[0] for c in DATA_GOOD])
+def test_good_data_file_still_loads(tmp_path, what, name, content, n):
+    from studio.core.data import load_examples
+
+    assert len(load_examples(_write(tmp_path, name, content))) == n
+
+
+def test_data_file_without_read_permission(tmp_path, deny):
+    from studio.core.data import detect_file_format, load_examples
+
+    path = deny(_write(tmp_path, "d.jsonl", ALPACA_LINE))
+    refused(lambda: load_examples(path), str(path), "permission denied", "chmod")
+    refused(lambda: detect_file_format(path), "permission denied")     # the Data page's probe
+
+
+def test_data_path_that_is_a_folder_or_missing(tmp_path):
+    from studio.core.data import load_examples
+
+    refused(lambda: load_examples(tmp_path), "is a folder")
+    refused(lambda: load_examples(tmp_path / "nope.jsonl"), "file not found")
+    refused(lambda: load_examples(_write(tmp_path, "d.jsonl", ALPACA_LINE), fmt="xml"),
+            "unknown data format 'xml'", field="format")
+
+
+@pytest.mark.parametrize("fmt, line, words", [
+    ("chat", ALPACA_LINE, ["no 'messages' field"]),
+    ("sharegpt", ALPACA_LINE, ["no 'conversations' field"]),
+    ("text", ALPACA_LINE, ["no 'text' field"]),
+    ("alpaca", '{"text": "a"}\n', ["no 'instruction' field"]),
+], ids=["alpaca-as-chat", "alpaca-as-sharegpt", "alpaca-as-text", "text-as-alpaca"])
+def test_data_read_in_the_wrong_named_format(tmp_path, fmt, line, words):
+    from studio.core.data import load_examples
+
+    refused(lambda: load_examples(_write(tmp_path, "d.jsonl", line), fmt=fmt), *words)
