@@ -447,3 +447,144 @@ def test_data_read_in_the_wrong_named_format(tmp_path, fmt, line, words):
     from studio.core.data import load_examples
 
     refused(lambda: load_examples(_write(tmp_path, "d.jsonl", line), fmt=fmt), *words)
+
+
+# ---- recipes ------------------------------------------------------------------------------------
+
+def _recipe_text(model_dir, top="", model="", data="", training="max_steps = 2",
+                 method='id = "lora"'):
+    return (f'name = "corpus"\n{top}\n[model]\npath = "{model_dir}"\n{model}\n'
+            f'[data]\npath = "train.jsonl"\n{data}\n[method]\n{method}\n'
+            f"[training]\n{training}\n")
+
+
+RECIPE_CASES = [
+    # (what is wrong, {part: extra TOML}, field, words)
+    ("unknown top-level key", {"top": "steps = 5"}, "steps", ["unknown setting 'steps'"]),
+    ("unknown key in [training]", {"training": "learning_rat = 0.1"}, "training.learning_rat",
+     ["unknown setting 'learning_rat'", "learning_rate"]),
+    ("unknown key in [data]", {"data": "shuffle = true"}, "data.shuffle", ["unknown setting"]),
+    ("steps as text", {"training": 'batch_size = "4"'}, "training.batch_size", ["without quotes"]),
+    ("steps 1.5", {"training": "batch_size = 1.5"}, "training.batch_size", ["whole number, got 1.5"]),
+    ("negative steps", {"training": "warmup_steps = -1"}, "training.warmup_steps", ["out of range"]),
+    ("steps beyond the range", {"training": "batch_size = 99999"}, "training.batch_size", ["out of range"]),
+    ("learning rate 0", {"training": "learning_rate = 0.0"}, "training.learning_rate", ["out of range"]),
+    ("learning rate 5", {"training": "learning_rate = 5.0"}, "training.learning_rate", ["out of range"]),
+    ("learning rate nan", {"training": "learning_rate = nan"}, "training.learning_rate", ["nan"]),
+    ("learning rate inf", {"training": "learning_rate = inf"}, "training.learning_rate", ["inf"]),
+    ("a date as the seed", {"training": "seed = 1979-05-27"}, "training.seed", ["got date"]),
+    ("true/false as text", {"training": 'packing = "yes"'}, "training.packing", ["true/false"]),
+    ("unknown scheduler", {"training": 'lr_scheduler = "cosine_annealing"'}, "training.lr_scheduler",
+     ["not one of the choices", "cosine"]),
+    ("unknown optimizer", {"training": 'optimizer = "sgd"'}, "training.optimizer", ["not one of"]),
+    ("unknown precision", {"training": 'precision = "fp8"'}, "training.precision", ["not one of"]),
+    ("unknown tracker", {"training": 'log_to = "neptune"'}, "training.log_to", ["not one of"]),
+    ("too many devices", {"training": "devices = 100"}, "training.devices", ["out of range"]),
+    ("no length", {"training": "max_steps = 0\nepochs = 0"}, "training.max_steps", ["no length"]),
+    ("train_on typo", {"training": 'train_on = "answer"'}, "training.train_on", ["not one of"]),
+    ("max_length 0", {"data": "max_length = 0"}, "data.max_length", ["out of range"]),
+    ("eval_fraction 1", {"data": "eval_fraction = 1.0"}, "data.eval_fraction", ["out of range"]),
+    ("unknown data format", {"data": 'format = "xml"'}, "data.format", ["not one of"]),
+    ("unknown quantization", {"model": 'quantization = "16bit"'}, "model.quantization", ["not one of"]),
+    ("unknown dtype", {"model": 'dtype = "fp8"'}, "model.dtype", ["not one of"]),
+    ("method id a number", {"method": "id = 3"}, "method.id", ["expected a text"]),
+    ("unknown method", {"method": 'id = "lorra"'}, "method.id", ["unknown method 'lorra'", "lora"]),
+    ("unknown method parameter", {"method": 'id = "lora"\n[method.params]\nrank = 8'}, "method.params.rank",
+     ["no parameter 'rank'"]),
+    ("rank 0", {"method": 'id = "lora"\n[method.params]\nr = 0'}, "method.params.r", ["out of range"]),
+    ("params a list", {"method": 'id = "lora"\nparams = [1]'}, "method.params", ["expected a table"]),
+    ("dropout 2", {"method": 'id = "lora"\n[method.params]\nlora_dropout = 2.0'}, "method.params.lora_dropout",
+     ["out of range"]),
+    # found by this corpus
+    ("data path is a folder", {"data": "eval_path = \".\""}, "data.eval_path", ["is a folder, not a data file"]),
+    ("data path a parquet", {"data": 'eval_path = "eval.parquet"'}, "data.eval_path",
+     ["unsupported file type '.parquet'"]),
+]
+
+
+@pytest.fixture
+def recipe_dir(tmp_path):
+    (tmp_path / "train.jsonl").write_text(ALPACA_LINE * 4)
+    (tmp_path / "eval.parquet").write_bytes(b"PAR1")
+    return tmp_path
+
+
+@pytest.mark.parametrize("what, parts, field, words", RECIPE_CASES, ids=[c[0] for c in RECIPE_CASES])
+def test_bad_recipe(recipe_dir, model_dir, what, parts, field, words):
+    from studio.core.recipe import Recipe
+
+    path = recipe_dir / "r.toml"
+    path.write_text(_recipe_text(model_dir, **parts))
+    refused(lambda: Recipe.load(path).validate(), str(path), *words, field=field)
+
+
+RECIPE_TEXT_CASES = [
+    # (what is wrong, file name, text, field, words) - the whole file is the input
+    ("`name = null` (no null in TOML)", "r.toml", 'name = null\n', "name", ["line 1", "TOML has no null"]),
+    ("`name = None`", "r.toml", '\nname = None\n', "name", ["line 2", "TOML has no null"]),
+    ("empty name", "r.toml", 'name = ""\n', "name", ["needs a name"]),
+    ("blank name", "r.toml", 'name = "   "\n', "name", ["needs a name"]),
+    ("name with a line break", "r.toml", 'name = "a\\nb"\n', "name", ["line break"]),
+    ("name a list", "r.toml", 'name = ["a"]\n', "name", ["expected a text, got list"]),
+    ("JSON name null", "r.json", '{"name": null}', "name", ["name is null"]),
+    ("JSON duplicate key", "r.json", '{"name": "a", "name": "b"}', "name", ["written twice"]),
+    ("JSON nested 100,000 deep", "r.json", '{"name": ' + DEEP + "}", None, ["nested too deeply"]),
+    ("JSON NaN", "r.json", '{"name": "a", "training": {"learning_rate": NaN}}', None, ["NaN is not"]),
+    ("JSON a list", "r.json", "[1, 2]", None, ["must be a table of settings"]),
+    ("JSON broken", "r.json", '{"name": "a",\n}', None, ["line 2", "not valid JSON"]),
+    ("an empty file", "r.toml", "", None, ["recipe file is empty"]),
+    ("a YAML recipe", "r.yaml", "name: x\n", None, ["not YAML"]),
+    ("TOML: unclosed quote", "r.toml", 'name = "a\n', None, ["line 1", "not valid TOML"]),
+    ("a section as a value", "r.toml", 'training = "fast"\n', "training", ["must be a table"]),
+    ("a section as a list of tables", "r.toml", "[[training]]\nseed = 1\n", "training",
+     ["must be a table"]),
+    ("TOML: key set twice", "r.toml", 'name = "a"\nname = "b"\n', None,
+     ["line 2", "set twice"]),
+    ("TOML: section twice", "r.toml", "[data]\n[data]\n", None, ["line 2", "set twice"]),
+    ("TOML: section and key", "r.toml", '[data]\npath = "a"\n[data.path]\n', None,
+     ["line 3", "set twice"]),
+    ("TOML: no value", "r.toml", "name =\n", None, ["line 1", "not valid TOML"]),
+    ("not a file", "missing.toml", None, None, ["recipe file not found"]),
+]
+
+
+@pytest.mark.parametrize("what, name, text, field, words", RECIPE_TEXT_CASES,
+                         ids=[c[0] for c in RECIPE_TEXT_CASES])
+def test_bad_recipe_file(tmp_path, what, name, text, field, words):
+    from studio.core.recipe import Recipe
+
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    refused(lambda: Recipe.load(path).validate(check_paths=False, check_method=False),
+            str(path), *words, field=field)
+
+
+def test_recipe_with_a_bom_and_odd_names_still_loads(tmp_path):
+    from studio.core.recipe import Recipe
+
+    path = tmp_path / "r.toml"
+    path.write_bytes('\ufeffname = "café ünïcode"\n'.encode("utf-8"))     # Notepad's UTF-8
+    assert Recipe.load(path).name == "café ünïcode"
+    path.write_text('name = "../../x"\n')       # only a label: the run folder is a slug of it
+    assert Recipe.load(path).validate(check_paths=False, check_method=False).name == "../../x"
+
+
+def test_recipe_data_and_model_paths(recipe_dir, model_dir, deny):
+    from studio.core.recipe import Recipe
+
+    path = recipe_dir / "r.toml"
+    cases = [
+        (f'[model]\npath = "{model_dir}"\n[data]\npath = "."\n', "data.path", "is a folder"),
+        (f'[model]\npath = "{model_dir}"\n[data]\npath = "nope.jsonl"\n', "data.path", "does not exist"),
+        (f'[model]\npath = "{model_dir}"\n', "data.path", "no training data given"),
+        ('[data]\npath = "train.jsonl"\n', "model.path", "no model folder given"),
+        ('[model]\npath = "/nope"\n[data]\npath = "train.jsonl"\n', "model.path", "does not exist"),
+        ('[model]\npath = "train.jsonl"\n[data]\npath = "train.jsonl"\n', "model.path", "is a file"),
+        ('[model]\npath = "."\n[data]\npath = "train.jsonl"\n', "model.path", "no config.json"),
+    ]
+    for body, field, words in cases:
+        path.write_text('name = "x"\n' + body)
+        refused(lambda: Recipe.load(path).validate(check_method=False), str(path), words, field=field)
+    deny(path)
+    refused(lambda: Recipe.load(path), str(path), "permission denied")
