@@ -588,3 +588,233 @@ def test_recipe_data_and_model_paths(recipe_dir, model_dir, deny):
         refused(lambda: Recipe.load(path).validate(check_method=False), str(path), words, field=field)
     deny(path)
     refused(lambda: Recipe.load(path), str(path), "permission denied")
+
+
+# ---- model folders ------------------------------------------------------------------------------
+
+def _model_copy(model_dir: Path, where: Path, config=None, raw=None, drop=()) -> Path:
+    """A model folder beside the real one: its files linked, config.json changed."""
+    where.mkdir()
+    for file in model_dir.iterdir():
+        if file.name not in drop and file.name != "config.json":
+            (where / file.name).symlink_to(file)
+    if raw is not None:
+        (where / "config.json").write_text(raw)
+    elif "config.json" not in drop:
+        base = json.loads((model_dir / "config.json").read_text())
+        (where / "config.json").write_text(json.dumps({**base, **(config or {})}))
+    return where
+
+
+MODEL_CASES = [
+    # (what is wrong, config changes, field, words)
+    ("num_hidden_layers as text", {"num_hidden_layers": "x"}, "num_hidden_layers", ['not "x"']),
+    ("hidden_size a list", {"hidden_size": [576]}, "hidden_size", ["whole number above 0"]),
+    ("vocab_size negative", {"vocab_size": -5}, "vocab_size", ["not -5"]),
+    ("vocab_size 1.5", {"vocab_size": 1.5}, "vocab_size", ["not 1.5"]),
+    ("num_hidden_layers true", {"num_hidden_layers": True}, "num_hidden_layers", ["not true"]),
+    ("num_attention_heads 0", {"num_attention_heads": 0}, "num_attention_heads", ["not 0"]),
+    ("intermediate_size text", {"intermediate_size": "1536"}, "intermediate_size", ['not "1536"']),
+    ("text_config size bad", {"text_config": {"hidden_size": "big"}}, "text_config.hidden_size",
+     ["whole number above 0"]),
+    ("architectures a string", {"architectures": "Llama"}, "architectures", ["must be a list"]),
+    ("architectures full name as a string", {"architectures": "LlamaForCausalLM"}, "architectures",
+     ['["LlamaForCausalLM"]']),
+    ("architectures of numbers", {"architectures": [5]}, "architectures", ["must be a list"]),
+    ("model_type a number", {"model_type": 3}, "model_type", ["'model_type' must be text"]),
+    ("no model_type", {"model_type": None}, None, ["no 'model_type'"]),
+    ("unknown model_type", {"model_type": "llama99"}, None, ["'llama99' is not known"]),
+    ("an encoder", {"model_type": "bert", "architectures": ["BertModel"]}, None,
+     ["not a causal language model"]),
+    ("a classifier", {"architectures": ["LlamaForSequenceClassification"]}, None,
+     ["not a causal language model"]),
+]
+
+
+@pytest.mark.parametrize("what, change, field, words", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_config(tmp_path, model_dir, what, change, field, words):
+    from studio.core.models import check_model_folder
+
+    folder = _model_copy(model_dir, tmp_path / "m", change)
+    refused(lambda: check_model_folder(folder), str(folder / "config.json"), *words, field=field)
+
+
+MODEL_FOLDER_CASES = [
+    # (what is wrong, {raw / drop}, words)
+    ("no config.json", {"drop": ("config.json",)}, ["no config.json"]),
+    ("config.json empty", {"raw": ""}, ["config.json could not be read"]),
+    ("config.json a list", {"raw": "[1, 2]"}, ["not a JSON object"]),
+    ("config.json not UTF-8", {"raw": None, "bytes": b'{"model_type": "caf\xe9"}'}, ["could not be read"]),
+    ("config.json nested 100,000 deep", {"raw": '{"a": ' + DEEP + "}"}, ["nested too deeply"]),
+    ("no tokenizer", {"drop": ("tokenizer.json",)}, ["no tokenizer files"]),
+    ("no weights", {"drop": ("model.safetensors",)}, ["no weight files"]),
+]
+
+
+@pytest.mark.parametrize("what, how, words", MODEL_FOLDER_CASES, ids=[c[0] for c in MODEL_FOLDER_CASES])
+def test_bad_model_folder(tmp_path, model_dir, what, how, words):
+    from studio.core.models import check_model_folder
+
+    folder = _model_copy(model_dir, tmp_path / "m", raw=how.get("raw"), drop=how.get("drop", ()))
+    if "bytes" in how:
+        (folder / "config.json").write_bytes(how["bytes"])
+    refused(lambda: check_model_folder(folder), str(folder), *words)
+
+
+def test_model_paths_that_are_not_model_folders(tmp_path, model_dir):
+    from studio.core.models import check_model_folder
+
+    refused(lambda: check_model_folder(tmp_path / "nope"), "does not exist")
+    (tmp_path / "notes.txt").write_text("x")
+    refused(lambda: check_model_folder(tmp_path / "notes.txt"), "is a file, not a model folder")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    refused(lambda: check_model_folder(tmp_path / "m.gguf"), "GGUF file", "models import")
+    assert check_model_folder(_model_copy(model_dir, tmp_path / "ok", {"head_dim": None})).num_layers
+
+
+GGUF_CASES = [
+    # (what is wrong, file content (None: a folder), words)
+    ("a text file named .gguf", b"hello", ["not a GGUF file"]),
+    ("an empty .gguf", b"", ["not a GGUF file"]),
+    ("a safetensors renamed", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", ["not a GGUF file"]),
+    ("a GGUF cut after its header", b"GGUF\x03\x00\x00\x00", ["cannot be read", "again"]),
+    ("a GGUF with garbage counts", b"GGUF\x03\x00\x00\x00" + b"\xff" * 16, ["cannot be read"]),
+]
+
+
+@pytest.mark.parametrize("what, content, words", GGUF_CASES, ids=[c[0] for c in GGUF_CASES])
+def test_a_gguf_that_is_not_a_model(tmp_path, what, content, words):
+    from studio.core.models import import_gguf
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    refused(lambda: import_gguf(path), str(path), *words)
+    assert path.read_bytes() == content and not (tmp_path / "home").exists()
+
+
+def test_models_import_of_a_folder(tmp_path, model_dir, capsys, deny):
+    from studio.core.models import import_gguf
+
+    refused(lambda: import_gguf(model_dir), str(model_dir), "is a folder", "Model page", "--model")
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "x.Q4.gguf").write_bytes(b"GGUF")
+    refused(lambda: import_gguf(tmp_path / "dl"), "x.Q4.gguf")
+    (tmp_path / "empty-dir").mkdir()
+    refused(lambda: import_gguf(tmp_path / "empty-dir"), "is a folder", ".gguf model file")
+    refused(lambda: import_gguf(tmp_path / "nope.gguf"), "file not found")
+    code, out, err = cli(capsys, "models", "import", model_dir)
+    one_error_line(code, err, str(model_dir), "is a folder", "Model page")
+    locked = tmp_path / "locked.gguf"
+    locked.write_bytes(b"GGUF\x03\x00\x00\x00")
+    deny(locked)
+    refused(lambda: import_gguf(locked), "permission denied")
+
+
+# ---- BIG-bench task files -----------------------------------------------------------------------
+
+GEN_TASK = {"description": "add", "examples": [{"input": "1+1", "target": "2"},
+                                               {"input": "2+2", "target": ["4", "four"]}]}
+
+TASK_CASES = [
+    # (what is wrong, base task, changes, field, words)
+    ("keywords a string", MC_TASK, {"keywords": "math"}, "keywords", ["list of strings"]),
+    ("keywords of numbers", MC_TASK, {"keywords": [1, 2]}, "keywords", ["list of strings"]),
+    ("keywords an object", MC_TASK, {"keywords": {"a": 1}}, "keywords", ["list of strings"]),
+    ("description a list", MC_TASK, {"description": ["a", "b"]}, "description", ["must be text"]),
+    ("description a number", MC_TASK, {"description": 5}, "description", ["must be text"]),
+    ("name a list", MC_TASK, {"name": ["x"]}, "name", ["must be text"]),
+    ("append_choices_to_input 'maybe'", MC_TASK, {"append_choices_to_input": "maybe"},
+     "append_choices_to_input", ["true or false"]),
+    ("append_choices_to_input 2", MC_TASK, {"append_choices_to_input": 2},
+     "append_choices_to_input", ["true or false"]),
+    ("every target blank", GEN_TASK, {"examples": [{"input": "a", "target": " "},
+                                                   {"input": "b", "target": ["", " "]}]},
+     "examples", ["blank 'target'"]),
+    ("target_scores true/false", MC_TASK,
+     {"examples": [{"input": "a", "target_scores": {"x": True, "y": False}}]},
+     "examples[0].target_scores", ["not true/false"]),
+    ("examples an object", MC_TASK, {"examples": {"a": 1}}, "examples", ["must be a list"]),
+    ("examples empty", MC_TASK, {"examples": []}, "examples", ["no examples"]),
+    ("examples missing", MC_TASK, {"examples": None}, "examples", ["no examples"]),
+    ("an example without input", GEN_TASK, {"examples": [{"target": "2"}]}, "examples[0]",
+     ["string 'input'"]),
+    ("input a number", GEN_TASK, {"examples": [{"input": 5, "target": "2"}]}, "examples[0]",
+     ["string 'input'"]),
+    ("target a number", GEN_TASK, {"examples": [{"input": "a", "target": 4}]},
+     "examples[0].target", ["string or a list of strings"]),
+    ("target an empty list", GEN_TASK, {"examples": [{"input": "a", "target": []}]},
+     "examples[0].target", ["string or a list of strings"]),
+    ("neither target", GEN_TASK, {"examples": [{"input": "a"}]}, "examples[0]", ["neither"]),
+    ("one choice", MC_TASK, {"examples": [{"input": "a", "target_scores": {"x": 1}}]},
+     "examples[0].target_scores", ["at least two choices"]),
+    ("scores as text", MC_TASK, {"examples": [{"input": "a", "target_scores": {"x": "1", "y": "0"}}]},
+     "examples[0].target_scores", ["to numbers"]),
+    ("all-zero scores", MC_TASK, {"examples": [{"input": "a", "target_scores": {"x": 0, "y": 0}}]},
+     "examples[0].target_scores", ["scores 0"]),
+    ("mixed kinds", GEN_TASK, {"examples": [{"input": "a", "target": "x"},
+                                            {"input": "b", "target_scores": {"x": 1, "y": 0}}]},
+     "examples", ["mixes"]),
+    ("choice_prefix a number", MC_TASK, {"choice_prefix": 1}, "choice_prefix", ["must be text"]),
+]
+
+
+@pytest.mark.parametrize("what, base, change, field, words", TASK_CASES, ids=[c[0] for c in TASK_CASES])
+def test_bad_task_field(tmp_path, what, base, change, field, words):
+    from studio.core.bigbench import load_task
+
+    data = {**json.loads(json.dumps(base)), **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    path = write_task(tmp_path, data, "t")
+    refused(lambda: load_task(path), str(path), *words, field=field)
+
+
+TASK_FILE_CASES = [
+    # (what is wrong, the file's bytes, words)
+    ("NaN in target_scores", json.dumps(MC_TASK).replace('"banana": 0', '"banana": NaN').encode(),
+     ["NaN is not a JSON value"]),
+    ("Infinity in target_scores", json.dumps(MC_TASK).replace('"cold": 1', '"cold": Infinity').encode(),
+     ["Infinity is not a JSON value"]),
+    ("a choice written twice", json.dumps(MC_TASK).replace('"banana": 0', '"cold": 0').encode(),
+     ["'cold' is written twice"]),
+    ("description written twice", (json.dumps(MC_TASK)[:-1] + ', "description": "x"}').encode(),
+     ["'description' is written twice"]),
+    ("nested 100,000 deep", ('{"x": ' + DEEP + "}").encode(), ["nested too deeply"]),
+    ("empty file", b"", ["not valid JSON"]),
+    ("a list", b"[1, 2]", ["must be a JSON object"]),
+    ("latin-1", json.dumps(MC_TASK).replace("hot", "h\\u00f6t").encode().replace(b"\\u00f6", b"\xf6"),
+     ["not UTF-8 text", "0xf6"]),
+]
+
+
+@pytest.mark.parametrize("what, raw, words", TASK_FILE_CASES, ids=[c[0] for c in TASK_FILE_CASES])
+def test_bad_task_file(tmp_path, what, raw, words):
+    from studio.core.bigbench import load_task
+
+    (tmp_path / "t").mkdir()
+    path = tmp_path / "t" / "task.json"
+    path.write_bytes(raw)
+    refused(lambda: load_task(path), str(path), *words)
+    assert path.read_bytes() == raw
+
+
+def test_task_files_that_still_load(tmp_path):
+    from studio.core.bigbench import load_task
+
+    some_blank = {**GEN_TASK, "examples": [{"input": "a", "target": ""}, {"input": "b", "target": "x"}]}
+    assert len(load_task(write_task(tmp_path, some_blank, "blank")).examples) == 2  # real tasks do
+    bom = tmp_path / "bom"
+    bom.mkdir()
+    (bom / "task.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(MC_TASK).encode())
+    assert load_task(bom / "task.json").name == "opposites"
+    words = load_task(write_task(tmp_path, {**MC_TASK, "keywords": ["a"], "name": None,
+                                            "append_choices_to_input": "false"}, "kw"))
+    assert words.keywords == ["a"] and words.name == "kw" and words.append_choices is False
+
+
+def test_task_file_unreadable_or_missing(tmp_path, deny):
+    from studio.core.bigbench import load_task
+
+    path = deny(write_task(tmp_path, MC_TASK, "locked"))
+    refused(lambda: load_task(path), str(path), "permission denied")
+    refused(lambda: load_task(tmp_path / "nope" / "task.json"), "task file not found")
+    refused(lambda: load_task(tmp_path), "task file not found")          # a folder without one
