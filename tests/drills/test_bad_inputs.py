@@ -818,3 +818,180 @@ def test_task_file_unreadable_or_missing(tmp_path, deny):
     refused(lambda: load_task(path), str(path), "permission denied")
     refused(lambda: load_task(tmp_path / "nope" / "task.json"), "task file not found")
     refused(lambda: load_task(tmp_path), "task file not found")          # a folder without one
+
+
+# ---- chat sampling settings ---------------------------------------------------------------------
+
+SAMPLING_CASES = [
+    # (what is wrong, settings, field, words)
+    ("max_new_tokens 0", {"max_new_tokens": 0}, "max_new_tokens", ["out of range", "4096"]),
+    ("max_new_tokens 5000", {"max_new_tokens": 5000}, "max_new_tokens", ["out of range"]),
+    ("max_new_tokens 1.5", {"max_new_tokens": 1.5}, "max_new_tokens", ["not a valid integer"]),
+    ("max_new_tokens text", {"max_new_tokens": "many"}, "max_new_tokens", ["not a valid integer"]),
+    ("negative temperature", {"temperature": -0.5}, "temperature", ["out of range"]),
+    ("temperature 10", {"temperature": 10.0}, "temperature", ["out of range"]),
+    ("temperature nan", {"temperature": float("nan")}, "temperature", ["not a valid number"]),
+    ("top_p 0", {"top_p": 0.0}, "top_p", ["out of range"]),
+    ("top_p 1.5", {"top_p": 1.5}, "top_p", ["out of range"]),
+    ("top_p negative", {"top_p": -1.0}, "top_p", ["out of range"]),
+    ("top_k negative", {"top_k": -1}, "top_k", ["out of range"]),
+    ("top_k 0.5", {"top_k": 0.5}, "top_k", ["not a valid integer"]),
+    ("repetition_penalty 0", {"repetition_penalty": 0.0}, "repetition_penalty", ["out of range"]),
+    ("repetition_penalty inf", {"repetition_penalty": float("inf")}, "repetition_penalty",
+     ["not a valid number"]),
+]
+
+
+@pytest.mark.parametrize("what, settings, field, words", SAMPLING_CASES,
+                         ids=[c[0] for c in SAMPLING_CASES])
+def test_bad_sampling_setting(what, settings, field, words):
+    from studio.core.chat import Sampling
+
+    refused(lambda: Sampling(**settings).check(), *words, field=field)
+    refused(lambda: Sampling(**settings).check(flags=True), field="--" + field.replace("_", "-"))
+
+
+def test_sampling_schema_is_the_one_source():
+    from studio.core.chat import SAMPLING_SCHEMA, Sampling
+    from studio.schema import check_spec
+
+    for name, spec in SAMPLING_SCHEMA.items():
+        check_spec(name, spec)
+        assert getattr(Sampling(), name) == spec["default"]
+    edges = Sampling(max_new_tokens=4096, temperature=2.0, top_p=0.01, top_k=1000,
+                     repetition_penalty=0.5).check()
+    assert edges.max_new_tokens == 4096 and edges.top_p == 0.01
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--max-new-tokens", "5000"], ["--max-new-tokens", "5000 is out of range"]),
+    (["--temperature", "-1"], ["--temperature", "-1.0 is out of range"]),
+    (["--top-p", "0"], ["--top-p", "out of range"]),
+    (["--top-p", "1.5"], ["--top-p", "out of range"]),
+    (["--top-k", "-3"], ["--top-k"]),
+    (["--repetition-penalty", "nan"], ["--repetition-penalty"]),
+], ids=["max-new-tokens", "temperature", "top-p 0", "top-p 1.5", "top-k", "repetition nan"])
+def test_chat_cli_refuses_sampling_before_the_model_loads(tmp_path, capsys, flags, words):
+    # the model folder does not exist: the sampling error must come first (nothing loaded)
+    code, out, err = cli(capsys, "chat", "--model", tmp_path / "no-model", *flags, "hi")
+    one_error_line(code, err, *words)
+    assert "no-model" not in err
+
+
+# ---- hypernetwork inputs ------------------------------------------------------------------------
+
+PROMPT_FILE_CASES = [
+    # (what is wrong, file name, content, words)
+    ("empty", "p.txt", "", ["holds no prompt"]),
+    ("only blank lines", "p.txt", "\n  \n\t\n", ["holds no prompt"]),
+    ("not UTF-8", "p.txt", b"caf\xe9\n", ["not UTF-8", "line 1"]),
+    ("a binary file", "p.txt", b"\x00\x01\x02binary\n", ["NUL bytes"]),
+    ("a broken .jsonl", "p.jsonl", '{"messages": [\n', ["not valid JSON", "line 1"]),
+    ("a .jsonl with a duplicate key", "p.jsonl", '{"text": "a", "text": "b"}\n', ["written twice"]),
+    ("a .jsonl of plain text only", "p.jsonl", '{"text": "a"}\n', ["holds no prompt"]),
+    ("a .jsonl without user turns", "p.jsonl",
+     '{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}\n',
+     ["holds no prompt"]),
+]
+
+
+@pytest.mark.parametrize("what, name, content, words", PROMPT_FILE_CASES,
+                         ids=[c[0] for c in PROMPT_FILE_CASES])
+def test_bad_prompts_file(tmp_path, what, name, content, words):
+    from studio.hyper.api import read_prompts
+
+    path = _write(tmp_path, name, content)
+    refused(lambda: read_prompts(path), str(path), *words)
+
+
+def test_prompts_file_missing_folder_unreadable_and_good(tmp_path, deny):
+    from studio.hyper.api import read_prompts
+
+    refused(lambda: read_prompts(tmp_path / "nope.txt"), "does not exist", field="--prompts")
+    refused(lambda: read_prompts(tmp_path), "is a folder", field="--prompts")
+    assert read_prompts(_write(tmp_path, "ok.txt", "\ufeffone\n\n two \n")) == ["one", "two"]
+    assert read_prompts(_write(tmp_path, "ok.jsonl", ALPACA_LINE)) == ["say hi"]
+    refused(lambda: read_prompts(deny(_write(tmp_path, "locked.txt", "x\n"))), "permission denied")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--kind", "dnd", "--prompts", "{missing}"], ["the prompts file does not exist"]),
+    (["--kind", "dnd", "--prompts", "{empty}"], ["holds no prompt"]),
+    (["--kind", "dnd"], ["DnD needs example prompts"]),
+    (["--kind", "t2l", "   "], ["task description is empty"]),
+    (["--kind", "t2l", "word " * 2000], ["characters"]),
+], ids=["prompts missing", "prompts empty", "no prompts", "blank description", "huge description"])
+def test_generate_cli_checks_inputs_before_loading(tmp_path, capsys, args, words):
+    (tmp_path / "empty.txt").write_text("\n")
+    args = [a.format(missing=tmp_path / "nope.txt", empty=tmp_path / "empty.txt") for a in args]
+    # the hypernetwork folder does not exist: the input error must come first (nothing loaded)
+    code, out, err = cli(capsys, "generate", *args, "--out", tmp_path / "out",
+                         "--hypernetwork", tmp_path / "no-hypernetwork")
+    one_error_line(code, err, *words)
+    assert "no-hypernetwork" not in err and not (tmp_path / "out").exists()
+
+
+def _library(tmp_path, library=None, description=None, raw_index=None, raw_description=None):
+    """A built library's layout (library.json + one task folder) with bad parts put in."""
+    root = tmp_path / "lib"
+    (root / "t1" / "adapter").mkdir(parents=True)
+    index = {"spec": {"modules": ["q_proj"], "num_layers": 1, "path_templates": {},
+                      "in_features": {}, "out_features": {}, "r": 2, "alpha": 4.0},
+             "tasks": ["t1"], **(library or {})}
+    (root / "library.json").write_text(raw_index if raw_index is not None else json.dumps(index))
+    desc = {"description": "add numbers", "train_descriptions": ["add numbers"], **(description or {})}
+    (root / "t1" / "description.json").write_text(
+        raw_description if raw_description is not None else json.dumps(desc))
+    return root
+
+
+LIBRARY_CASES = [
+    # (what is wrong, _library keywords, file, field, words)
+    ("library.json not JSON", {"raw_index": "{"}, "library.json", None, ["could not be read"]),
+    ("library.json a list", {"raw_index": "[]"}, "library.json", None, ["not a JSON object"]),
+    ("library.json duplicate key", {"raw_index": '{"tasks": [], "tasks": ["t1"]}'}, "library.json",
+     "tasks", ["written twice"]),
+    ("no spec", {"library": {"spec": None}}, "library.json", "spec", ["no usable 'spec'"]),
+    ("spec with an unknown key", {"library": {"spec": {"rank": 2}}}, "library.json", "spec",
+     ["no usable 'spec'"]),
+    ("tasks a string", {"library": {"tasks": "t1"}}, "library.json", "tasks", ["must be a list"]),
+    ("a task name leaving the folder", {"library": {"tasks": ["../t1"]}}, "library.json", "tasks",
+     ["not a plain folder name"]),
+    ("description.json without description", {"description": {"description": None}},
+     "t1/description.json", "description", ["no 'description' text"]),
+    ("train_descriptions a string", {"description": {"train_descriptions": "add"}},
+     "t1/description.json", "train_descriptions", ["list of sentences"]),
+    ("description.json broken", {"raw_description": '{"description": '}, "t1/description.json",
+     None, ["could not be read"]),
+]
+
+
+@pytest.mark.parametrize("what, kwargs, file, field, words", LIBRARY_CASES,
+                         ids=[c[0] for c in LIBRARY_CASES])
+def test_bad_hypernetwork_library(tmp_path, what, kwargs, file, field, words):
+    from studio.hyper.library import load_library
+
+    root = _library(tmp_path, **kwargs)
+    refused(lambda: load_library(root), str(root / file), *words, field=field)
+
+
+def test_bad_plain_library_and_hypernetwork_folder(tmp_path):
+    from studio.hyper.api import load_hypernetwork
+    from studio.hyper.library import load_library
+
+    root = tmp_path / "plain"
+    for name, desc in (("a", '{"description": ["x"]}'), ("b", "[1]")):
+        (root / name).mkdir(parents=True)
+        (root / name / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        (root / name / "description.json").write_text(desc)
+    refused(lambda: load_library(root), "'description' must be text", field="description")
+    (root / "a" / "description.json").unlink()
+    (root / "a" / "description.txt").write_bytes(b"caf\xe9\n")
+    refused(lambda: load_library(root), "description.txt is not UTF-8")
+    refused(lambda: load_library(tmp_path / "nope"), "does not exist")
+    hyper = tmp_path / "hn"
+    hyper.mkdir()
+    for raw, words in (("[1]", "not a JSON object"), ('{"kind": "dnd", "kind": "t2l"}', "twice"),
+                       (b"\xff\xfe", "could not be read"), ('{"kind": "gan"}', "unknown hypernetwork kind")):
+        (hyper / "hypernetwork.json").write_bytes(raw if isinstance(raw, bytes) else raw.encode())
+        refused(lambda: load_hypernetwork(hyper), words)
