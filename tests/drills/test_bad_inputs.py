@@ -995,3 +995,150 @@ def test_bad_plain_library_and_hypernetwork_folder(tmp_path):
                        (b"\xff\xfe", "could not be read"), ('{"kind": "gan"}', "unknown hypernetwork kind")):
         (hyper / "hypernetwork.json").write_bytes(raw if isinstance(raw, bytes) else raw.encode())
         refused(lambda: load_hypernetwork(hyper), words)
+
+
+# ---- runs listing with corrupted files ----------------------------------------------------------
+
+def _status(**changes):
+    from studio.core import runs
+
+    return json.dumps({**runs.new_status("bad", "lora", "m", 10, "finished", step=3), **changes})
+
+
+RUN_CASES = [
+    # (what is wrong, status.json bytes (None: none), events.jsonl bytes (None: none),
+    #  expected status, words in the cause)
+    ("status.json empty", b"", None, "created", ""),
+    ("status.json torn", _status()[:20].encode(), None, "created", ""),
+    ("status.json a list", b"[1, 2]", None, "created", ""),
+    ("status.json binary", b"\x00\xff\xfe\x00", None, "created", ""),
+    ("status.json torn, events tell", b'{"status": "fin',
+     b'{"event": "started", "time": 1, "total_steps": 10}\n', "failed (process died)", ""),
+    ("step as text", _status(step="x").encode(), None, "unreadable", "'step'"),
+    ("step true", _status(step=True).encode(), None, "unreadable", "'step'"),
+    ("status a number", _status(status=5).encode(), None, "unreadable", "'status'"),
+    ("total_steps a list", _status(total_steps=[1]).encode(), None, "unreadable", "'total_steps'"),
+    ("last_loss text", _status(last_loss="low").encode(), None, "unreadable", "'last_loss'"),
+    ("method an object", _status(method={"id": "lora"}).encode(), None, "unreadable", "'method'"),
+    ("name a number", _status(name=7).encode(), None, "unreadable", "'name'"),
+    ("running, pid gone", _status(status="running", pid=2**22 + 7).encode(), None,
+     "failed (process died)", "ended without a word"),
+    ("running, pid as text", _status(status="running", pid="me").encode(), None,
+     "failed (process died)", ""),
+    ("events: garbage lines only", None, b"\x00\x01\nnot json\n[1]\n", "created", ""),
+    ("events: a torn last line", None, b'{"event": "started", "time": 1, "total_steps": 4}\n{"ev',
+     "failed (process died)", ""),
+    ("events: a log with a bad step", None,
+     b'{"event": "started", "time": 1}\n{"event": "log", "time": 2, "step": "x"}\n',
+     "unreadable", "'step'"),
+]
+
+
+@pytest.mark.parametrize("what, status, events, state, words", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_corrupted_run_never_hides_the_others(tmp_path, what, status, events, state, words):
+    from studio.core import runs
+
+    good = tmp_path / "20250101-000000-good"
+    bad = tmp_path / "20250102-000000-bad"
+    for folder in (good, bad):
+        folder.mkdir()
+        (folder / "recipe.toml").write_text('name = "x"\n')
+    runs.write_status(good, runs.new_status(good.name, "lora", "m", 10, "finished", step=3))
+    if status is not None:
+        (bad / "status.json").write_bytes(status)
+    if events is not None:
+        (bad / "events.jsonl").write_bytes(events)
+    before = {p.name: p.read_bytes() for p in bad.iterdir()}
+    listed = {r.path.name: r for r in runs.list_runs(tmp_path)}
+    assert listed[good.name].status == "finished" and listed[good.name].step == 3
+    assert listed[bad.name].status == state, listed[bad.name]
+    assert words in (listed[bad.name].cause or "")
+    assert {p.name: p.read_bytes() for p in bad.iterdir()} == before      # listing writes nothing
+
+
+def test_runs_cli_lists_corrupted_runs(tmp_path, capsys, deny):
+    from studio.core import runs
+
+    for name, step in (("20250101-000000-good", 3), ("20250102-000000-bad", "x")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.toml").write_text('name = "x"\n')
+        runs.write_status(tmp_path / name, runs.new_status(name, "lora", "m", 10, "finished", step=step))
+    (tmp_path / "20250103-000000-locked").mkdir()
+    deny(_write(tmp_path / "20250103-000000-locked", "status.json", _status()))
+    (tmp_path / "20250104-000000-dir").mkdir()
+    (tmp_path / "20250104-000000-dir" / "status.json").mkdir()     # a folder named status.json
+    (tmp_path / "20250104-000000-dir" / "recipe.toml").write_text("")
+    code, out, err = cli(capsys, "runs", "--runs-dir", tmp_path, "-v")
+    assert code == 0 and "Traceback" not in err
+    for name in ("good", "bad", "locked", "dir"):
+        assert f"-{name}" in out
+    assert "unreadable" in out
+
+
+def test_bad_evaluation_files_are_skipped_not_shown_broken(tmp_path):
+    from studio.core import runs
+
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    good = {"task": "t", "n": 4, "metric": "accuracy", "score": 0.5, "ci95": [0.2, 0.8]}
+    files = {"good": good, "torn": "{", "list": [1],
+             "score text": {**good, "score": "high"}, "ci95 a number": {**good, "ci95": 5},
+             "ci95 of text": {**good, "ci95": ["a", "b"]}, "n text": {**good, "n": "four"},
+             "difference broken": {"with_adapter": good, "base": {"score": 0.4},
+                                   "difference": {"mean": "x"}}}
+    for name, data in files.items():
+        (evals / f"{name}.json").write_text(data if isinstance(data, str) else json.dumps(data))
+    found = runs.list_evaluations(tmp_path)
+    assert [Path(item["file"]).stem for item in found] == ["good"]
+    assert runs.format_evaluation(found[0]) == "t (4): 0.500 [0.200, 0.800]"
+
+
+# ---- plugins ------------------------------------------------------------------------------------
+
+def _lora_manifest():
+    from studio import paths
+
+    return json.loads((paths.builtin_plugins_dir() / "lora" / "manifest.json").read_text())
+
+
+PLUGIN_CASES = [
+    # (what is wrong, manifest.json text (a dict: JSON of it), plugin.py text, words in the problem)
+    ("manifest not JSON", "{", "", ["not valid JSON"]),
+    ("manifest a list", "[]", "", ["must be a JSON object"]),
+    ("manifest without id", {"id": None}, "", ["missing required key"]),
+    ("id with capitals", {"id": "Bad Id"}, "", ["lower-case"]),
+    ("capabilities a list", {"capabilities": []}, "", ["'capabilities' must be an object"]),
+    ("a parameter without default", {"parameters": {"r": {"type": "integer"}}}, "", ["no default"]),
+    ("a parameter of an unknown type", {"parameters": {"r": {"type": "big", "default": 1}}}, "",
+     ["type must be one of"]),
+    ("a default outside its range", {"parameters": {"r": {"type": "integer", "default": 0,
+                                                          "minimum": 1}}}, "", ["outside"]),
+    ("manifest key written twice", '{"id": "twice", "id": "twice2"}', "", ["written twice"]),
+    ("manifest nested 100,000 deep", '{"x": ' + DEEP + "}", "", ["nested too deeply"]),
+    ("manifest not UTF-8", b'{"id": "caf\xe9"}', "", ["not valid JSON"]),
+    ("no plugin.py", {}, None, ["no plugin.py"]),
+    ("plugin.py with a syntax error", {}, "def apply(:\n", ["SyntaxError"]),
+    ("plugin.py raising on import", {}, "raise RuntimeError('boom')\n", ["boom"]),
+    ("plugin.py without apply", {}, "x = 1\n", ["no apply"]),
+    ("plugin.py calling os._exit-like sys.exit", {}, "import sys\nsys.exit('bye')\n", ["bye"]),
+]
+
+
+@pytest.mark.parametrize("what, manifest, module, words", PLUGIN_CASES, ids=[c[0] for c in PLUGIN_CASES])
+def test_broken_plugin_is_a_listed_problem(tmp_path, what, manifest, module, words):
+    from studio.plugins import discover
+
+    folder = tmp_path / "plugins" / "broken"
+    folder.mkdir(parents=True)
+    if isinstance(manifest, dict):
+        data = {**_lora_manifest(), "id": "broken", "name": "Broken", **manifest}
+        manifest = json.dumps({k: v for k, v in data.items() if v is not None})
+    (folder / "manifest.json").write_bytes(manifest if isinstance(manifest, bytes) else manifest.encode())
+    if module is not None:
+        (folder / "plugin.py").write_text(module)
+    found, problems = discover([tmp_path / "plugins"])
+    assert "lora" in found and "broken" not in found
+    mine = [p for p in problems if str(folder) in p]
+    assert len(mine) == 1, problems
+    for word in words:
+        assert word in mine[0], mine[0]
