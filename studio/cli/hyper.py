@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from studio.cli.common import command_line
 from studio.errors import UserError

@@ -224,6 +224,10 @@ def load_task(path: str | Path) -> BigBenchTask:
         return task_from_data(path)
     if path.is_dir():
         path = path / "task.json"
+    if path.is_file() and path.suffix.lower() != ".json":
+        raise UserError(f"unsupported task file type '{path.suffix or '(none)'}'.", path=path,
+                        fix="Give a BIG-bench task.json (or its folder), or a .jsonl / .csv data "
+                            "file in the studio's formats.")
     if not path.is_file():
         raise UserError("task file not found.", path=path,
                         fix="Give the path of a BIG-bench task.json (or its folder).")

@@ -4,7 +4,6 @@ torch is imported only when weights are read or written."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 

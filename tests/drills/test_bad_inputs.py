@@ -1142,3 +1142,95 @@ def test_broken_plugin_is_a_listed_problem(tmp_path, what, manifest, module, wor
     assert len(mine) == 1, problems
     for word in words:
         assert word in mine[0], mine[0]
+
+
+# ---- the same cases through the CLI -------------------------------------------------------------
+
+def _data_case(what):
+    return next(c for c in DATA_CASES if c[0] == what)
+
+
+CLI_DATA = ["json line cut short", "duplicate key in a line", "NaN", "nested 100,000 deep (.jsonl)",
+            "latin-1 byte", "unknown fields", "no assistant turn", "every output empty"]
+
+
+@pytest.mark.parametrize("what", CLI_DATA)
+def test_cli_bad_data_file(tmp_path, capsys, what):
+    """`peft-studio eval DATA.jsonl` reads the data before any model loads (the model folder
+    given does not even exist): one error line naming the file, the user's file untouched."""
+    _, name, content, words = _data_case(what)
+    path = _write(tmp_path, name, content)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    code, out, err = cli(capsys, "eval", path, "--model", tmp_path / "no-model")
+    one_error_line(code, err, str(path), *words)
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]          # nothing written beside it
+
+
+@pytest.mark.parametrize("what, name, content, words", [
+    ("a parquet", "d.parquet", b"PAR1", ["unsupported task file type '.parquet'"]),
+    ("a task.json with NaN", "task.json", TASK_FILE_CASES[0][1], ["NaN is not a JSON value"]),
+    ("a task.json with keywords as text", "task.json", json.dumps({**MC_TASK, "keywords": "x"}),
+     ["field 'keywords'"]),
+], ids=["parquet", "task NaN", "task keywords"])
+def test_cli_bad_task_file(tmp_path, capsys, what, name, content, words):
+    path = _write(tmp_path, name, content)
+    before = path.read_bytes()
+    code, out, err = cli(capsys, "eval", path, "--model", tmp_path / "no-model")
+    one_error_line(code, err, str(path), *words)
+    assert path.read_bytes() == before
+
+
+CLI_RECIPES = ["unknown key in [training]", "steps as text", "learning rate nan", "unknown method",
+               "data path is a folder", "rank 0"]
+
+
+@pytest.mark.parametrize("what", CLI_RECIPES)
+def test_cli_bad_recipe(recipe_dir, model_dir, capsys, what):
+    _, parts, field, words = next(c for c in RECIPE_CASES if c[0] == what)
+    path = recipe_dir / "r.toml"
+    path.write_text(_recipe_text(model_dir, **parts))
+    before = path.read_bytes()
+    code, out, err = cli(capsys, "train", path, "--runs-dir", recipe_dir / "runs")
+    one_error_line(code, err, str(path), f"field '{field}'", *words)
+    assert path.read_bytes() == before and not (recipe_dir / "runs").exists()   # no run folder
+
+
+@pytest.mark.parametrize("what", ["num_hidden_layers as text", "architectures a string",
+                                  "model_type a number"])
+def test_cli_bad_model_config(tmp_path, model_dir, capsys, what):
+    _, change, field, words = next(c for c in MODEL_CASES if c[0] == what)
+    folder = _model_copy(model_dir, tmp_path / "m", change)
+    before = (folder / "config.json").read_bytes()
+    code, out, err = cli(capsys, "models", "check", folder)
+    one_error_line(code, err, str(folder / "config.json"), f"field '{field}'", *words)
+    code, out, err = cli(capsys, "chat", "--model", folder, "hi")
+    one_error_line(code, err, str(folder / "config.json"), *words)
+    assert (folder / "config.json").read_bytes() == before
+
+
+def test_cli_gguf_that_is_not_a_model(tmp_path, capsys):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00")
+    code, out, err = cli(capsys, "models", "import", path, "--name", "corpus-never-made")
+    one_error_line(code, err, str(path), "cannot be read")
+    assert path.read_bytes() == b"GGUF\x03\x00\x00\x00"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "{recipe}"], ["{recipe}", "TOML has no null"]),
+    (["eval", "{data}"], ["{data}", "'output' is written twice"]),
+], ids=["recipe", "data"])
+def test_installed_command_prints_one_line(tmp_path, argv, words):
+    """The real `peft-studio` program in its own process (what a user runs)."""
+    import subprocess
+
+    from conftest import cli_program
+
+    (tmp_path / "r.toml").write_text("name = null\n")
+    _write(tmp_path, "d.jsonl", '{"instruction": "a", "output": "b", "output": "c"}\n')
+    fill = {"recipe": tmp_path / "r.toml", "data": tmp_path / "d.jsonl"}
+    done = subprocess.run(cli_program() + [a.format(**fill) for a in argv], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    one_error_line(done.returncode, done.stderr, *[w.format(**fill) for w in words])
+    assert done.stdout.strip() == ""
