@@ -183,12 +183,97 @@ def safe_child(parent: str | Path, name: str, field: str | None = None,
     return child
 
 
-def read_json_object(path, what: str, fix: str) -> dict:
+# ---- JSON that json.loads lets through silently -----------------------------------------------
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _NotJSON(Exception):
+    def __init__(self, word: str) -> None:
+        super().__init__(word)
+        self.word = word
+
+
+def _unique_pairs(pairs):
+    seen = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _no_constant(word):
+    raise _NotJSON(word)
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The line of the second `"key":` in `text` when the key is written exactly twice (else we
+    cannot tell which object holds the duplicate, and say no line)."""
+    import re
+
+    found = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
+    return text.count("\n", 0, found[1]) + 1 if len(found) == 2 else None
+
+
+def parse_json(text: str, path=None, line: int | None = None, *, duplicates: bool = True,
+               constants: bool = True):
+    """json.loads, refusing with a UserError (naming `path`, `line` and the key) what json.loads
+    accepts silently or crashes on: a key written twice in one object (json keeps only the last
+    value, so the other is lost without a word), NaN / Infinity (not JSON; they would become the
+    number nan), and nesting so deep that the parser runs out of stack (RecursionError).
+    `duplicates` / `constants` False: accept those (files written by other tools, e.g. a model's
+    config.json, which transformers reads leniently). json.JSONDecodeError passes through, for
+    the caller's own message."""
+    kwargs = {}
+    if duplicates:
+        kwargs["object_pairs_hook"] = _unique_pairs
+    if constants:
+        kwargs["parse_constant"] = _no_constant
+    try:
+        return json.loads(text, **kwargs)
+    except _DuplicateKey as err:
+        raise UserError(f"the key '{err.key}' is written twice in one object; JSON keeps only the "
+                        "last value, so the first would be lost without a word.", path=path,
+                        line=line if line is not None else _key_line(text, err.key),
+                        field=err.key, fix=f"keep one '{err.key}' (rename or remove the other)."
+                        ) from None
+    except _NotJSON as err:
+        raise UserError(f"{err.word} is not a JSON value.", path=path, line=line,
+                        fix="write a number, or null, or quote it as text.") from None
+    except RecursionError:
+        raise UserError("the JSON is nested too deeply to read (thousands of [ or { inside each "
+                        "other).", path=path, line=line,
+                        fix="write the values flat: a record, a recipe or a task needs only a "
+                            "few levels of [ ] and { }.") from None
+
+
+def read_error(err: OSError, path, what: str = "the file") -> UserError:
+    """A UserError for a file that exists but cannot be read (permissions, a folder, I/O)."""
+    import errno as _errno
+
+    if err.errno in (_errno.EACCES, _errno.EPERM):
+        return UserError(f"{what} cannot be read: permission denied.", path=path,
+                         fix="give yourself read permission (e.g. chmod u+r FILE), or copy the "
+                             "file somewhere you can read it and choose the copy.")
+    if isinstance(err, IsADirectoryError):
+        return UserError(f"{what} is a folder, not a file.", path=path,
+                         fix="choose the file inside it.")
+    return UserError(f"{what} cannot be read ({err.strerror or err}).", path=path,
+                     fix="check the file and the disk it is on, then try again.")
+
+
+def read_json_object(path, what: str, fix: str, *, strict: bool = False) -> dict:
     """A JSON file that must hold an object; UserError naming the file and `fix` when it cannot
-    be read or holds something else."""
+    be read or holds something else (`strict`: duplicate keys and NaN refused too, see
+    parse_json; nesting too deep is refused either way)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"), path, duplicates=strict,
+                          constants=strict)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{what} could not be read ({exc}).", path=path, fix=fix) from exc
     if not isinstance(data, dict):

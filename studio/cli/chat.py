@@ -15,10 +15,10 @@ import sys
 def cmd_chat(args) -> int:
     from studio.core.chat import Sampling, conversation, load_for_chat, reply, with_adapter_disabled
 
-    model, tokenizer = load_for_chat(args.model, args.adapter)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, top_k=args.top_k,
-                        repetition_penalty=args.repetition_penalty)
+                        repetition_penalty=args.repetition_penalty).check(flags=True)
+    model, tokenizer = load_for_chat(args.model, args.adapter)     # slow: only with good settings
     histories = {"base": [], "adapter": []}
     sides = ("base", "adapter") if args.adapter else ("base",)
 
@@ -52,11 +52,14 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="base model folder")
     p.add_argument("--adapter", help="adapter folder (a run's adapter/)")
     p.add_argument("--system", help="system prompt, sent on every turn")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    from studio.core.chat import SAMPLING_SCHEMA
+    from studio.schema import allowed_text
+
+    for name, spec in SAMPLING_SCHEMA.items():     # ranges checked by Sampling.check()
+        p.add_argument("--" + name.replace("_", "-"), default=spec["default"],
+                       type=int if spec["type"] == "integer" else float,
+                       help=f"{spec['help']} ({allowed_text(spec)}; default {spec['default']})"
+                       .replace("%", "%%"))
     p.add_argument("prompt", nargs="?", help="one prompt; without it, read one turn per line "
                                              "from stdin")
     p.set_defaults(func=cmd_chat)

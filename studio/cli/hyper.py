@@ -10,25 +10,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from studio.cli.common import command_line
 from studio.errors import UserError
-
-
-def _read_prompts(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("the prompts file does not exist.", path=p,
-                        fix="Give a text file with one example prompt per line (or a .jsonl of "
-                            "chat examples).")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".jsonl":
-        from studio.core.data import load_examples
-
-        return [next(m["content"] for m in ex.messages if m["role"] == "user")
-                for ex in load_examples(p) if ex.messages]
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_generate(args) -> int:
@@ -40,6 +24,10 @@ def cmd_generate(args) -> int:
     if args.kind == "t2l" and not args.description:
         raise UserError("no task description given.", field="description",
                         fix='peft-studio generate "Decide whether a sports sentence is plausible." --out DIR')
+    # every input is checked before the hypernetwork, the encoder or the model loads
+    prompts = api.read_prompts(args.prompts) if args.kind == "dnd" else None
+    api.check_task_input(args.kind, args.description, prompts)
+    api.check_adapter_target(args.out)
     folder = args.hypernetwork or api.default_hypernetwork_dir(args.kind)
     hn = api.load_hypernetwork(folder)
     if hn.kind != args.kind:
@@ -50,9 +38,7 @@ def cmd_generate(args) -> int:
         from studio.paths import default_model_dir
 
         model = default_model_dir() if (default_model_dir() / "config.json").is_file() else None
-    api.check_adapter_target(args.out)       # refuse a bad --out before the slow encoder load
     api.warm_up()
-    prompts = _read_prompts(args.prompts) if args.prompts else None
     res = api.generate(hn, args.out, description=args.description, prompts=prompts,
                        base_model=model)
     if args.json:

@@ -14,6 +14,7 @@ wins; `accuracy_norm` uses the per-token mean instead); generative by exact matc
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from studio.core.stats import bootstrap_ci  # noqa: F401 - re-exported
 from studio.errors import UserError
+from studio.fileio import parse_json, read_error
 
 DEFAULT_INPUT_PREFIX = "\nQ: "
 DEFAULT_OUTPUT_PREFIX = "\nA: "
@@ -54,10 +56,39 @@ class BigBenchTask:
         return bool(self.examples) and self.examples[0].target_scores is not None
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes")
-    return bool(value)
+def _as_bool(value, key: str, where: str) -> bool:
+    """true/false (or the words "true"/"false"); anything else is refused, not guessed."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    raise UserError(f"'{key}' must be true or false, not {json.dumps(value)[:40]}.", path=where,
+                    field=key, fix=f"Write \"{key}\": true (or false), or remove the field.")
+
+
+def _optional_text(data: dict, key: str, where: str) -> str | None:
+    """A free-text field (name, description): absent or null -> None, text -> itself."""
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise UserError(f"'{key}' must be text, not {json.dumps(value)[:60]}.", path=where, field=key,
+                    fix=f"Write it as one JSON string, e.g. \"{key}\": \"...\".")
+
+
+def _keywords(data: dict, where: str) -> list[str]:
+    value = data.get("keywords")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise UserError(f"'keywords' must be a list of strings, not {json.dumps(value)[:60]}.",
+                        path=where, field="keywords",
+                        fix='Write e.g. "keywords": ["arithmetic", "numerical response"].')
+    return list(value)
+
+
+def _is_score(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _text_field(data: dict, key: str, default: str | None, where: str) -> str | None:
@@ -83,6 +114,10 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
         raise UserError("a BIG-bench task must be a JSON object.", path=where,
                         fix="Use the task.json layout: {\"description\": ..., \"examples\": [...]}.")
     raw = data.get("examples")
+    if raw is not None and not isinstance(raw, list):
+        raise UserError(f"'examples' must be a list, not {json.dumps(raw)[:40]}.", path=where,
+                        field="examples",
+                        fix="Write \"examples\": [{\"input\": ..., \"target\": ...}, ...].")
     if not isinstance(raw, list) or not raw:
         raise UserError("no examples found.", path=where, field="examples",
                         fix="Add a non-empty list of {\"input\": ..., \"target\"/\"target_scores\": ...}.")
@@ -100,8 +135,9 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
                             field=fld + ".target", fix="Put the expected answer text in 'target'.")
         if scores is not None:
             if (not isinstance(scores, dict) or len(scores) < 2
-                    or not all(isinstance(v, (int, float)) for v in scores.values())):
-                raise UserError("'target_scores' must map at least two choices to numbers.",
+                    or not all(_is_score(v) for v in scores.values())):
+                raise UserError("'target_scores' must map at least two choices to numbers "
+                                "(not true/false, NaN or Infinity).",
                                 path=where, field=fld + ".target_scores",
                                 fix="Write e.g. {\"yes\": 1, \"no\": 0}.")
             scores = {str(k): float(v) for k, v in scores.items()}
@@ -114,11 +150,18 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
             raise UserError("example has neither 'target' nor 'target_scores'.", path=where,
                             field=fld, fix="Add the expected answer.")
         examples.append(TaskExample(ex["input"], scores, targets))
+    if all(e.target_scores is None and not any(t.strip() for t in e.targets) for e in examples):
+        # (a few blank targets occur in real BIG-bench tasks; all of them is a broken file)
+        raise UserError(f"every one of the {len(examples)} examples has a blank 'target', so no "
+                        "answer could ever be scored right.", path=where, field="examples",
+                        fix="Write the expected answer text in each example's 'target'.")
     kinds = {e.target_scores is not None for e in examples}
     if len(kinds) > 1:
         raise UserError("mixes multiple-choice and generative examples.", path=where,
                         field="examples", fix="Split the task into two files.")
-    name = str(data.get("name") or (Path(path).parent.name if path else "task"))
+    name = _optional_text(data, "name", where) or (Path(path).parent.name if path else "task")
+    description = _optional_text(data, "description", where) or ""
+    keywords = _keywords(data, where)
     text = {key: _text_field(data, key, default, where) for key, default in (
         ("task_prefix", ""), ("example_input_prefix", DEFAULT_INPUT_PREFIX),
         ("example_output_prefix", DEFAULT_OUTPUT_PREFIX), ("choice_prefix", DEFAULT_CHOICE_PREFIX),
@@ -132,17 +175,18 @@ def parse_task(data: dict, path: str | Path | None = None) -> BigBenchTask:
                             fix="Correct the pattern (Python `re` syntax), or remove the field.")
     return BigBenchTask(
         name=name,
-        description=str(data.get("description") or "").strip(),
+        description=description.strip(),
         path=Path(path) if path is not None else None,
         examples=examples,
         task_prefix=text["task_prefix"],
         input_prefix=text["example_input_prefix"],
         output_prefix=text["example_output_prefix"],
         choice_prefix=text["choice_prefix"],
-        append_choices=_as_bool(data.get("append_choices_to_input", True)),
+        append_choices=_as_bool(data.get("append_choices_to_input", True),
+                                "append_choices_to_input", where),
         stop_string=text["stop_string"] or None,
         output_regex=text["output_regex"] or None,
-        keywords=[str(k) for k in data.get("keywords", []) if isinstance(k, str)],
+        keywords=keywords,
     )
 
 
@@ -180,14 +224,28 @@ def load_task(path: str | Path) -> BigBenchTask:
         return task_from_data(path)
     if path.is_dir():
         path = path / "task.json"
+    if path.is_file() and path.suffix.lower() != ".json":
+        raise UserError(f"unsupported task file type '{path.suffix or '(none)'}'.", path=path,
+                        fix="Give a BIG-bench task.json (or its folder), or a .jsonl / .csv data "
+                            "file in the studio's formats.")
     if not path.is_file():
         raise UserError("task file not found.", path=path,
                         fix="Give the path of a BIG-bench task.json (or its folder).")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"not valid JSON ({err}).", path=path,
-                        fix="Check the file is a BIG-bench task.json.") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise read_error(err, path, "the task file") from None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UserError(f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
+                        f"{err.start}).", path=path, line=raw[:err.start].count(b"\n") + 1,
+                        fix="Save the task.json with UTF-8 encoding.") from None
+    try:
+        data = parse_json(text, path)
+    except json.JSONDecodeError as err:
+        raise UserError(f"not valid JSON ({err.msg} at column {err.colno}).", path=path,
+                        line=err.lineno, fix="Check the file is a BIG-bench task.json.") from None
     return parse_task(data, path)
 
 

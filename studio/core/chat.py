@@ -41,14 +41,50 @@ def build_prompt(tokenizer, messages_or_prompt) -> str:
     return prompt_text(messages, tokenizer)
 
 
+# How an answer is decoded: the one source of the ranges (the Chat page's fields, `peft-studio
+# chat`'s options and Sampling.check() all read it). studio.schema specs.
+SAMPLING_SCHEMA = {
+    "max_new_tokens": {"type": "integer", "default": 128, "minimum": 1, "maximum": 4096,
+                       "title": "Max tokens", "help": "Longest answer, in tokens.",
+                       "fix": "use a length from 1 to 4096 tokens, e.g. 128"},
+    "temperature": {"type": "number", "default": 0.0, "minimum": 0.0, "maximum": 2.0,
+                    "title": "Temperature",
+                    "help": "0 = greedy (the same answer every time); higher = more varied.",
+                    "fix": "use 0 (greedy) up to 2; 0.7 is a usual sampling value"},
+    "top_p": {"type": "number", "default": 1.0, "minimum": 0.01, "maximum": 1.0,
+              "title": "Top-p",
+              "help": "Sample only from the most likely tokens covering this probability (1 = all).",
+              "fix": "use a probability above 0 and at most 1, e.g. 0.9 (1 = off)"},
+    "top_k": {"type": "integer", "default": 0, "minimum": 0, "maximum": 1000, "title": "Top-k",
+              "help": "Sample only from the k most likely tokens (0 = off).",
+              "fix": "use 0 (off) or a count such as 40"},
+    "repetition_penalty": {"type": "number", "default": 1.0, "minimum": 0.5, "maximum": 2.0,
+                           "title": "Repetition",
+                           "help": "Above 1 discourages repeating tokens already written (1 = off).",
+                           "fix": "use 1 (off), or a little above it such as 1.1"},
+}
+
+
 @dataclass
 class Sampling:
     """How an answer is decoded. temperature 0 = greedy (the same answer every time)."""
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0                    # 0 = off
-    repetition_penalty: float = 1.0   # 1 = off
+    max_new_tokens: int = SAMPLING_SCHEMA["max_new_tokens"]["default"]
+    temperature: float = SAMPLING_SCHEMA["temperature"]["default"]
+    top_p: float = SAMPLING_SCHEMA["top_p"]["default"]
+    top_k: int = SAMPLING_SCHEMA["top_k"]["default"]                    # 0 = off
+    repetition_penalty: float = SAMPLING_SCHEMA["repetition_penalty"]["default"]   # 1 = off
+
+    def check(self, flags: bool = False) -> "Sampling":
+        """UserError naming the setting (as a command-line flag, --top-p, when `flags`) and its
+        allowed range when a value is outside SAMPLING_SCHEMA; run it before the model loads.
+        Returns the values as their declared types."""
+        from studio import schema
+
+        values = {}
+        for name, spec in SAMPLING_SCHEMA.items():
+            field_name = "--" + name.replace("_", "-") if flags else name
+            values[name] = schema.coerce_value(spec, getattr(self, name), field=field_name)
+        return Sampling(**values)
 
     def options(self, tokenizer) -> dict:
         """The keyword arguments for transformers' generate()."""
@@ -133,7 +169,7 @@ def _generate_rows(model, tokenizer, messages_or_prompt, sampling: Sampling | No
     peft's adapter_names). Each row's answer ends at its first stop token (stop_token_ids)."""
     import torch
 
-    sampling = sampling or Sampling()
+    sampling = (sampling or Sampling()).check()
     text = build_prompt(tokenizer, messages_or_prompt)
     # The template writes the special tokens it wants (e.g. <|im_start|>), as in training.
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)

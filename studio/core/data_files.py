@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.fileio import parse_json, read_error
 
 FORMATS = ("alpaca", "chat", "sharegpt", "text")
 ACCEPTED = (
@@ -35,26 +37,58 @@ class Example:
 # Reading files
 
 
+SUFFIXES = (".jsonl", ".json", ".csv")
+SUPPORTED = ".jsonl (one JSON object per line), .json (a list of objects) or .csv (a header row)"
+# what people try instead, and how to turn it into a file the studio reads
+_CONVERT = {
+    ".parquet": "convert it, e.g. pandas.read_parquet(FILE).to_json(OUT, orient='records', "
+                "lines=True) writes a .jsonl",
+    ".arrow": "save the dataset with dataset.to_json(OUT) (a .jsonl)",
+    ".tsv": "save it as .csv (comma-separated, with a header row)",
+    ".xlsx": "save the sheet as .csv from the spreadsheet program",
+    ".xls": "save the sheet as .csv from the spreadsheet program",
+    ".txt": "put each example in a JSON object, e.g. {\"text\": \"...\"} one per line in a .jsonl",
+}
+_COMPRESSED = (".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".tar", ".tgz")
+
+
+def check_suffix(path) -> None:
+    """UserError unless the file's name ends in a supported data format (.jsonl / .json / .csv),
+    saying what to do with the usual others (parquet, compressed files, tsv, txt)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SUFFIXES:
+        return
+    if suffix in _COMPRESSED:
+        raise UserError(f"is a compressed file ('{suffix}'); the studio reads {SUPPORTED}.",
+                        path=path, fix=f"unpack it first (e.g. gunzip / unzip) and choose the "
+                                       f"file inside.")
+    how = _CONVERT.get(suffix, "save the data in one of those formats")
+    raise UserError(f"unsupported file type '{suffix or '(none)'}': the studio reads {SUPPORTED}.",
+                    path=path, fix=f"{how}.")
+
+
 def read_rows(path: Path) -> list[tuple[int, object]]:
     """(line number, record) pairs from a file, before any format checks."""
+    path = Path(path)
     suffix = path.suffix.lower()
+    check_suffix(path)                    # before reading: a parquet is not "not UTF-8 text"
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise UserError("is not UTF-8 text.", path=path, line=line,
                         fix="save the file with UTF-8 encoding.") from None
+    except OSError as err:
+        raise read_error(err, path, "the data file") from None
     if not raw.strip():
         raise UserError("the file is empty.", path=path, fix="add at least one example record.")
     if suffix == ".jsonl":
         rows = _jsonl_rows(raw, path)
     elif suffix == ".json":
         rows = _json_rows(raw, path)
-    elif suffix == ".csv":
-        rows = _csv_rows(raw, path)
     else:
-        raise UserError(f"unsupported file type '{suffix or '(none)'}'.", path=path,
-                        fix="use .jsonl (one JSON object per line), .json or .csv.")
+        rows = _csv_rows(raw, path)
     if not rows:
         raise UserError("the file has no records.", path=path, fix="add at least one example record.")
     return rows
@@ -66,7 +100,7 @@ def _jsonl_rows(raw: str, path: Path) -> list[tuple[int, object]]:
         if not line.strip():
             continue
         try:
-            rows.append((number, json.loads(line)))
+            rows.append((number, parse_json(line, path, number)))
         except json.JSONDecodeError as err:
             raise UserError(f"not valid JSON ({err.msg} at column {err.colno}).", path=path,
                             line=number,
@@ -77,10 +111,15 @@ def _jsonl_rows(raw: str, path: Path) -> list[tuple[int, object]]:
 
 def _json_rows(raw: str, path: Path) -> list[tuple[int, object]]:
     try:
-        data = json.loads(raw)
+        data = parse_json(raw, path)
     except json.JSONDecodeError as err:
         raise UserError(f"not valid JSON ({err.msg} at column {err.colno}).", path=path,
                         line=err.lineno, fix="repair the JSON, or save one object per line as .jsonl.") from None
+    except UserError as err:
+        if err.field is None:             # not a duplicate key: nothing to place more exactly
+            raise
+        _raise_in_record(raw, path)       # the duplicate key, with the line of its record
+        raise
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         records, start = data["data"], _value_offset(raw, "data")
     elif isinstance(data, list):
@@ -92,6 +131,23 @@ def _json_rows(raw: str, path: Path) -> list[tuple[int, object]]:
     if len(lines) != len(records):
         lines = [None] * len(records)
     return list(zip(lines, records))
+
+
+def _raise_in_record(raw: str, path: Path) -> None:
+    """Parse each record of a .json file on its own, so parse_json's error names its line."""
+    data = json.loads(raw)
+    start = (_value_offset(raw, "data") if isinstance(data, dict) else
+             raw.index("[") if isinstance(data, list) else None)
+    if start is None:
+        return
+    decoder = json.JSONDecoder()
+    pos = _skip_ws(raw, start + 1)
+    while pos < len(raw) and raw[pos] != "]":
+        _, end = decoder.raw_decode(raw, pos)
+        parse_json(raw[pos:end], path, raw.count("\n", 0, pos) + 1)
+        pos = _skip_ws(raw, end)
+        if raw[pos] == ",":
+            pos = _skip_ws(raw, pos + 1)
 
 
 def _value_offset(raw: str, key: str) -> int | None:
@@ -245,6 +301,9 @@ def _text_field(record, key, where, required=True) -> str | None:
                               field=key, fix=f"add '{key}', or check the format: {ACCEPTED}.")
         return None
     value = record[key]
+    if isinstance(value, float) and not math.isfinite(value):     # 1e999 reads as inf
+        raise where.error(f"'{key}' is a number too large for JSON ({value}).", field=key,
+                          fix=f"write '{key}' as a string.")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):

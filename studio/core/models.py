@@ -70,10 +70,18 @@ def _check_architecture(config: dict, folder: Path) -> tuple[str, str]:
 
     model_type = config.get("model_type")
     archs = config.get("architectures") or []
-    if not isinstance(archs, list):
-        archs = [str(archs)]
     where = folder / "config.json"
-    if not model_type or not isinstance(model_type, str):
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise UserError(f"'architectures' must be a list of class names, not "
+                        f"{json.dumps(archs)[:60]}.", path=where, field="architectures",
+                        fix='Write it as a list, e.g. "architectures": ["LlamaForCausalLM"] (or '
+                            "replace config.json with the original download's).")
+    if model_type is not None and not isinstance(model_type, str):
+        raise UserError(f"'model_type' must be text, not {json.dumps(model_type)[:60]}.",
+                        path=where, field="model_type",
+                        fix='Write it as text, e.g. "model_type": "llama" (or replace '
+                            "config.json with the original download's).")
+    if not model_type:
         raise UserError("config.json has no 'model_type', so this is not a Hugging Face model "
                         "transformers can load.", path=where,
                         fix="Pick the folder of a complete Hugging Face causal language model.")
@@ -100,6 +108,30 @@ def _check_architecture(config: dict, folder: Path) -> tuple[str, str]:
                         fix="Pick a causal LM (…ForCausalLM) instead of an encoder model.")
     arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
     return (arch if isinstance(arch, str) else arch[0]), model_type
+
+
+# the sizes read from config.json (and used for the memory estimate): whole numbers above 0
+_SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "vocab_size", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size", "head_dim", "max_position_embeddings",
+                "n_layer", "n_embd", "n_head")
+
+
+def _check_sizes(config: dict, where: Path) -> None:
+    """UserError naming the field when a size in config.json is not a whole number above 0
+    ("num_hidden_layers": "x", a list, true, -5, 1.5): transformers would fail later, deep in
+    loading, and the memory estimate would be nonsense."""
+    for section, values in (("", config), ("text_config.", config.get("text_config"))):
+        if not isinstance(values, dict):
+            continue
+        for key in _SIZE_FIELDS:
+            value = values.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise UserError(f"'{section}{key}' must be a whole number above 0, not "
+                                f"{json.dumps(value)[:60]}.", path=where, field=section + key,
+                                fix="Replace config.json with the file from the original model "
+                                    "download (or correct that value).")
 
 
 def _safetensors_param_count(folder: Path) -> int | None:
@@ -170,6 +202,10 @@ def check_model_folder(path) -> ModelInfo:
                         fix="Pick an existing folder (or run `peft-studio` once to install the "
                             "default model).")
     if not folder.is_dir():
+        if folder.suffix.lower() == ".gguf":
+            raise UserError("this is a GGUF file, not a model folder.", path=folder,
+                            fix="Import it once (`peft-studio models import FILE.gguf`, or "
+                                "Import GGUF… on the Model page) and pick the folder it makes.")
         raise UserError("this is a file, not a model folder.", path=folder,
                         fix="Pick the folder that holds config.json, the tokenizer and the weights.")
     if not (folder / "config.json").is_file():
@@ -178,6 +214,7 @@ def check_model_folder(path) -> ModelInfo:
                         fix="Pick the folder that holds config.json, the tokenizer and the weights.")
     config = _read_json(folder / "config.json", "config.json")
     architecture, model_type = _check_architecture(config, folder)
+    _check_sizes(config, folder / "config.json")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError("this model folder has no tokenizer files (tokenizer.json, "
                         "tokenizer.model or vocab.json).", path=folder,
@@ -352,10 +389,26 @@ def _is_ready(folder: Path) -> bool:
 def gguf_architecture(path: str | Path) -> str:
     """The `general.architecture` of a GGUF file; UserError when it is not a readable GGUF."""
     path = Path(path)
+    if path.is_dir():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if ggufs:
+            fix = f"Give the .gguf file inside it, e.g. {path / ggufs[0]}."
+        elif (path / "config.json").is_file():
+            fix = ("A Hugging Face model folder needs no import: choose it on the Model page "
+                   "(or pass it as --model / [model] path).")
+        else:
+            fix = "Give the path of a .gguf model file."
+        raise UserError("this is a folder; import converts a single .gguf file.", path=path,
+                        fix=fix)
     if not path.is_file():
         raise UserError("file not found.", path=path, fix="Give the path of a .gguf model file.")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        from studio.fileio import read_error
+
+        raise read_error(err, path, "the GGUF file") from None
     if magic != b"GGUF":
         raise UserError("not a GGUF file (it does not start with the GGUF signature).", path=path,
                         fix="Choose a .gguf model file, e.g. one made by llama.cpp.")

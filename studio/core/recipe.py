@@ -21,7 +21,7 @@ from typing import Any
 from studio import schema
 from studio.core.metric_log import LOGGERS, check_available
 from studio.errors import UserError
-from studio.fileio import disk_full_as_user_error, write_text_atomic
+from studio.fileio import disk_full_as_user_error, parse_json, read_error, write_text_atomic
 
 QUANTIZATIONS = ("", "4bit", "8bit")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -252,7 +252,7 @@ class Recipe:
         recipe = cls(source=Path(path) if path else None)
         for key, value in data.items():
             if key == "name":
-                recipe.name = _coerce("name", value, str, path)
+                recipe.name = _check_name(value, path)
             elif key in _SECTIONS:
                 if not isinstance(value, dict):
                     raise UserError(f"[{key}] must be a table", path=path, field=key,
@@ -270,18 +270,29 @@ class Recipe:
         if not path.is_file():
             raise UserError("recipe file not found", path=path,
                             fix="check the path, or create one with `peft-studio recipe new OUT.toml`")
-        raw = path.read_bytes()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            raise UserError("recipes are TOML (or JSON) files, not YAML.", path=path,
+                            fix="write it as TOML: `peft-studio recipe new OUT.toml` makes one "
+                                "to edit")
         try:
-            text = raw.decode("utf-8")
+            raw = path.read_bytes()
+        except OSError as err:
+            raise read_error(err, path, "the recipe") from None
+        try:
+            text = raw.decode("utf-8").removeprefix("\ufeff")     # a BOM (Notepad) is harmless
         except UnicodeDecodeError as err:
             line = raw[:err.start].count(b"\n") + 1
             raise UserError(f"is not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset "
                             f"{err.start} cannot be read", path=path, line=line,
                             fix="save the recipe with UTF-8 encoding (or retype that "
                                 "character)") from None
+        if not text.strip():
+            raise UserError("the recipe file is empty.", path=path,
+                            fix="write the settings into it, or start from `peft-studio recipe "
+                                "new OUT.toml`")
         if path.suffix.lower() == ".json":
             try:
-                data = json.loads(text)
+                data = parse_json(text, path)
             except json.JSONDecodeError as err:
                 raise UserError(f"not valid JSON ({err.msg})", path=path, line=err.lineno,
                                 fix="correct the JSON syntax at that line") from None
@@ -293,6 +304,11 @@ class Recipe:
                 line = int(match.group(1)) if match else None
                 if line is None and "end of document" in str(err):
                     line = max(1, len(text.rstrip("\n").splitlines()))
+                _refuse_null(text, str(err), path, line)
+                if "overwrite" in str(err) or "twice" in str(err):
+                    raise UserError(f"a key or [section] is set twice ({err})", path=path,
+                                    line=line, fix="keep one of them (TOML allows each key and "
+                                                   "section once)") from None
                 raise UserError(
                     f"not valid TOML ({err})", path=path, line=line,
                     fix='check quotes around text values (name = "x") and [section] headers',
@@ -344,9 +360,7 @@ class Recipe:
     def validate(self, check_paths: bool = True, check_method: bool = True) -> "Recipe":
         """UserError (file + field + fix) for bad values; returns self so calls can chain."""
         path = self.source
-        if not self.name.strip():
-            raise UserError("the run needs a name", path=path, field="name",
-                            fix='set name = "my-run"')
+        _check_name(self.name, path)
         for section, specs in RECIPE_SCHEMA.items():
             values = getattr(self, section)
             for key, spec in specs.items():
@@ -387,11 +401,25 @@ class Recipe:
             if key == "path" and not value:
                 raise UserError("no training data given", path=path, field="data.path",
                                 fix="set [data] path to a .jsonl, .json or .csv file")
-            if value and not self.resolve_path(value).is_file():
-                raise UserError(f"data file {self.resolve_path(value)} does not exist",
+            if not value:
+                continue
+            data_path = self.resolve_path(value)
+            if data_path.is_dir():
+                raise UserError(f"{data_path} is a folder, not a data file", path=path,
+                                field=f"data.{key}",
+                                fix="name the .jsonl, .json or .csv file inside it")
+            if not data_path.is_file():
+                raise UserError(f"data file {data_path} does not exist",
                                 path=path, field=f"data.{key}",
                                 fix="check the file name (relative paths start at the "
                                     "recipe's folder)")
+            from studio.core.data_files import check_suffix
+
+            try:
+                check_suffix(data_path)
+            except UserError as err:
+                raise UserError(f"data file {data_path}: {err.message}", path=path,
+                                field=f"data.{key}", fix=err.fix) from None
 
     def method_params(self) -> dict:
         """The method's parameters checked and completed by its plugin (UserError when bad)."""
@@ -423,6 +451,40 @@ def _plugin_defaults(method: str) -> dict:
         return {}
 
 
+def _check_name(value: Any, path) -> str:
+    """The run's name: text, not blank, one line (it names the run in every listing)."""
+    if value is None:
+        raise UserError("the run's name is null", path=path, field="name",
+                        fix='set name = "my-run"')
+    name = _coerce("name", value, str, path)
+    if not name.strip():
+        raise UserError("the run needs a name (it is empty)", path=path, field="name",
+                        fix='set name = "my-run"')
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise UserError(f"the run's name {json.dumps(name)[:60]} holds a line break or another "
+                        "control character", path=path, field="name",
+                        fix='write the name on one line, e.g. name = "my-run"')
+    return name
+
+
+_NULL_WORDS = re.compile(r"=\s*(null|None|NULL|nil|Null|~)\s*(#.*)?$")
+
+
+def _refuse_null(text: str, message: str, path, line: int | None) -> None:
+    """TOML has no null: `key = null` (a habit from JSON / YAML) gets its own message."""
+    if line is None or "Invalid value" not in message:
+        return
+    lines = text.splitlines()
+    if line <= len(lines):
+        found = _NULL_WORDS.search(lines[line - 1])
+        if found:
+            key = lines[line - 1].split("=", 1)[0].strip()
+            raise UserError(f"TOML has no null value ('{key} = {found.group(1)}')", path=path,
+                            line=line, field=key or None,
+                            fix="leave the key out to use its default, or write a value "
+                                '(text in quotes: name = "my-run")')
+
+
 def _type_name(kind: type) -> str:
     return {str: "text", int: "whole number", float: "number", bool: "true/false",
             dict: "table"}.get(kind, kind.__name__)
@@ -435,7 +497,8 @@ def _coerce(dotted: str, value: Any, kind: type, path) -> Any:
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not ok:
-        shown = json.dumps(value) if isinstance(value, (str, bool, int, float)) else type(value).__name__
+        shown = (json.dumps(value) if isinstance(value, (str, bool, int, float)) else
+                 "null" if value is None else type(value).__name__)
         fix = f"write a {_type_name(kind)}"
         if isinstance(value, str) and kind in (int, float, bool):
             fix += " without quotes"

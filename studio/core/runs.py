@@ -467,10 +467,30 @@ def list_evaluations(run_dir) -> list[dict]:
             if "base" in data and "difference" in data:
                 item["base_score"] = data["base"]["score"]
                 item["difference"] = data["difference"]
-            out.append(item)
-        except (OSError, ValueError, KeyError, TypeError):
+            if _evaluation_ok(item):
+                out.append(item)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value))
+
+
+def _evaluation_ok(item: dict) -> bool:
+    """The fields format_evaluation shows have their types (a hand-edited or foreign file with
+    "score": "high" is skipped like a torn one, instead of breaking the Runs page later)."""
+    diff = item["difference"]
+    return (isinstance(item["task"], str) and _number(item["n"]) and _number(item["score"])
+            and _interval(item["ci95"])
+            and (diff is None or (isinstance(diff, dict) and _number(diff.get("mean"))
+                                  and _interval(diff.get("ci95"))
+                                  and _number(item["base_score"]))))
 
 
 def format_evaluation(item: dict) -> str:

@@ -120,6 +120,50 @@ def truncation_notice(encoder, description: str) -> str:
             "the rest; put what matters first.")
 
 
+PROMPT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", "")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """DnD's example prompts from a file: a text file with one prompt per line, or a data file
+    (.jsonl / .json / .csv in the studio's formats: each example's first user message). UserError
+    naming the file when it is missing, unreadable, not text, or holds no prompt; read before any
+    model or encoder loads."""
+    from studio.fileio import read_error
+
+    p = Path(path).expanduser()
+    fix = ("Give a text file with one example prompt per line (or a .jsonl of chat / alpaca "
+           "examples).")
+    if p.is_dir():
+        raise UserError("the prompts file is a folder.", path=p, field="--prompts", fix=fix)
+    if not p.is_file():
+        raise UserError("the prompts file does not exist.", path=p, field="--prompts", fix=fix)
+    if p.suffix.lower() in (".jsonl", ".json", ".csv"):
+        from studio.core.data import load_examples
+
+        prompts = [next((m["content"] for m in ex.messages if m["role"] == "user"), "")
+                   for ex in load_examples(p) if ex.messages]
+    else:
+        try:
+            raw = p.read_bytes()
+        except OSError as err:
+            raise read_error(err, p, "the prompts file") from None
+        try:
+            text = raw.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as err:
+            raise UserError("the prompts file is not UTF-8 text.", path=p,
+                            line=raw[:err.start].count(b"\n") + 1, field="--prompts",
+                            fix="Save it as UTF-8 text, one prompt per line.") from None
+        if "\0" in text:
+            raise UserError("the prompts file is not a text file (it holds NUL bytes).", path=p,
+                            field="--prompts", fix=fix)
+        prompts = text.splitlines()
+    prompts = [line.strip() for line in prompts if line.strip()]
+    if not prompts:
+        raise UserError("the prompts file holds no prompt.", path=p, field="--prompts",
+                        fix="Write a few example inputs of the task, one per line.")
+    return prompts
+
+
 def check_task_input(kind: str, description: str | None = None,
                      prompts: list[str] | None = None) -> tuple[str | None, list[str] | None]:
     """(description, prompts) cleaned for a generator of `kind`: T2L needs a description (its

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import UserError
-from studio.fileio import safe_child
+from studio.fileio import read_error, read_json_object, safe_child
 from studio.hyper.targets import LoraSpec
 
 _KEY_RE = re.compile(r"^base_model\.model\.(.*\.)(\d+)(\.(?:.*\.)?([A-Za-z0-9_]+))\.lora_([AB])\.weight$")
@@ -86,12 +86,19 @@ def spec_from_adapter(adapter_dir: str | Path) -> LoraSpec:
     if not cfg_path.is_file() or not weights.is_file():
         raise UserError("not a PEFT adapter folder (adapter_config.json + adapter_model.safetensors).",
                         path=adapter_dir, fix="Save adapters with peft's save_pretrained (safetensors).")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg = read_json_object(cfg_path, "adapter_config.json", "Save the adapter again with peft's "
+                           "save_pretrained.", strict=True)
     if cfg.get("peft_type", "LORA") != "LORA":
         raise UserError(f"a {cfg.get('peft_type')} adapter; hypernetworks learn LoRAs only.",
                         path=cfg_path, field="peft_type", fix="Use LoRA adapters.")
     templates, shapes, layers = {}, {}, {}
-    with safe_open(str(weights), "pt") as fh:
+    try:
+        fh = safe_open(str(weights), "pt")
+    except Exception as err:    # noqa: BLE001 - safetensors raises its own kinds for a bad file
+        raise UserError(f"the adapter weights cannot be read ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else err!r}).", path=weights,
+                        fix="Save the adapter again (a complete adapter_model.safetensors).") from None
+    with fh:
         for key in fh.keys():
             m = _KEY_RE.match(key)
             if not m:
@@ -126,9 +133,29 @@ def _built_entry(folder: Path, name: str) -> LibraryEntry | None:
     desc_path = task_dir / "description.json"
     if not desc_path.is_file() or not (task_dir / "adapter").is_dir():
         return None       # unfinished task (interrupted build)
-    info = json.loads(desc_path.read_text(encoding="utf-8"))
-    return LibraryEntry(name, task_dir, task_dir / "adapter", info["description"],
-                        info["train_descriptions"], info.get("eval_descriptions", []), info)
+    info = read_json_object(desc_path, "description.json", _REBUILD, strict=True)
+    description = info.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise UserError("description.json has no 'description' text.", path=desc_path,
+                        field="description", fix=_REBUILD)
+    train = _text_list(info, "train_descriptions", desc_path, [description])
+    evals = _text_list(info, "eval_descriptions", desc_path, [])
+    return LibraryEntry(name, task_dir, task_dir / "adapter", description, train, evals, info)
+
+
+_REBUILD = ("Build the task again (`peft-studio hyper build-library` continues an unfinished "
+            "library), or restore the file.")
+
+
+def _text_list(info: dict, key: str, path: Path, default: list[str]) -> list[str]:
+    """info[key] as a list of strings (absent / null: `default`); UserError naming the key."""
+    value = info.get(key)
+    if value is None:
+        return list(default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"'{key}' must be a list of sentences, not {json.dumps(value)[:60]}.",
+                        path=path, field=key, fix='Write e.g. "' + key + '": ["one sentence"].')
+    return list(value)
 
 
 def _plain_entry(sub: Path) -> LibraryEntry | None:
@@ -137,15 +164,23 @@ def _plain_entry(sub: Path) -> LibraryEntry | None:
         return None
     txt, js = sub / "description.txt", sub / "description.json"
     if js.is_file():
-        try:
-            info = json.loads(js.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise UserError(f"description.json is not valid JSON ({err}).", path=js,
-                            fix="Write {\"description\": \"one sentence\"}.") from err
-        train = info.get("train_descriptions") or [info.get("description", "")]
-        evals = info.get("eval_descriptions", [])
+        info = read_json_object(js, "description.json",
+                                "Write {\"description\": \"one sentence\"}.", strict=True)
+        single = info.get("description", "")
+        if not isinstance(single, str):
+            raise UserError(f"'description' must be text, not {json.dumps(single)[:60]}.",
+                            path=js, field="description", fix="Write one sentence in quotes.")
+        train = _text_list(info, "train_descriptions", js, []) or [single]
+        evals = _text_list(info, "eval_descriptions", js, [])
     elif txt.is_file():
-        train, evals = [ln.strip() for ln in txt.read_text(encoding="utf-8").splitlines()], []
+        try:
+            text = txt.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError("description.txt is not UTF-8 text.", path=txt,
+                            fix="Save it with UTF-8 encoding.") from None
+        except OSError as err:
+            raise read_error(err, txt, "description.txt") from None
+        train, evals = [ln.strip() for ln in text.splitlines()], []
     else:
         raise UserError("the adapter has no description.", path=sub,
                         fix="Add description.txt with one sentence describing its task.")
@@ -163,8 +198,16 @@ def load_library(folder: str | Path) -> Library:
                         fix="Choose a folder of LoRA adapters with descriptions.")
     index = folder / "library.json"
     if index.is_file():
-        data = json.loads(index.read_text(encoding="utf-8"))
-        spec = LoraSpec.from_dict(data["spec"])
+        data = read_json_object(index, "library.json", _REBUILD, strict=True)
+        try:
+            spec = LoraSpec.from_dict(data["spec"])
+        except (KeyError, TypeError) as err:
+            raise UserError(f"library.json has no usable 'spec' ({type(err).__name__}: {err}).",
+                            path=index, field="spec", fix=_REBUILD) from None
+        for key in ("tasks", "held_out"):
+            if not isinstance(data.get(key, []), list):
+                raise UserError(f"'{key}' must be a list of task folder names.", path=index,
+                                field=key, fix=_REBUILD)
         entries = [e for e in (_built_entry(folder, n) for n in data.get("tasks", [])) if e]
         held = [e for e in (_built_entry(folder, n) for n in data.get("held_out", [])) if e]
         shared = bool(data.get("shared_init", True))

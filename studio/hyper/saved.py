@@ -4,12 +4,11 @@ torch is imported only when weights are read or written."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from studio.errors import UserError
-from studio.fileio import atomic_file, write_json_atomic
+from studio.fileio import atomic_file, read_json_object, write_json_atomic
 
 CONFIG_FILE = "hypernetwork.json"
 WEIGHTS_FILE = "hypernetwork.safetensors"
@@ -23,11 +22,8 @@ def read_hyper_config(folder: str | Path, kind: str | None = None) -> dict:
     if not cfg_path.is_file():
         raise UserError("not a hypernetwork folder (no hypernetwork.json).", path=folder,
                         fix="Choose a folder saved by PEFT Studio's hypernetwork training.")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"hypernetwork.json is not valid JSON ({err}).", path=cfg_path,
-                        fix="Re-save the hypernetwork.") from err
+    config = read_json_object(cfg_path, "hypernetwork.json", "Re-save the hypernetwork.",
+                              strict=True)
     if kind is not None and config.get("kind") != kind:
         raise UserError(f"this hypernetwork is a '{config.get('kind')}', not a '{kind}'.",
                         path=cfg_path, field="kind", fix="Open it with the matching generator.")

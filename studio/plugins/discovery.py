@@ -18,6 +18,7 @@ from typing import Callable
 
 from studio import paths
 from studio.errors import UserError
+from studio.fileio import parse_json
 from studio.plugins.contract import Plugin
 from studio.plugins.manifest import ManifestError, check_manifest
 
@@ -61,9 +62,13 @@ def load_plugin_folder(folder: str | Path, kind: str = "extra", source: str | No
     if not manifest_path.is_file():
         raise ManifestError("no manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = parse_json(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest.json is not valid JSON ({exc})") from None
+    except UserError as exc:             # a key written twice, NaN, nesting too deep
+        raise ManifestError(f"manifest.json: {exc}") from None
+    except OSError as exc:
+        raise ManifestError(f"manifest.json cannot be read ({exc.strerror or exc})") from None
     manifest = check_manifest(manifest)
     if not module_path.is_file():
         raise ManifestError("no plugin.py")

@@ -90,14 +90,18 @@ class SamplingFields(QWidget):
         gen = QGridLayout(self)
         gen.setContentsMargins(0, 0, 0, 0)
         gen.setHorizontalSpacing(8)
-        self.max_new_tokens = _spin(QSpinBox(), 1, 4096, max_new_tokens, tip="Longest answer, in tokens.")
-        self.temperature = _spin(QDoubleSpinBox(), 0.0, 2.0, 0.0, 0.1,
-                                 "0 = greedy (the same answer every time); higher = more varied.")
-        self.top_p = _spin(QDoubleSpinBox(), 0.05, 1.0, 1.0, 0.05,
-                           "Sample only from the most likely tokens covering this probability (1 = all).")
-        self.top_k = _spin(QSpinBox(), 0, 1000, 0, tip="Sample only from the k most likely tokens (0 = off).")
-        self.repetition_penalty = _spin(QDoubleSpinBox(), 0.5, 2.0, 1.0, 0.05,
-                                        "Above 1 discourages repeating tokens already written (1 = off).")
+        from studio.core.chat import SAMPLING_SCHEMA as S      # the one source of the ranges
+
+        def spin(name, widget, value=None, step=None):
+            spec = S[name]
+            return _spin(widget, spec["minimum"], spec["maximum"],
+                         spec["default"] if value is None else value, step, spec["help"])
+
+        self.max_new_tokens = spin("max_new_tokens", QSpinBox(), max_new_tokens)
+        self.temperature = spin("temperature", QDoubleSpinBox(), step=0.1)
+        self.top_p = spin("top_p", QDoubleSpinBox(), step=0.05)
+        self.top_k = spin("top_k", QSpinBox())
+        self.repetition_penalty = spin("repetition_penalty", QDoubleSpinBox(), step=0.05)
         for i, (text, field) in enumerate((("Max tokens", self.max_new_tokens),
                                            ("Temperature", self.temperature), ("Top-p", self.top_p),
                                            ("Top-k", self.top_k),
