@@ -167,7 +167,7 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
              "help": "Seeds the data order, the split and the adapter initialisation."},
     "gradient_checkpointing": {"title": "Gradient checkpointing", "advanced": True,
                                "help": "Recompute activations in the backward pass: less memory, slower."},
-    "auto_checkpointing": {"title": "Checkpointing when memory is short", "advanced": True,
+    "auto_checkpointing": {"title": "Auto checkpointing", "advanced": True,
                            "help": "Turn gradient checkpointing on by itself when the estimated "
                                    "memory for the largest batch does not fit what is free on the "
                                    "device (the run's start notes say so, with the numbers)."},
