@@ -30,16 +30,17 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                  resume: bool = False) -> dict:
     """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
     A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
+    from studio import plugins
     from studio.core import distributed
     from studio.core.metric_log import for_run
-
-    from studio import plugins
 
     recipe.validate()
     t = recipe.training
     world = distributed.planned_world(t.devices)
-    distributed.check_sharding(recipe, quantization_for(recipe, plugins.get_plugin(
-        recipe.method.id)) or "", world)     # before any rank starts or model loads
+    plugin = plugins.get_plugin(recipe.method.id)
+    if world > 1 and plugin.capabilities.get("callbacks"):   # before any rank starts or loads
+        raise _callbacks_refused(recipe, plugin, world)
+    distributed.check_sharding(recipe, quantization_for(recipe, plugin) or "", world)
     dist = distributed.setup(t.devices, run_dir, resume, t.sharding)
     try:
         if not dist.main:                  # a helper rank: rank 0 reports (and logs) for all
@@ -49,6 +50,13 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
             return _run_training(recipe, run_dir, emit, control, resume, dist)  # emit feeds log_to
     finally:
         dist.close()
+
+
+def _callbacks_refused(recipe, plugin, world: int) -> UserError:
+    return UserError(f"method '{plugin.id}' changes the model while it trains (its callbacks), "
+                     f"which {world} data-parallel or sharded ranks cannot follow in step.",
+                     path=recipe.source, field="training.devices",
+                     fix="train this method on one device (training.devices = 1)")
 
 
 def quantization_for(recipe, plugin) -> str | None:
@@ -111,11 +119,8 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
     add_neftune(model, t.neftune_alpha)
     model.train()
     callbacks = plugin.callbacks(model, params, ctx)
-    if dist.active and callbacks:
-        raise UserError(f"method '{plugin.id}' changes the model while it trains (its callbacks), "
-                        f"which the {dist.world} data-parallel copies cannot follow in step.",
-                        path=recipe.source, field="training.devices",
-                        fix="train this method on one device (training.devices = 1)")
+    if dist.active and callbacks:        # a plugin whose hook is known only once it runs
+        raise _callbacks_refused(recipe, plugin, dist.world)
     trainable, total = plugins.count_parameters(model)
     if trainable == 0:
         raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
