@@ -196,11 +196,12 @@ def test_the_sharding_setting_is_checked_and_one_device_is_never_refused(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_torchrun_launch_trains_one_run_reported_by_rank_0(model_dir, tmp_path, demo_train_path,
-                                                           demo_eval_path):
+                                                           demo_eval_path, sharding):
     """Headless on a multi-GPU box or a cluster node: `torchrun --nproc_per_node 2 -m studio.cli
-    train RECIPE` (what `accelerate launch --multi_gpu` runs). Rank 0 makes the one run folder
-    and reports; both ranks train it, like one process with grad_accum 2."""
+    train RECIPE --sharding S` (what `accelerate launch --multi_gpu` runs). Rank 0 makes the one
+    run folder and reports; both ranks train it, like one process with grad_accum 2."""
     import sys
 
     (tmp_path / "a").mkdir()
@@ -208,13 +209,14 @@ def test_torchrun_launch_trains_one_run_reported_by_rank_0(model_dir, tmp_path, 
                           n_eval=4, steps=3, batch_size=2)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", "2", "-m", "studio.cli", "train", str(recipe.source),
-                           "--runs-dir", str(tmp_path / "runs")],
+                           "--runs-dir", str(tmp_path / "runs"), "--sharding", sharding],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert len(folders) == 1
     seen = [json.loads(line) for line in (folders[0] / "events.jsonl").read_text().splitlines()]
-    assert next(e for e in seen if e["event"] == "started")["devices"] == 2
+    started = next(e for e in seen if e["event"] == "started")
+    assert (started["devices"], started["sharding"]) == (2, sharding)
     assert json.loads((folders[0] / "status.json").read_text())["status"] == "finished"
     (tmp_path / "b").mkdir()
     one = small_recipe(model_dir, tmp_path / "b", demo_train_path, demo_eval_path, n_train=16,

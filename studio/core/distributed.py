@@ -16,9 +16,10 @@ model per rank, accelerate's FSDP2 (fsdp2_prepare_model) shards every decoder la
 and the head across the ranks: each rank holds 1/N of the parameters (the frozen base included),
 of the gradients and of the optimizer state, and all-gathers one layer at a time to compute. Every
 rank then takes part in evaluation and saving: the trainable tensors and the optimizer state are
-gathered whole and rank 0 writes the same files as a single-device run (Dist.gathered), so a run
-resumes on any device count and its adapter loads anywhere. FSDP cannot shard a quantized base or
-the 8-bit / factored optimizers; check_sharding refuses those up front.
+gathered whole and rank 0 writes the same files as a single-device run (Dist.gathered): the
+checkpoint does not depend on how the model was split, a resume shards it again
+(shard_optimizer_state) and the adapter loads anywhere. A quantized base, the 8-bit optimizers and
+Adafactor are not made for sharded parameters; check_sharding refuses them up front.
 
 Already inside a distributed launch (`accelerate launch` / `torchrun` set WORLD_SIZE), nothing is
 spawned: each process is the rank the launcher made it.
