@@ -41,3 +41,33 @@ def test_every_page_fits(qtbot, window, size):
     report["sidebar"] = problems(window.sidebar)      # page and tool names fit the fixed sidebar
     bad = {k: v for k, v in report.items() if v}
     assert not bad, "\n".join(f"{k}: {p}" for k, v in bad.items() for p in v)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_train_page_fits_with_the_advanced_training_settings_open(qtbot, window, size):
+    """The Train page's Advanced training rows (Devices, Multi-device mode, ...) open without
+    sideways scrolling or a cut label; a screenshot goes with the others."""
+    from PySide6.QtWidgets import QComboBox, QLabel, QScrollArea
+
+    window.resize(*size)
+    window.show_page("train")
+    form = window.train_page.training_form
+    form.advanced_toggle.setChecked(True)
+    for _ in range(5):
+        QApplication.processEvents()
+    mode = form.editors["sharding"]
+    assert isinstance(mode, QComboBox) and mode.isVisible()
+    assert [mode.itemText(i) for i in range(mode.count())] == ["ddp", "fsdp"]
+    assert any(lab.text().startswith("Multi-device mode") and lab.isVisible()
+               for lab in form.findChildren(QLabel))
+    area = mode.parent()
+    while not isinstance(area, QScrollArea):            # the page's scroll area holding the form
+        area = area.parent()
+    for _ in range(5):
+        area.ensureWidgetVisible(mode)
+        QApplication.processEvents()
+    shots = os.environ.get("PEFT_STUDIO_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(Path(shots) / f"train-advanced-{size[0]}x{size[1]}.png"))
+    assert not problems(window.train_page), problems(window.train_page)

@@ -174,19 +174,24 @@ def train_locked(args, run_dir: Path, recipe, body=None) -> int:
     return 0
 
 
+OVERRIDES = ("log_to", "sharding")      # [training] choices a command line may change
+
+
 def add_override_options(parser) -> None:
     """Options that change a recipe's [training] settings for this run (specs from
     TRAINING_SCHEMA, so choices, default and help stay one copy)."""
     from studio.core.recipe import TRAINING_SCHEMA
 
-    spec = TRAINING_SCHEMA["log_to"]
-    parser.add_argument("--log-to", choices=spec["enum"], default=None,
-                        help=f"{spec['help']} (default: the recipe's value)".replace("%", "%%"))
+    for key in OVERRIDES:
+        spec = TRAINING_SCHEMA[key]
+        parser.add_argument("--" + key.replace("_", "-"), choices=spec["enum"], default=None,
+                            help=f"{spec['help']} (default: the recipe's value)".replace("%", "%%"))
 
 
 def apply_overrides(recipe, args) -> None:
-    if getattr(args, "log_to", None):
-        recipe.training.log_to = args.log_to
+    for key in OVERRIDES:
+        if getattr(args, key, None):
+            setattr(recipe.training, key, getattr(args, key))
 
 
 def register(sub) -> None:

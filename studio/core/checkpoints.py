@@ -100,8 +100,11 @@ def group_param_names(model, optimizer) -> list[list[str]]:
 
 
 def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, position: dict,
-                    callbacks=(), extra: dict | None = None) -> Path:
-    """Write checkpoints/step-<step>/ (temp folder + rename); prune all but the newest few."""
+                    callbacks=(), extra: dict | None = None, optimizer_state: dict | None = None,
+                    group_names: list | None = None) -> Path:
+    """Write checkpoints/step-<step>/ (temp folder + rename); prune all but the newest few.
+    `optimizer_state` / `group_names` stand for optimizer.state_dict() / group_param_names()
+    where the caller has them (a sharded run gathers them whole first)."""
     from safetensors.torch import save_file
 
     root = checkpoints_dir(run_dir)
@@ -113,12 +116,14 @@ def save_checkpoint(run_dir, step: int, *, model, plugin, optimizer, scheduler, 
             atomic_dir(final, replace=True) as tmp:   # the run's own checkpoint of this step
         plugin.save(model, tmp / "adapter")
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                   tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         cb_states = [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
                      for cb in callbacks]
         torch.save({"step": step, "position": dict(position), "rng": _rng_state(),
-                    "group_names": group_param_names(model, optimizer), "callbacks": cb_states},
+                    "group_names": (group_param_names(model, optimizer) if group_names is None
+                                    else group_names), "callbacks": cb_states},
                    tmp / "state.pt")
         progress = {"step": step, "position": dict(position), **(extra or {})}
         (tmp / "progress.json").write_text(json.dumps(progress, indent=2), encoding="utf-8")

@@ -84,7 +84,7 @@ def _chunk_loss(hidden, weight, bias, targets):
 def _plain_head(model):
     """(output layer, the causal LM holding it) when the output layer is a plain Linear whose
     logits the model uses as they are; (None, None) otherwise (logit soft-capping or scaling,
-    an adapted output layer): then the loss takes the model's own logits."""
+    an adapted or an FSDP-sharded output layer): then the loss takes the model's own logits."""
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -93,6 +93,8 @@ def _plain_head(model):
     config = getattr(base, "config", None)
     text = getattr(config, "text_config", None) or config
     if type(head) is not torch.nn.Linear or not hasattr(base, "set_output_embeddings"):
+        return None, None
+    if hasattr(head.weight, "device_mesh"):     # FSDP-sharded: the head runs in its own unit
         return None, None
     if getattr(text, "final_logit_softcapping", None) or getattr(text, "logit_scale", None) \
             or getattr(text, "logits_scaling", None):

@@ -79,6 +79,7 @@ class TrainingSection:
     keep_best: bool = False
     packing: bool = True
     devices: int = 1
+    sharding: str = "ddp"
     log_to: str = "none"
 
 
@@ -105,6 +106,7 @@ def _section_schema(cls, specs: dict[str, dict]) -> dict[str, dict]:
 
 
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor")
+SHARDINGS = ("ddp", "fsdp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 RUN_NAME_SPEC = {"type": "string", "default": "run", "title": "Run name",
@@ -196,6 +198,15 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                 "help": "Train data-parallel on this many GPUs (processes on a CPU), through "
                         "accelerate: each step takes one batch per device. 0 = every visible GPU.",
                 "fix": "use 1 (one device), 0 (all GPUs) or a number up to the GPU count"},
+    "sharding": {"enum": list(SHARDINGS), "title": "Multi-device mode", "advanced": True,
+                 "help": "How several devices share the work. ddp: every device holds the whole "
+                         "base model and trains on its own batches. fsdp: the base model's "
+                         "weights, the gradients and the optimizer state are split across the "
+                         "devices, one decoder layer gathered at a time, for a base model that "
+                         "does not fit one GPU (unquantized base, adamw). One device trains as "
+                         "usual whatever this says.",
+                 "fix": 'use "ddp" (data parallel, the default) or "fsdp" (the base model '
+                        'split across the devices)'},
     "packing": {"title": "Padding-free batches", "advanced": True,
                 "help": "Lay each batch's examples end to end (no padding, no attention across "
                         "examples) and compute the output layer only on trained tokens: same "

@@ -30,11 +30,18 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
                  resume: bool = False) -> dict:
     """Train per `recipe`, writing checkpoints/adapter/eval.json into run_dir; returns metrics.
     A full disk anywhere on the way is a UserError ('disk full at PATH: ...')."""
+    from studio import plugins
     from studio.core import distributed
     from studio.core.metric_log import for_run
 
     recipe.validate()
-    dist = distributed.setup(recipe.training.devices, run_dir, resume)
+    t = recipe.training
+    world = distributed.planned_world(t.devices)
+    plugin = plugins.get_plugin(recipe.method.id)
+    if world > 1 and plugin.capabilities.get("callbacks"):   # before any rank starts or loads
+        raise _callbacks_refused(recipe, plugin, world)
+    distributed.check_sharding(recipe, quantization_for(recipe, plugin) or "", world)
+    dist = distributed.setup(t.devices, run_dir, resume, t.sharding)
     try:
         if not dist.main:                  # a helper rank: rank 0 reports (and logs) for all
             with disk_full_as_user_error(run_dir):
@@ -43,6 +50,20 @@ def run_training(recipe, run_dir, emit: Callable[[dict], None], control: Control
             return _run_training(recipe, run_dir, emit, control, resume, dist)  # emit feeds log_to
     finally:
         dist.close()
+
+
+def _callbacks_refused(recipe, plugin, world: int) -> UserError:
+    return UserError(f"method '{plugin.id}' changes the model while it trains (its callbacks), "
+                     f"which {world} data-parallel or sharded ranks cannot follow in step.",
+                     path=recipe.source, field="training.devices",
+                     fix="train this method on one device (training.devices = 1)")
+
+
+def quantization_for(recipe, plugin) -> str | None:
+    """How the base model is loaded: the recipe's quantization, else the method's own need."""
+    needs_4bit = plugin.capabilities.get("needs_quantized_base")
+    return (recipe.model.quantization or getattr(plugin, "requires_quantization", None)
+            or ("4bit" if needs_4bit else "")) or None
 
 
 def _silent(event: dict) -> None:
@@ -71,11 +92,11 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                             fix="start it again as a new run")
     seed_everything(t.seed)
     device = dist.device
-    needs_4bit = plugin.capabilities.get("needs_quantized_base")
-    quant = (recipe.model.quantization or getattr(plugin, "requires_quantization", None)
-             or ("4bit" if needs_4bit else "")) or None
+    quant = quantization_for(recipe, plugin)
+    # sharded: the whole base is read into host memory, never onto one GPU; sharding moves each
+    # rank's share of every layer onto its device
     model, tokenizer = load_model(recipe.resolve_path(recipe.model.path), quant,
-                                  recipe.model.dtype, device)
+                                  recipe.model.dtype, "cpu" if dist.sharded else device)
     data = prepare_data(recipe, tokenizer)
     # each optimizer step takes `world` micro-batches per accumulation step (one per rank)
     total_steps = total_steps_for(recipe, max(1, data.batches_per_epoch // dist.world))
@@ -101,11 +122,8 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
     add_neftune(model, t.neftune_alpha)
     model.train()
     callbacks = plugin.callbacks(model, params, ctx)
-    if dist.active and callbacks:
-        raise UserError(f"method '{plugin.id}' changes the model while it trains (its callbacks), "
-                        f"which the {dist.world} data-parallel copies cannot follow in step.",
-                        path=recipe.source, field="training.devices",
-                        fix="train this method on one device (training.devices = 1)")
+    if dist.active and callbacks:        # a plugin whose hook is known only once it runs
+        raise _callbacks_refused(recipe, plugin, dist.world)
     trainable, total = plugins.count_parameters(model)
     if trainable == 0:
         raise UserError(f"method '{plugin.id}' left no parameter to train", path=recipe.source,
@@ -119,7 +137,12 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
         for cb in callbacks:
             if callable(getattr(cb, "on_resume", None)):
                 cb.on_resume(saved["state"]["step"], model, ckpt)
-        checkpoints.restore_trainable(model, ckpt)
+        checkpoints.restore_trainable(model, ckpt)          # whole tensors, before sharding
+    if dist.sharded:
+        # FSDP2: the parameters become this rank's shards (DTensors, same names); the optimizer
+        # is made over the shards below, so its state is sharded too
+        model = dist.shard(model)
+    if ckpt is not None:
         groups = checkpoints.rebuild_groups(model, saved["state"], saved["optimizer"])
     else:
         groups = (plugin.optimizer_param_groups(model, params, t.learning_rate)
@@ -129,7 +152,9 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                                            num_warmup_steps=t.warmup_steps,
                                            num_training_steps=total_steps)
     if ckpt is not None:
-        optimizer.load_state_dict(saved["optimizer"])
+        # the checkpoint holds whole tensors (as a single-device run writes them); a sharded
+        # optimizer takes this rank's shard of each
+        optimizer.load_state_dict(dist.shard_optimizer_state(saved["optimizer"], optimizer))
         scheduler.load_state_dict(saved["scheduler"])
         for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
@@ -154,8 +179,10 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                           precision=t.precision, train_on=t.train_on,
                           packing=uses_packing(t, model, plugin), devices=dist.world,
                           gradient_checkpointing=checkpointing,
+                          sharding=t.sharding if dist.active else "",
                           warnings=data.warnings + ([memory_note] if memory_note else [])
-                          + interval_warnings(recipe.training, total_steps, bool(data.eval))))
+                          + interval_warnings(recipe.training, total_steps, bool(data.eval))
+                          + sharding_notes(t, dist.world)))
     loop = StepLoop(recipe, run_dir, emit, control, model, plugin, optimizer, scheduler, callbacks,
                     data, pad_id, device, total_steps, dist)
     loop.best_eval, loop.best_step = early.get("best_eval"), early.get("best_step")
@@ -193,6 +220,14 @@ def auto_checkpointing(recipe, model, data, quant, device) -> tuple[bool, str]:
     return on, note
 
 
+def sharding_notes(training, world: int) -> list[str]:
+    """What `training.sharding` does not do in a run of `world` ranks."""
+    if training.sharding == "fsdp" and world <= 1:
+        return ["sharding is fsdp but the run has one device: it trains as one process, the "
+                "model unsharded (FSDP splits a model across 2 or more devices)."]
+    return []
+
+
 def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
     """What the eval / checkpoint intervals will not do in a run of `total_steps` steps."""
     out = []
@@ -222,10 +257,11 @@ class StepLoop:
         self.packed = uses_packing(recipe.training, model, plugin)
         self.scaler = grad_scaler_for(device, recipe.training.precision)   # fp16 only
         self.dist = dist or Dist(device=device)
-        # the forward pass goes through DistributedDataParallel when several ranks train;
-        # evaluation and saving use the plain model (rank 0 alone)
-        self.forward_model = (self.dist.accelerator.prepare_model(model) if self.dist.active
-                              else model)
+        # DDP: the forward pass goes through DistributedDataParallel, evaluation and saving use
+        # the plain model (rank 0 alone). FSDP: the model is sharded in place already, and every
+        # rank evaluates and saves with it (the layers are gathered through collectives)
+        self.forward_model = (self.dist.accelerator.prepare_model(model)
+                              if self.dist.active and not self.dist.sharded else model)
         self.step_times: deque[float] = deque(maxlen=20)
         self.last_loss: float | None = None
         self.last_eval: float | None = None
@@ -241,18 +277,25 @@ class StepLoop:
     def _checkpoint(self, step, epoch, index) -> Path:
         from studio.core import checkpoints
 
-        if not self.dist.main:
+        if not self.dist.main and not self.dist.sharded:
             return self.run_dir / "checkpoints"
 
         self.emit(events.phase("saving", step))
-        path = checkpoints.save_checkpoint(
-            self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
-            scheduler=self.scheduler, position=self._position(epoch, index),
-            callbacks=self.callbacks,
-            extra={"total_steps": self.total, "loss": self.last_loss, "tokens_seen": self.tokens_seen,
-                   "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
-                                      "evals_without_gain": self.evals_without_gain},
-                   "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
+        # sharded: every rank gathers its shares (optimizer state, trained tensors) for rank 0
+        optimizer_state = self.dist.full_optimizer_state(self.optimizer)
+        group_names = checkpoints.group_param_names(self.model, self.optimizer)
+        with self.dist.gathered(self.model):
+            if not self.dist.main:
+                return self.run_dir / "checkpoints"
+            path = checkpoints.save_checkpoint(
+                self.run_dir, step, model=self.model, plugin=self.plugin, optimizer=self.optimizer,
+                scheduler=self.scheduler, position=self._position(epoch, index),
+                callbacks=self.callbacks, optimizer_state=optimizer_state, group_names=group_names,
+                extra={"total_steps": self.total, "loss": self.last_loss,
+                       "tokens_seen": self.tokens_seen,
+                       "early_stopping": {"best_eval": self.best_eval, "best_step": self.best_step,
+                                          "evals_without_gain": self.evals_without_gain},
+                       "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
         self.emit(events.checkpoint(step, str(path)))
         return path
 
@@ -261,8 +304,8 @@ class StepLoop:
 
         from studio.core.evaluate import eval_loss
 
-        if not self.data.eval or not self.dist.main:
-            return None
+        if not self.data.eval or not (self.dist.main or self.dist.sharded):
+            return None           # sharded: every rank runs the same batches (the collectives)
         items, size = self.data.eval, self.t.batch_size
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         batches = chunks if self.packed else Batches(chunks, self.pad_id, self.device)
@@ -287,8 +330,10 @@ class StepLoop:
             self.best_eval, self.best_step, self.evals_without_gain = value, step, 0
             if self.t.keep_best:
                 self.emit(events.phase("saving", step))
-                with atomic_dir(self.run_dir / "best-adapter", replace=True) as tmp:
-                    self.plugin.save(self.model, tmp)
+                with self.dist.gathered(self.model):
+                    if self.dist.main:
+                        with atomic_dir(self.run_dir / "best-adapter", replace=True) as tmp:
+                            self.plugin.save(self.model, tmp)
         else:
             self.evals_without_gain += 1
         return value
@@ -362,6 +407,8 @@ class StepLoop:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)    # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            if hasattr(grad_norm, "full_tensor"):      # FSDP: the norm over every rank's shard
+                grad_norm = grad_norm.full_tensor()
             step_lr = float(self.optimizer.param_groups[0]["lr"])   # the rate this step used
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)        # skipped when the scaled grads overflowed
@@ -427,15 +474,18 @@ class StepLoop:
     def _finish(self, step, seconds, tokens, start_step, stopped_early: bool = False) -> dict:
         from studio.core.checkpoints import checkpoint_bytes_needed
 
-        if not self.dist.main:
+        if not self.dist.main and not self.dist.sharded:
             return {"step": step, "rank": self.dist.rank}
         eval_loss = self.last_eval if stopped_early else self._evaluate(step)
         final = self.run_dir / "adapter"           # the run's own folder: replaced on resume
         self.emit(events.phase("saving", step))
-        needed = checkpoint_bytes_needed(self.run_dir, self.model, adapter_only=True)
-        check_free_space(self.run_dir, needed)
-        with disk_full_as_user_error(final, needed), atomic_dir(final, replace=True) as tmp:
-            self.plugin.save(self.model, tmp)
+        with self.dist.gathered(self.model):       # sharded: the adapter whole, on rank 0
+            if not self.dist.main:
+                return {"step": step, "rank": self.dist.rank}
+            needed = checkpoint_bytes_needed(self.run_dir, self.model, adapter_only=True)
+            check_free_space(self.run_dir, needed)
+            with disk_full_as_user_error(final, needed), atomic_dir(final, replace=True) as tmp:
+                self.plugin.save(self.model, tmp)
         metrics = {"step": step, "train_loss": self.last_loss, "eval_loss": eval_loss,
                    "train_seconds": round(seconds, 3), "steps_this_session": step - start_step,
                    "tokens_per_s": tokens / seconds if seconds > 0 else None,

@@ -218,8 +218,9 @@ def make_optimizer(groups, recipe, device):
 
         return Adafactor(groups, lr=t.learning_rate, weight_decay=t.weight_decay,
                          relative_step=False, scale_parameter=False, warmup_init=False)
-    fused = device.startswith("cuda") and all(
-        p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    fused = device.startswith("cuda") and all(    # not over FSDP shards (DTensors): foreach
+        p.is_cuda and p.is_floating_point() and not hasattr(p, "device_mesh")
+        for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=t.learning_rate, weight_decay=t.weight_decay,
                              **({"fused": True} if fused else {}))
 
