@@ -109,6 +109,9 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
     checkpointing, memory_note = t.gradient_checkpointing, ""
     if not checkpointing and t.auto_checkpointing:
         checkpointing, memory_note = auto_checkpointing(recipe, model, data, quant, device)
+        # every rank as rank 0 decided: sharded layers recomputed on one rank only would
+        # leave the others waiting in a collective
+        checkpointing = dist.flag(checkpointing)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
