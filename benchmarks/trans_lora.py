@@ -156,8 +156,11 @@ def run_task(task_path: Path, args, work: Path) -> dict:
     direct_run = train_run(recipe_for(args.target, f"{key}-direct"), base, "direct run", state, save)
     log("direct run", direct_run)
     settings = {"prompts": args.prompts, "seed_count": n_seeds, "candidates": args.candidates}
+    # the filtered arm is rerun (its key deleted from state.json) from the other arm's written
+    # prompts when those exist: only the filter, the answers and the training are done again
+    pool = Path(state["transfer no filter"]) if "transfer no filter" in state else None
     filtered = transfer_run(source_run, args.target, base, "transfer", state, save, settings,
-                            args.epochs)
+                            args.epochs, pool_from=pool)
     log("transfer", filtered)
     unfiltered = transfer_run(source_run, args.target, base, "transfer no filter", state, save,
                               dict(settings, filter=False), args.epochs, pool_from=filtered)

@@ -82,6 +82,11 @@ def test_discriminator_keeps_real_prompts_over_junk(model_dir, demo_train_path):
            {"text": real[0], "finished": True}]
     assert synth.hygiene(odd, seeds) == ["empty", "unfinished (longer than the limit)",
                                          "a copy of a real prompt", None, "a repeat"]
+    # a probe that passes too few: the best of the rest keep the student fed, the rest say why
+    few, few_final = synth.choose(candidates, reasons, probe["fake"], wanted=16, threshold=1.01,
+                                  minimum=8)
+    assert len(few) == 8 and sorted(few, key=lambda i: -probe["fake"][i]) == few
+    assert sum(r is not None and r.startswith("judged synthetic") for r in few_final) == 24
 
 
 def test_refusals_before_any_work(model_dir, random_adapter, tmp_path, monkeypatch, source_run,

@@ -238,8 +238,9 @@ def hygiene(candidates: list[dict], seeds: list[str]) -> list[str | None]:
 def choose(candidates: list[dict], reasons: list[str | None], scores: list[float] | None,
            wanted: int, threshold: float, minimum: int = 8) -> tuple[list[int], list[str | None]]:
     """Indices of the prompts to keep and the final reason for each candidate (None = kept).
-    With scores: the usable ones with P(real) >= threshold, best first, up to `wanted` (at least
-    `minimum` best-scoring when fewer pass). Without: the usable ones in the order written."""
+    With scores: the usable ones with P(real) >= threshold, best first, up to `wanted`; when fewer
+    pass, the `minimum` best-scoring (the pipeline asks for half of `wanted`). Without: the usable
+    ones in the order written."""
     reasons = list(reasons)
     usable = [i for i, r in enumerate(reasons) if r is None]
     if scores is None:
