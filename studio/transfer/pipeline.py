@@ -253,6 +253,7 @@ class _Stages:
                             "empty).", path=path,
                             fix="Check the adapter in Chat; raise 'Longest answer (tokens)'.")
         _write_jsonl(self.work / "teacher.jsonl", data)
+        path.replace(self.work / "answers.jsonl")     # every answer, the empty ones too
         empty = len(rows) - len(data)
         self.finish("teach", {"answered": len(data), "empty": empty, "token_limit": limit},
                     f"{len(data)} answers from the source adapter"
