@@ -61,8 +61,8 @@ def check_suffix(path) -> None:
         return
     if suffix in _COMPRESSED:
         raise UserError(f"is a compressed file ('{suffix}'); the studio reads {SUPPORTED}.",
-                        path=path, fix=f"unpack it first (e.g. gunzip / unzip) and choose the "
-                                       f"file inside.")
+                        path=path, fix="unpack it first (e.g. gunzip / unzip) and choose the "
+                                       "file inside.")
     how = _CONVERT.get(suffix, "save the data in one of those formats")
     raise UserError(f"unsupported file type '{suffix or '(none)'}': the studio reads {SUPPORTED}.",
                     path=path, fix=f"{how}.")
