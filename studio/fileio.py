@@ -266,6 +266,22 @@ def read_error(err: OSError, path, what: str = "the file") -> UserError:
                      fix="check the file and the disk it is on, then try again.")
 
 
+def read_user_text(path, what: str, fix: str, field: str | None = None) -> str:
+    """A file the user gave, as text: read errors through `read_error`, a byte that is not
+    UTF-8 named with its offset and line, a BOM (Notepad saves one) dropped."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise read_error(err, path, what) from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} is not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset "
+                        f"{err.start} cannot be read.", path=path,
+                        line=raw[:err.start].count(b"\n") + 1, field=field, fix=fix) from None
+
+
 def read_json_object(path, what: str, fix: str, *, strict: bool = False) -> dict:
     """A JSON file that must hold an object; UserError naming the file and `fix` when it cannot
     be read or holds something else (`strict`: duplicate keys and NaN refused too, see

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from studio.core.stats import bootstrap_ci  # noqa: F401 - re-exported
 from studio.errors import UserError
-from studio.fileio import parse_json, read_error
+from studio.fileio import parse_json, read_user_text
 
 DEFAULT_INPUT_PREFIX = "\nQ: "
 DEFAULT_OUTPUT_PREFIX = "\nA: "
@@ -231,16 +231,7 @@ def load_task(path: str | Path) -> BigBenchTask:
     if not path.is_file():
         raise UserError("task file not found.", path=path,
                         fix="Give the path of a BIG-bench task.json (or its folder).")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise read_error(err, path, "the task file") from None
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as err:
-        raise UserError(f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
-                        f"{err.start}).", path=path, line=raw[:err.start].count(b"\n") + 1,
-                        fix="Save the task.json with UTF-8 encoding.") from None
+    text = read_user_text(path, "the task file", fix="Save the task.json with UTF-8 encoding.")
     try:
         data = parse_json(text, path)
     except json.JSONDecodeError as err:

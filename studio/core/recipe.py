@@ -21,7 +21,7 @@ from typing import Any
 from studio import schema
 from studio.core.metric_log import LOGGERS, check_available
 from studio.errors import UserError
-from studio.fileio import disk_full_as_user_error, parse_json, read_error, write_text_atomic
+from studio.fileio import disk_full_as_user_error, parse_json, read_user_text, write_text_atomic
 
 QUANTIZATIONS = ("", "4bit", "8bit")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -285,18 +285,8 @@ class Recipe:
             raise UserError("recipes are TOML (or JSON) files, not YAML.", path=path,
                             fix="write it as TOML: `peft-studio recipe new OUT.toml` makes one "
                                 "to edit")
-        try:
-            raw = path.read_bytes()
-        except OSError as err:
-            raise read_error(err, path, "the recipe") from None
-        try:
-            text = raw.decode("utf-8").removeprefix("\ufeff")     # a BOM (Notepad) is harmless
-        except UnicodeDecodeError as err:
-            line = raw[:err.start].count(b"\n") + 1
-            raise UserError(f"is not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset "
-                            f"{err.start} cannot be read", path=path, line=line,
-                            fix="save the recipe with UTF-8 encoding (or retype that "
-                                "character)") from None
+        text = read_user_text(path, "the recipe", fix="save the recipe with UTF-8 encoding (or "
+                                                      "retype that character)")
         if not text.strip():
             raise UserError("the recipe file is empty.", path=path,
                             fix="write the settings into it, or start from `peft-studio recipe "

@@ -128,7 +128,7 @@ def read_prompts(path: str | Path) -> list[str]:
     (.jsonl / .json / .csv in the studio's formats: each example's first user message). UserError
     naming the file when it is missing, unreadable, not text, or holds no prompt; read before any
     model or encoder loads."""
-    from studio.fileio import read_error
+    from studio.fileio import read_user_text
 
     p = Path(path).expanduser()
     fix = ("Give a text file with one example prompt per line (or a .jsonl of chat / alpaca "
@@ -143,16 +143,8 @@ def read_prompts(path: str | Path) -> list[str]:
         prompts = [next((m["content"] for m in ex.messages if m["role"] == "user"), "")
                    for ex in load_examples(p) if ex.messages]
     else:
-        try:
-            raw = p.read_bytes()
-        except OSError as err:
-            raise read_error(err, p, "the prompts file") from None
-        try:
-            text = raw.decode("utf-8").removeprefix("\ufeff")
-        except UnicodeDecodeError as err:
-            raise UserError("the prompts file is not UTF-8 text.", path=p,
-                            line=raw[:err.start].count(b"\n") + 1, field="--prompts",
-                            fix="Save it as UTF-8 text, one prompt per line.") from None
+        text = read_user_text(p, "the prompts file", field="--prompts",
+                              fix="Save it as UTF-8 text, one prompt per line.")
         if "\0" in text:
             raise UserError("the prompts file is not a text file (it holds NUL bytes).", path=p,
                             field="--prompts", fix=fix)
