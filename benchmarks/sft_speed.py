@@ -7,7 +7,11 @@
 What is compared, in one process, each variant on the same model weights, the same tokenized
 examples (prompt + answer through the chat template, only answer tokens trained), LoRA r16 on
 all linear layers, the same learning rate / schedule / batch size / number of optimizer steps and
-the same precision policy:
+each trainer's own precision policy (`--precision auto`, the default; the report gives each one's):
+ours computes in bf16 with bf16 frozen weights where the device multiplies bf16 natively (a recent
+GPU, a CPU with avx512_bf16/AMX), the Trainer in its default (fp32; bf16 autocast on a GPU that has
+it), TRL in bf16 where the device has it (its default is bf16; its fastest setting). `--precision
+fp32|bf16` gives every variant that one instead:
 
   ours      studio.core.training's StepLoop with the recipe's defaults (padding-free batches,
             logits only on trained tokens: studio/core/packing.py); `--no-packing` for padded
@@ -29,7 +33,8 @@ answer sizes, the realistic case; or any studio data file (.jsonl / .csv).
 Measured per variant: trained tokens/s over the timed steps (tokens whose loss is trained, counted
 from the batches each trainer really consumed), all tokens/s (real, not padded), peak memory
 (CUDA allocator, or sampled RSS above the start on CPU: rough), the final eval loss on held-out
-examples (the same function for all: studio.core.evaluate.eval_loss on padded batches). Ratios:
+examples (the same function for all: studio.core.evaluate.eval_loss on padded batches, in fp32
+on the fp32 base weights with the trained adapter, whatever a variant trained in). Ratios:
 ours / trainer and ours / best TRL mode. `--repeats N` alternates the order; medians are shown.
 """
 
@@ -141,7 +146,7 @@ def run_ours(args, items, consumed) -> tuple[object, list[float], Clock]:
     t = recipe.training
     t.max_steps, t.batch_size, t.grad_accum, t.seed = total, args.batch, 1, args.seed
     t.learning_rate, t.eval_every, t.save_every, t.warmup_steps = args.lr, 0, 0, 0
-    t.lr_scheduler, t.precision, t.packing = "cosine", args.precision, not args.no_packing
+    t.lr_scheduler, t.precision, t.packing = "cosine", precision_of(args, "ours"), not args.no_packing
     plugin = plugins.get_plugin("lora")
     clock = Clock(args.device)
 
@@ -161,6 +166,7 @@ def run_ours(args, items, consumed) -> tuple[object, list[float], Clock]:
                "device": args.device, "run_dir": run_dir, "seed": t.seed,
                "gradient_checkpointing": False, "quantization": "", "learning_rate": t.learning_rate}
         model = plugin.apply(model, recipe.method_params(), ctx)
+        tr.hold_frozen(model, t, args.device, None, args.dtype)       # as run_training does
         model.train()
         groups = tr.default_param_groups(model, t.weight_decay)
         optimizer = tr.make_optimizer(groups, recipe, args.device)
@@ -178,20 +184,45 @@ def _take(gen, n):
         yield next(gen)
 
 
-def _hf_args(args, tmp, **extra):
+def _hf_args(args, tmp, name, **extra):
     return dict(output_dir=tmp, per_device_train_batch_size=args.batch, max_steps=args.warmup + args.steps,
                 learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
                 logging_steps=1, save_strategy="no", report_to=[], seed=args.seed,
-                use_cpu=args.device == "cpu", bf16=_bf16(args), dataloader_num_workers=0,
-                disable_tqdm=True, **extra)
+                use_cpu=args.device == "cpu", bf16=precision_of(args, name) == "bf16",
+                dataloader_num_workers=0, disable_tqdm=True, **extra)
 
 
-def _bf16(args) -> bool:
+def precision_of(args, name: str) -> str:
+    """What variant `name` computes in: `--precision` when fixed, else its own policy (ours: the
+    studio's auto; Trainer: its default, fp32, bf16 autocast on a GPU that has it; TRL: bf16
+    where the device multiplies it natively, its default and fastest setting)."""
     import torch
 
-    if args.precision == "bf16":
-        return True
-    return args.precision == "auto" and args.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    from studio.core.training_parts import compute_dtype
+
+    if args.precision != "auto":
+        return args.precision
+    native = compute_dtype(args.device, "auto")
+    if name == "ours" or name.startswith("trl"):
+        return "bf16" if native == "bf16" else "fp32"
+    return "bf16" if args.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def fp32_for_eval(model, args):
+    """The trained model with its frozen base back in fp32 (ours holds it in bf16 while training):
+    every variant's adapter is evaluated on the same fp32 base weights."""
+    import torch
+
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        return model
+    fresh = build_model(args, for_ours=True).state_dict()
+    model.float()
+    with torch.no_grad():
+        for name, tensor in model.get_base_model().state_dict(keep_vars=True).items():
+            source = fresh.get(name.replace(".base_layer", ""))
+            if "lora_" not in name and source is not None and source.shape == tensor.shape:
+                tensor.copy_(source)
+    return model
 
 
 def _peft(model):
@@ -265,7 +296,7 @@ def run_trainer(args, items, consumed, tokenizer):
                                      for i in our_order(args, items)])
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _sequential(Trainer)(model=model, args=TrainingArguments(**_hf_args(args, tmp)),
+        trainer = _sequential(Trainer)(model=model, args=TrainingArguments(**_hf_args(args, tmp, "trainer")),
                           train_dataset=ds, data_collator=_counting(collator, consumed),
                           callbacks=[_callback(clock)])
         _quiet(trainer)
@@ -288,7 +319,7 @@ def run_trl(args, items, consumed, tokenizer, mode):
     extra = {"padding_free": True} if mode == "padding_free" else {"packing": True}
     with tempfile.TemporaryDirectory() as tmp:
         # the examples are already cut at --max-length (padding_free refuses a max_length)
-        config = SFTConfig(**_hf_args(args, tmp, max_length=None if mode == "padding_free"
+        config = SFTConfig(**_hf_args(args, tmp, f"trl_{mode}", max_length=None if mode == "padding_free"
                                       else args.max_length, completion_only_loss=True, **extra))
         trainer = (_sequential(SFTTrainer) if mode == "padding_free" else SFTTrainer)(model=model, args=config, train_dataset=ds,
                              processing_class=tokenizer, callbacks=[_callback(clock)])
@@ -317,7 +348,7 @@ def measure(name, args, items, eval_items, tokenizer) -> dict:
             model, losses, clock = run_trl(args, items, consumed, tokenizer, name[4:])
     pad = tokenizer.pad_token_id or 0
     batches = [collate(eval_items[i:i + args.batch], pad) for i in range(0, len(eval_items), args.batch)]
-    final_eval = eval_loss(model.to(args.device), batches)
+    final_eval = eval_loss(fp32_for_eval(model, args).to(args.device), batches)
     total = args.warmup + args.steps
     timed = consumed[args.warmup:total]
     seconds = clock.seconds(args.warmup, total)
@@ -326,7 +357,7 @@ def measure(name, args, items, eval_items, tokenizer) -> dict:
               "tokens": real_tokens([x for b in timed for x in b]),
               "peak_mb": mem.used_mb, "loss_first": losses[0] if losses else None,
               "loss_last": losses[-1] if losses else None, "eval_loss": final_eval,
-              "steps_logged": len(losses)}
+              "steps_logged": len(losses), "precision": precision_of(args, name)}
     result["trained_tokens_per_s"] = result["trained_tokens"] / seconds
     result["tokens_per_s"] = result["tokens"] / seconds
     del model
@@ -341,6 +372,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
                      for k in ("trained_tokens_per_s", "tokens_per_s", "peak_mb", "eval_loss",
                                "trained_tokens")}
         med[name]["runs"] = [round(r["trained_tokens_per_s"], 1) for r in results]
+        med[name]["precision"] = results[0].get("precision", "")
     ratios = {}
     if "ours" in med:
         for other in med:
@@ -362,10 +394,11 @@ def print_report(report: dict) -> None:
     print(f"model: {setup['model']}, LoRA r16 all-linear, batch {setup['batch']}, "
           f"{setup['steps']} timed steps after {setup['warmup']}, precision {setup['precision']}, "
           f"device {setup['device']}, threads {setup['threads']}, repeats {setup['repeats']}")
-    print(f"{'variant':18} {'trained tok/s':>14} {'tok/s':>9} {'peak MB':>9} {'eval loss':>10}  runs")
+    print(f"{'variant':18} {'precision':>9} {'trained tok/s':>14} {'tok/s':>9} {'peak MB':>9} "
+          f"{'eval loss':>10}  runs")
     for name, m in s["median"].items():
-        print(f"{name:18} {m['trained_tokens_per_s']:14,.1f} {m['tokens_per_s']:9,.1f} "
-              f"{m['peak_mb']:9,.0f} {m['eval_loss']:10.4f}  {m['runs']}")
+        print(f"{name:18} {m.get('precision', ''):>9} {m['trained_tokens_per_s']:14,.1f} "
+              f"{m['tokens_per_s']:9,.1f} {m['peak_mb']:9,.0f} {m['eval_loss']:10.4f}  {m['runs']}")
     for other, r in s["ratios"].items():
         mem = f"{r['peak_mb']:.2f}x" if r["peak_mb"] else "n/a"
         print(f"ours / {other:16} trained tok/s {r['trained_tokens_per_s']:.2f}x   peak memory {mem}"

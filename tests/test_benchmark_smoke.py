@@ -65,3 +65,36 @@ def test_sft_speed_benchmark_runs_all_three_peers_on_a_tiny_model(tmp_path):
     per_step = {n: saved["runs"][n][0]["trained_tokens"] for n in ("ours", "trainer")}
     assert 0.5 < per_step["ours"] / per_step["trainer"] < 2.0
     assert set(report["summary"]["ratios"]) == {"trainer", "trl_padding_free", "trl_packing"}
+    # each its own precision policy, named in the report: ours the studio's auto
+    from studio.core.training_parts import compute_dtype
+
+    assert saved["runs"]["ours"][0]["precision"] == compute_dtype("cpu", "auto")
+    assert saved["runs"]["trainer"][0]["precision"] == "fp32"          # Trainer's CPU default
+
+
+def test_sft_speed_evaluates_every_adapter_on_the_fp32_base(tmp_path):
+    """Ours holds the frozen base in bf16 while training; before the shared eval its base goes
+    back to the exact fp32 weights (the adapter untouched), as every other variant's is."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.training_parts import hold_frozen_in_bf16
+
+    spec = importlib.util.spec_from_file_location("sft_speed", BENCHMARK.parent / "sft_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--shape", "tiny"])
+    original = bench.build_model(args, for_ours=True)
+    model = get_peft_model(bench.build_model(args, for_ours=True),
+                           LoraConfig(r=4, target_modules="all-linear"))
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert hold_frozen_in_bf16(model) > 0
+    model = bench.fp32_for_eval(model, args)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for name, p in model.named_parameters():
+        if name in lora:
+            assert torch.equal(p, lora[name]), name
+    base = model.get_base_model().state_dict()
+    for name, tensor in original.state_dict().items():
+        key = next((k for k in base if k.replace(".base_layer", "") == name), None)
+        assert key is not None and torch.equal(base[key], tensor), name

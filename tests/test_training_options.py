@@ -44,8 +44,59 @@ def test_bf16_compute_and_training_on_every_token(model_dir, tmp_path, demo_trai
     answers_only = prepare_data(small_recipe(model_dir, tmp_path, demo_train_path, demo_eval_path,
                                              n_train=8, n_eval=4, steps=2), tokenizer)
     assert any(-100 in item["labels"] for item in answers_only.train)
-    _, seen, metrics = _run(recipe, tmp_path)
+    run_dir, seen, metrics = _run(recipe, tmp_path)
     assert seen[0]["precision"] == "bf16" and math.isfinite(metrics["train_loss"])
+    assert seen[0]["frozen_dtype"] == "bfloat16"         # training.frozen_bf16, on by default
+    from safetensors.torch import load_file
+
+    saved = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert saved and all(t.dtype == torch.float32 for t in saved.values())  # trained in fp32
+
+
+def test_bf16_frozen_weights_keep_the_trained_ones_fp32(model_dir):
+    """training.frozen_bf16: the frozen base goes to bf16 (tied weights once), the LoRA weights
+    stay fp32 and get fp32 gradients; the loss under bf16 autocast stays within 1% of fp32's."""
+    from peft import LoraConfig, get_peft_model
+
+    from studio.core.models import load_model
+    from studio.core.training_parts import autocast_for, hold_frozen_in_bf16
+
+    model, tokenizer = load_model(model_dir)
+    model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    ids = tokenizer("The capital of France is Paris, and the capital of Italy is Rome.",
+                    return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        fp32 = float(model(input_ids=ids, labels=ids).loss)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert hold_frozen_in_bf16(model) == frozen
+    assert all((p.dtype == torch.float32) == p.requires_grad for p in model.parameters())
+    with autocast_for("cpu", "bf16"):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert abs(float(loss) - fp32) < 0.01 * fp32
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_auto_precision_follows_the_cpu():
+    """auto computes in bf16 on a CPU that multiplies bf16 natively, fp32 on one that does not;
+    a fixed choice is kept; the frozen weights follow (never for a quantized base)."""
+    from unittest import mock
+
+    from studio.core import training_parts as tp
+    from studio.core.recipe import TrainingSection
+
+    t = TrainingSection()
+    for native, expect in ((True, "bf16"), (False, "fp32")):
+        with mock.patch.object(tp, "cpu_has_bf16", return_value=native):
+            assert tp.compute_dtype("cpu", "auto") == expect
+            assert tp.compute_dtype("cpu", "fp32") == "fp32"
+            held = "bfloat16" if native else "float32"
+            assert tp.frozen_dtype(t, "cpu", None, "float32") == held
+            assert tp.frozen_dtype(t, "cpu", "4bit", "float32") == "float32"
+    t.frozen_bf16 = False
+    assert tp.frozen_dtype(t, "cpu", None, "float32") == "float32"
 
 
 def test_neftune_noise_only_while_training(model_dir):

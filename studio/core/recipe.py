@@ -73,6 +73,7 @@ class TrainingSection:
     auto_checkpointing: bool = True
     optimizer: str = "adamw"
     precision: str = "auto"
+    frozen_bf16: bool = True
     train_on: str = "answers"
     neftune_alpha: float = 0.0
     early_stopping_patience: int = 0
@@ -178,9 +179,13 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                           "optimizer state); adafactor (factored second moments, least memory)."},
     "precision": {"enum": list(PRECISIONS), "title": "Compute precision", "advanced": True,
                   "help": "auto: bf16 autocast on a GPU that has it, fp16 (with loss scaling) on an "
-                          "older GPU, fp32 on a CPU; bf16: bf16 autocast (also on a CPU with "
-                          "avx512_bf16); fp16: fp16 autocast with a gradient scaler; fp32: full "
-                          "precision."},
+                          "older GPU, bf16 on a CPU that multiplies bf16 natively (avx512_bf16 or "
+                          "AMX), else fp32; bf16: bf16 autocast; fp16: fp16 autocast with a "
+                          "gradient scaler; fp32: full precision."},
+    "frozen_bf16": {"title": "bf16 frozen weights", "advanced": True,
+                    "help": "When the run computes in bf16, hold the frozen base weights in bf16 "
+                            "too: half their memory and no cast of every weight at every step. "
+                            "The weights that train stay fp32."},
     "train_on": {"enum": ["answers", "all"], "title": "Train on", "advanced": True,
                  "help": "answers: the loss on the assistant's replies only (the usual choice); "
                          "all: on every token, prompts included."},

@@ -17,7 +17,7 @@ from typing import Callable
 
 from studio.core.training_parts import (  # noqa: F401 - re-exported for the worker, CLI, benchmark
     IGNORE, Batches, Control, add_neftune, autocast_for, TrainData, default_param_groups, make_optimizer,
-    grad_scaler_for,
+    compute_dtype, frozen_dtype, grad_scaler_for, hold_frozen,
     total_steps_for, memory_mb, micro_batches, pick_device, prepare_data, seed_everything)
 from studio.errors import UserError
 from studio.fileio import (atomic_dir, check_free_space, disk_full_as_user_error,
@@ -123,6 +123,9 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
            "learning_rate": t.learning_rate}
     model = plugin.apply(model, params, ctx)
     add_neftune(model, t.neftune_alpha)
+    # bf16 compute: the frozen base held in bf16 too (FSDP keeps one dtype per sharded unit)
+    held = (recipe.model.dtype if dist.sharded
+            else hold_frozen(model, t, device, quant, recipe.model.dtype))
     model.train()
     callbacks = plugin.callbacks(model, params, ctx)
     if dist.active and callbacks:        # a plugin whose hook is known only once it runs
@@ -179,7 +182,8 @@ def _run_training(recipe, run_dir, emit, control, resume, dist) -> dict:
                           device=device, method=plugin.id, quantization=quant or "",
                           train_examples=len(data.train), eval_examples=len(data.eval),
                           dropped_examples=data.dropped, optimizer=t.optimizer,
-                          precision=t.precision, train_on=t.train_on,
+                          precision=compute_dtype(device, t.precision), frozen_dtype=held,
+                          train_on=t.train_on,
                           packing=uses_packing(t, model, plugin), devices=dist.world,
                           gradient_checkpointing=checkpointing,
                           sharding=t.sharding if dist.active else "",
@@ -217,7 +221,8 @@ def auto_checkpointing(recipe, model, data, quant, device) -> tuple[bool, str]:
         info = check_model_folder(recipe.resolve_path(recipe.model.path))
     except UserError:
         return False, ""
-    on, note = checkpointing_choice(info, quant, recipe.model.dtype, batch_tokens, device)
+    dtype = frozen_dtype(t, device, quant, recipe.model.dtype)
+    on, note = checkpointing_choice(info, quant, dtype, batch_tokens, device)
     if on and not getattr(model, "supports_gradient_checkpointing", False):
         return False, ""
     return on, note
