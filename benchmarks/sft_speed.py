@@ -154,7 +154,10 @@ def run_ours(args, items, consumed) -> tuple[object, list[float], Clock]:
         def on_step_end(self, step, model=None, optimizer=None):
             clock.tick()
 
-    for _epoch, _index, batch in _take(tr.micro_batches(items, t.batch_size, t.seed, 0, 0), total):
+    t.group_by_length, t.frozen_bf16 = not args.no_grouping, not args.no_frozen_bf16
+    grouped = t.group_by_length and args.no_packing        # as StepLoop: padded batches only
+    for _epoch, _index, batch in _take(tr.micro_batches(items, t.batch_size, t.seed, 0, 0,
+                                                        group_by_length=grouped), total):
         consumed.append(batch)
     data = tr.TrainData(items, [], 0, -(-len(items) // t.batch_size))
     events: list[dict] = []
@@ -423,6 +426,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--no-packing", action="store_true", help="ours with padded batches")
+    p.add_argument("--no-frozen-bf16", action="store_true",
+                   help="ours in bf16 autocast over fp32 frozen weights (training.frozen_bf16 off)")
+    p.add_argument("--no-grouping", action="store_true",
+                   help="ours' padded batches without length grouping (training.group_by_length)")
     p.add_argument("--repeats", type=int, default=1, help="each variant N times, order rotated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -470,7 +477,9 @@ def main(argv=None) -> dict:
                   "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
                   "precision": args.precision, "device": args.device,
                   "threads": torch.get_num_threads(), "repeats": args.repeats,
-                  "packing": not args.no_packing, "max_length": args.max_length,
+                  "packing": not args.no_packing, "grouping": not args.no_grouping,
+                  "frozen_bf16": not args.no_frozen_bf16,
+                  "max_length": args.max_length,
                   "length_median": statistics.median(lengths),
                   "length_p95": lengths[int(0.95 * (len(lengths) - 1))], "length_max": lengths[-1],
                   "trained_median": statistics.median(trained([i]) for i in items)},

@@ -40,9 +40,10 @@ def test_recipe_new_train_runs_and_resume(tmp_path, capsys, model_dir, demo_trai
     recipe.save(out)
 
     runs_dir = tmp_path / "runs"
-    assert cli.main(["train", str(out), "--runs-dir", str(runs_dir)]) == 0
+    assert cli.main(["train", str(out), "--runs-dir", str(runs_dir), "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out
     assert "started: 2 steps" in printed and "step 1/2  loss" in printed
+    assert "trained on cpu, fp32" in printed        # --precision: the run's recipe says so too
     assert "step 2/2" in printed and "finished at step 2" in printed and "ETA" in printed
     (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
     assert f"run: {run_dir}" in printed
@@ -52,6 +53,7 @@ def test_recipe_new_train_runs_and_resume(tmp_path, capsys, model_dir, demo_trai
     assert runs.read_status(run_dir)["status"] == "finished"
     # the copied recipe is self-contained: relative data path made absolute
     assert Recipe.load(run_dir / "recipe.toml").data.path == str((tmp_path / "few.jsonl").resolve())
+    assert Recipe.load(run_dir / "recipe.toml").training.precision == "fp32"
 
     assert cli.main(["runs", "--runs-dir", str(runs_dir)]) == 0
     listing = capsys.readouterr().out.splitlines()

@@ -563,3 +563,44 @@ def test_train_page_estimates_time_from_this_machines_last_run(qtbot, window, mo
     text = page.estimate.text()
     assert text.startswith("Estimate: about") and "50 steps" in text and "estimate-source" in text
     assert f"{measured.tokens_per_s:,.0f} tokens/s" in text
+    # the modelled memory for the longest batch against this machine's free RAM
+    assert "Memory (model): about" in text and "free on cpu" in text and "it fits" in text
+    # another model with no run of its own: the speed scaled by the parameter counts
+    other = last_measurement("some-other-model", any_model=True)
+    assert other.run == "estimate-source" and other.params > 100_000_000
+    from studio.core.estimate import estimate_text
+
+    tokens = 20 * other.tokens_per_s               # 20 s per step at the measured speed
+    same = estimate_text(1, tokens, other, True, "some-other-model", other.params)
+    scaled = estimate_text(1, tokens, other, True, "some-other-model", other.params * 2)
+    assert scaled.startswith("Estimate: roughly") and "scaled from" in scaled
+    assert human_seconds(same) == 20 and human_seconds(scaled) == 40   # twice the parameters
+
+
+def human_seconds(text: str) -> float:
+    import re
+
+    n, unit = re.search(r"roughly ([0-9.]+) (s|min|h)", text).groups()
+    return float(n) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+def test_memory_line_says_what_the_run_will_do():
+    """The Train page's memory line: fits / auto checkpointing will turn on / may not fit /
+    checked at start, from the model estimate and the free memory given."""
+    from studio.core.estimate import memory_text
+    from studio.core.models import ModelInfo
+
+    info = ModelInfo(path="m", architecture="LlamaForCausalLM", model_type="llama", num_layers=30,
+                     hidden_size=576, vocab_size=49152, num_parameters=134_515_008,
+                     has_chat_template=True, torch_dtype="bfloat16")
+    fits = memory_text(info, None, "float32", 2048, "cpu", free_mb=64_000)
+    assert "it fits" in fits and "62.5 GB free on cpu" in fits
+    short = memory_text(info, None, "float32", 2048, "cpu", free_mb=500)
+    assert "gradient checkpointing will turn on by itself" in short
+    assert "may not fit" in memory_text(info, None, "float32", 2048, "cpu", auto=False, free_mb=500)
+    assert "(on)" in memory_text(info, None, "float32", 2048, "cpu", checkpointing=True, free_mb=500)
+    assert "checked when the run starts" in memory_text(info, None, "float32", 2048, "cuda",
+                                                         free_mb=0.0)
+    half = memory_text(info, None, "bfloat16", 2048, "cpu", free_mb=64_000)
+    gb = lambda t: float(t.split("about ")[1].split(" GB")[0])  # noqa: E731
+    assert gb(half) < gb(fits)                    # bf16 frozen weights: less modelled memory

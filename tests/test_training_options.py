@@ -178,3 +178,26 @@ def test_checkpointing_turns_itself_on_when_memory_is_short(model_dir, tmp_path,
         assert any("gradient checkpointing turned on" in w for w in started["warnings"]) is auto
         losses[name] = [e["loss"] for e in seen if e["event"] == "log"]
     assert losses["auto"] == pytest.approx(losses["off"], abs=1e-5)
+
+
+def test_logs_read_a_step_late_give_the_same_events(model_dir, tmp_path, demo_train_path,
+                                                    demo_eval_path, monkeypatch):
+    """On a GPU a log's loss and grad norm are read back one step late (no host sync per step).
+    Forced on here: the same log values, in the same order around evals and checkpoints, as
+    logs read at once."""
+    from studio.core import training
+
+    def events_of(defer: bool, sub: str):
+        monkeypatch.setattr(training.StepLoop, "DEFER_LOGS_ON", ("cpu", "cuda") if defer else ())
+        (tmp_path / sub).mkdir()
+        recipe = small_recipe(model_dir, tmp_path / sub, demo_train_path, demo_eval_path,
+                              n_train=8, n_eval=4, steps=5, eval_every=2, save_every=3)
+        _, seen, metrics = _run(recipe, tmp_path / sub)
+        kept = ("step", "loss", "grad_norm", "lr", "tokens", "eval_loss", "epoch")
+        return [(e["event"], *(e.get(k) for k in kept)) for e in seen
+                if e["event"] in ("log", "eval", "checkpoint", "finished")], metrics
+
+    late, m_late = events_of(True, "late")
+    now, m_now = events_of(False, "now")
+    assert [e[0] for e in late].count("log") == 5 and late == now
+    assert m_late["train_loss"] == m_now["train_loss"]

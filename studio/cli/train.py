@@ -18,7 +18,8 @@ def describe_event(event: dict, total: int | None = None) -> str | None:
         extra = f", resumed from step {event['resumed_from']}" if event.get("resumed_from") else ""
         warnings = "".join(f"\nnote: {w}" for w in event.get("warnings") or [])
         return (f"started: {event['total_steps']} steps, {event['trainable_params']:,} of "
-                f"{event['total_params']:,} parameters trained on {event.get('device', '?')}{extra}"
+                f"{event['total_params']:,} parameters trained on {event.get('device', '?')}"
+                f"{', ' + event['precision'] if event.get('precision') else ''}{extra}"
                 f"{warnings}")
     if name == "log":
         return (f"step {event['step']}/{total or '?'}  loss {fmt_float(event['loss'])}  "
@@ -174,7 +175,7 @@ def train_locked(args, run_dir: Path, recipe, body=None) -> int:
     return 0
 
 
-OVERRIDES = ("log_to", "sharding")      # [training] choices a command line may change
+OVERRIDES = ("log_to", "sharding", "precision")   # [training] choices a command line may change
 
 
 def add_override_options(parser) -> None:

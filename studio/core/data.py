@@ -375,12 +375,42 @@ def split_examples(examples, eval_fraction, seed) -> tuple[list, list]:
     return [examples[i] for i in kept], [examples[i] for i in held]
 
 
-def iter_batches(tokenized, batch_size, seed, epoch, start=0) -> Iterator[list[dict]]:
-    """Lists of tokenized examples, shuffled per (seed, epoch); `start` skips batches (resume)."""
+GROUP_SPAN = 50          # batches per length-sorted group (as transformers' LengthGroupedSampler)
+
+
+def iter_batches(tokenized, batch_size, seed, epoch, start=0,
+                 group_by_length: bool = False) -> Iterator[list[dict]]:
+    """Lists of tokenized examples, shuffled per (seed, epoch); `start` skips batches (resume).
+    `group_by_length`: each span of GROUP_SPAN batches of the shuffled order is sorted by length
+    and cut into batches of similar lengths (less padding in padded batches); the batches are
+    shuffled, the longest first (a memory shortfall shows at step 1), a short last one last."""
     order = list(range(len(tokenized)))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    for first in range(start * batch_size, len(order), batch_size):
-        yield [tokenized[i] for i in order[first:first + batch_size]]
+    rng = random.Random(seed * 1_000_003 + epoch)
+    rng.shuffle(order)
+    if group_by_length:
+        batches = length_grouped(order, [len(t["input_ids"]) for t in tokenized], batch_size, rng)
+    else:
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in batches[start:]:
+        yield [tokenized[i] for i in batch]
+
+
+def length_grouped(order: list[int], lengths: list[int], batch_size: int,
+                   rng: random.Random) -> list[list[int]]:
+    """`order` cut into batches of similar lengths (see iter_batches)."""
+    span = batch_size * GROUP_SPAN
+    full, short = [], []
+    for first in range(0, len(order), span):
+        group = sorted(order[first:first + span], key=lambda i: -lengths[i])
+        for b in range(0, len(group), batch_size):
+            (full if len(group[b:b + batch_size]) == batch_size else short).append(
+                group[b:b + batch_size])
+    if not full:
+        return short
+    longest = max(range(len(full)), key=lambda b: max(lengths[i] for i in full[b]))
+    first_batch = full.pop(longest)
+    rng.shuffle(full)
+    return [first_batch] + full + short
 
 
 def collate(batch: list[dict], pad_id) -> dict:

@@ -79,6 +79,7 @@ class TrainingSection:
     early_stopping_patience: int = 0
     keep_best: bool = False
     packing: bool = True
+    group_by_length: bool = True
     devices: int = 1
     sharding: str = "ddp"
     log_to: str = "none"
@@ -217,6 +218,12 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                         "examples) and compute the output layer only on trained tokens: same "
                         "loss, faster, less memory. Methods that need padded batches (prompt "
                         "learning, AdaLoRA) and NEFTune use padded batches whatever this says."},
+    "group_by_length": {"title": "Group by length", "advanced": True,
+                        "help": "For padded batches (methods that cannot use padding-free "
+                                "batches, NEFTune, or padding-free off): batches of examples of "
+                                "similar length, in shuffled order with the longest first, so "
+                                "less of each batch is padding. Every example is still seen once "
+                                "per epoch."},
     "log_to": {"enum": list(LOGGERS), "title": "Log to", "advanced": True,
                "help": "Also write the curves (train/eval loss, lr, tokens/s per step) for an "
                        "experiment tracker: tensorboard (RUN/tensorboard/), wandb or mlflow "

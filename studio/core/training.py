@@ -251,7 +251,14 @@ def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
 
 
 class StepLoop:
-    """The step loop and what happens between steps (log, eval, checkpoint, pause, cancel)."""
+    """The step loop and what happens between steps (log, eval, checkpoint, pause, cancel).
+
+    On a GPU a log's numbers (loss, grad norm) are read back one step late: reading them right
+    after a step would make the host wait for the device to drain its queue every step; a step
+    later they are long done. Logs are sent before anything else happens between steps (eval,
+    checkpoint, pause, cancel, the end), so the order of events is the same as when read at once."""
+
+    DEFER_LOGS_ON = ("cuda",)       # device kinds whose logs are read a step late
 
     def __init__(self, recipe, run_dir, emit, control, model, plugin, optimizer, scheduler,
                  callbacks, data, pad_id, device, total_steps, dist=None):
@@ -277,6 +284,14 @@ class StepLoop:
         self.best_step: int | None = None
         self.evals_without_gain = 0
         self.tokens_seen = 0                     # tokens trained on since step 0 (resumes too)
+        self.defer_logs = str(device).split(":")[0] in self.DEFER_LOGS_ON
+        self._pending_log: tuple | None = None
+
+    def _flush_log(self) -> None:
+        """Send the log whose numbers were left on the device (one step late)."""
+        if self._pending_log is not None:
+            pending, self._pending_log = self._pending_log, None
+            self._log(*pending)
 
     # ---- between steps -------------------------------------------------------------------
     def _position(self, epoch, index) -> dict:
@@ -364,7 +379,8 @@ class StepLoop:
         import torch
 
         t = self.t
-        stream = micro_batches(self.data.train, t.batch_size, t.seed, epoch, index)
+        stream = micro_batches(self.data.train, t.batch_size, t.seed, epoch, index,
+                               group_by_length=t.group_by_length and not self.packed)
         max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
         window_loss = torch.zeros((), device=self.device)
         window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
@@ -373,9 +389,12 @@ class StepLoop:
         grad_norm = None
         while step < self.total:
             waited = time.perf_counter()
+            if self.control.paused and not self.dist.active:   # (its collectives: every rank)
+                self._flush_log()
             self._wait_if_paused(step)
             window_start += time.perf_counter() - waited       # a pause is not training time
             if self.dist.flag(self.control.cancelled):       # rank 0's commands rule
+                self._flush_log()
                 path = self._checkpoint(step, epoch, index)
                 self.emit(events.cancelled(step, str(path)))
                 return {"step": step, "cancelled": True, "checkpoint": str(path),
@@ -431,8 +450,14 @@ class StepLoop:
             window_loss += step_loss
             window_steps += 1
             if step % t.log_every == 0 or step == self.total:
-                self._log(step, epoch, index, window_loss, window_steps, window_tokens,
-                          window_start, grad_norm, step_lr, window_trained, window_padded)
+                entry = (step, epoch, index, window_loss, window_steps, window_tokens,
+                         max(time.perf_counter() - window_start, 1e-9), grad_norm, step_lr,
+                         window_trained, window_padded, self.tokens_seen)
+                self._flush_log()                   # the previous step's: done by now
+                if self.defer_logs and step < self.total:
+                    self._pending_log = entry
+                else:
+                    self._log(*entry)
                 window_loss = torch.zeros((), device=self.device)
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
                 window_trained = window_padded = 0
@@ -440,6 +465,9 @@ class StepLoop:
             if step < self.total:
                 between = time.perf_counter()
                 busy = False
+                if (t.eval_every and step % t.eval_every == 0) or \
+                        (t.save_every and step % t.save_every == 0):
+                    self._flush_log()               # the log before the eval / checkpoint
                 if t.eval_every and step % t.eval_every == 0:
                     self._evaluate(step)
                     busy = True
@@ -458,10 +486,8 @@ class StepLoop:
                 self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         return self._finish(step, time.perf_counter() - train_start, train_tokens, start_step)
 
-    def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, window_start,
-             grad_norm, lr, trained, positions) -> None:
-        elapsed = max(time.perf_counter() - window_start, 1e-9)
-        seen = self.tokens_seen
+    def _log(self, step, epoch, index, window_loss, window_steps, window_tokens, elapsed,
+             grad_norm, lr, trained, positions, seen) -> None:
         if self.dist.active:     # every rank's share: loss, tokens, trained, positions, all seen
             summed, window_tokens, trained, positions, seen = self.dist.sum(
                 [float(window_loss), window_tokens, trained, positions, seen])

@@ -126,12 +126,15 @@ def prepare_data(recipe, tokenizer) -> TrainData:
                      data.answer_warnings(train_ex, recipe.resolve_path(recipe.data.path)))
 
 
-def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int):
-    """Endless (epoch, index, batch) stream in the recipe's shuffled order, from a position."""
+def micro_batches(items, batch_size: int, seed: int, epoch: int, index: int,
+                  group_by_length: bool = False):
+    """Endless (epoch, index, batch) stream in the recipe's shuffled order, from a position
+    (batches of similar lengths with `group_by_length`: data.iter_batches)."""
     from studio.core.data import iter_batches
 
     while True:
-        for offset, batch in enumerate(iter_batches(items, batch_size, seed, epoch, start=index)):
+        for offset, batch in enumerate(iter_batches(items, batch_size, seed, epoch, start=index,
+                                                    group_by_length=group_by_length)):
             yield epoch, index + offset, batch
         epoch, index = epoch + 1, 0
 
@@ -175,11 +178,11 @@ def cpu_has_bf16() -> bool:
 def compute_dtype(device: str, precision: str = "auto") -> str:
     """"bf16", "fp16" or "fp32": what a step computes in. auto: bf16 on a GPU that has it, fp16
     on an older GPU, bf16 on a CPU that multiplies bf16 natively (cpu_has_bf16), else fp32."""
-    import torch
-
     if precision in ("bf16", "fp16", "fp32"):
         return precision
     if device.startswith("cuda"):
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.startswith("mps"):
         return "fp32"

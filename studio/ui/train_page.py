@@ -102,8 +102,10 @@ class TrainPage(RecipeActions, Page):
         self.training_form.editors["name"].textEdited.connect(lambda _t: setattr(self, "_auto_name", False))
         self.data_page.settings_changed.connect(self._on_method_changed)
         self.estimate = label("", "faint", wrap=True)
-        self.estimate.setToolTip("From the newest finished run on the same model on this machine "
-                                 "(its tokens/s and memory) and the data's mean token length.")
+        self.estimate.setToolTip("Time: from the newest finished run on the same model on this "
+                                 "machine (or another model's, scaled by the parameter counts) and "
+                                 "the data's mean token length. Memory: modelled for the longest "
+                                 "batch, against what is free now.")
         training_card.body.addWidget(self.estimate)
         self.training_form.changed.connect(self.update_estimate)
         self.data_page.settings_changed.connect(self.update_estimate)
@@ -257,21 +259,48 @@ class TrainPage(RecipeActions, Page):
         return started
 
     def update_estimate(self, *_args) -> None:
-        """'Estimate: about 4 min for 60 steps ...' from this machine's last run on the model."""
-        from studio.core.estimate import estimate_text, last_measurement
+        """'Estimate: about 4 min for 60 steps ...' from this machine's last run on the model (or
+        another model's, scaled), and the modelled memory for the largest batch against what is
+        free, with what auto checkpointing will do."""
+        from types import SimpleNamespace
+
+        from studio.core.estimate import estimate_text, last_measurement, memory_text, quick_device
+        from studio.core.training_parts import frozen_dtype
 
         values = self.training_form.values()
         model = self.model_page.model_path() if hasattr(self.model_page, "model_path") else ""
+        info = getattr(self.model_page, "info", None)
         stats = getattr(self.data_page, "last_stats", None)
         max_length = int(self.data_page.settings().get("max_length") or 256)
-        length = min(stats["mean"], max_length) if stats and stats.get("count") else max_length / 2
-        per_step = length * int(values.get("batch_size") or 1) * int(values.get("grad_accum") or 1)
+        known = bool(stats and stats.get("count"))
+        length = min(stats["mean"], max_length) if known else max_length / 2
+        batch = int(values.get("batch_size") or 1)
+        per_step = length * batch * int(values.get("grad_accum") or 1)
         try:
-            measured = last_measurement(Path(model).name) if model else None
+            measured = last_measurement(Path(model).name, any_model=True) if model else None
         except OSError:
             measured = None
-        self.estimate.setText(estimate_text(int(values.get("max_steps") or 0), per_step, measured,
-                                            bool(stats and stats.get("count"))))
+        lines = [estimate_text(int(values.get("max_steps") or 0), per_step, measured, known,
+                               Path(model).name if model else "",
+                               getattr(info, "num_parameters", None))]
+        if info is not None:
+            device, free = quick_device(), None
+            precision = values.get("precision") or "auto"
+            if device == "cuda":
+                # torch is not loaded in the GUI: a GPU's bf16 support and free memory are read
+                # when the run starts; the estimate assumes a bf16 GPU
+                precision = "bf16" if precision == "auto" else precision
+                free = 0.0
+            quant = self.model_page.quantization() or None
+            training = SimpleNamespace(precision=precision,
+                                       frozen_bf16=bool(values.get("frozen_bf16", True)))
+            longest = min(int(stats["max"]), max_length) if known else max_length
+            lines.append(memory_text(info, quant, frozen_dtype(training, device, quant, "float32"),
+                                     batch * longest, device,
+                                     checkpointing=bool(values.get("gradient_checkpointing")),
+                                     auto=bool(values.get("auto_checkpointing", True)),
+                                     free_mb=free))
+        self.estimate.setText("\n".join(x for x in lines if x))
 
     def retry_with_checkpointing(self) -> bool:
         """After an out-of-memory failure: the same settings, gradient checkpointing on, a new run."""
@@ -371,6 +400,10 @@ class TrainPage(RecipeActions, Page):
             trainable, total = event.get("trainable_params"), event.get("total_params")
             share = f" ({100 * trainable / total:.2f}%)" if trainable and total else ""
             device = f" on {event['device']}" if event.get("device") else ""
+            if event.get("precision"):                  # as resolved: never "auto"
+                device += f", {event['precision']}"
+                if event.get("frozen_dtype") == "bfloat16" and event["precision"] == "bf16":
+                    device += " (base weights held in bf16)"
             self.status_line.setText(f"Training {human_count(trainable)} of {human_count(total)} parameters{share}"
                                      f"{device}.   {self.run_dir}")
             if event.get("warnings"):
