@@ -71,3 +71,19 @@ def test_train_page_fits_with_the_advanced_training_settings_open(qtbot, window,
         Path(shots).mkdir(parents=True, exist_ok=True)
         window.grab().save(str(Path(shots) / f"train-advanced-{size[0]}x{size[1]}.png"))
     assert not problems(window.train_page), problems(window.train_page)
+    # below the form: the time and memory estimate, read before starting
+    estimate = window.train_page.estimate
+    window.train_page.update_estimate()
+    areas, parent = [], estimate.parent()
+    while parent is not None:                   # the column's scroll area inside the page's
+        if isinstance(parent, QScrollArea):
+            areas.append(parent)
+        parent = parent.parent()
+    for _ in range(5):
+        for scroller in areas:
+            scroller.ensureWidgetVisible(estimate)
+        QApplication.processEvents()
+    assert estimate.isVisible() and "Memory (model): about" in estimate.text()
+    if shots:
+        window.grab().save(str(Path(shots) / f"train-estimate-{size[0]}x{size[1]}.png"))
+    assert not problems(window.train_page), problems(window.train_page)

@@ -120,6 +120,7 @@ class _Chart(QFrame):
         item.getAxis("left").setWidth(52)
         item.setClipToView(True)
         self._curves: dict[str, pg.PlotDataItem] = {}
+        legend = None
         if len(self.series) > 1:
             legend = item.addLegend(offset=(-6, 6), labelTextColor=theme.MUTED, brush=pg.mkBrush(*theme.LEGEND_BG))
             legend.setParentItem(item.vb)
@@ -130,6 +131,7 @@ class _Chart(QFrame):
             self._curves[key] = self._plot.plot(
                 [], [], name=name, pen=pg.mkPen(color, width=2),
                 symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(theme.SURFACE, width=1.5))
+        self._legend = legend
         self._had_data = True
         self._placeholder = pg.TextItem(self._placeholder_text, color=theme.FAINT, anchor=(0.5, 0.5))
         self._plot.addItem(self._placeholder, ignoreBounds=True)
@@ -158,6 +160,12 @@ class _Chart(QFrame):
             item = self._plot.getPlotItem()
             for side in ("left", "bottom"):
                 item.getAxis(side).setStyle(showValues=has_data)
+            # an empty chart gives its whole area to the placeholder: a small chart at laptop
+            # size is narrower than the text beside an empty 52 px axis and a legend (the
+            # header's coloured marks still name the series)
+            item.showAxis("left", has_data)
+            if self._legend is not None:
+                self._legend.setVisible(has_data)
             if has_data:
                 item.enableAutoRange()
             else:
