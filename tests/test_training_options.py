@@ -201,3 +201,21 @@ def test_logs_read_a_step_late_give_the_same_events(model_dir, tmp_path, demo_tr
     now, m_now = events_of(False, "now")
     assert [e[0] for e in late].count("log") == 5 and late == now
     assert m_late["train_loss"] == m_now["train_loss"]
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager(model_dir, tmp_path, demo_train_path, demo_eval_path):
+    """training.torch_compile: the compiled forward/backward (minutes to compile on CPU) gives
+    the eager run's losses; the start notes say what it costs."""
+    def run(sub, **kw):
+        (tmp_path / sub).mkdir()
+        recipe = small_recipe(model_dir, tmp_path / sub, demo_train_path, demo_eval_path,
+                              n_train=8, n_eval=4, steps=3, **kw)
+        _, seen, metrics = _run(recipe, tmp_path / sub)
+        return seen, [e["loss"] for e in seen if e["event"] == "log"]
+
+    seen, compiled = run("compiled", torch_compile=True)
+    _, eager = run("eager")
+    assert any("torch_compile is on" in w for w in seen[0]["warnings"])
+    assert len(compiled) == len(eager) == 3
+    assert max(abs(a - b) for a, b in zip(compiled, eager)) < 0.02 * max(eager), (compiled, eager)

@@ -80,6 +80,7 @@ class TrainingSection:
     keep_best: bool = False
     packing: bool = True
     group_by_length: bool = True
+    torch_compile: bool = False
     devices: int = 1
     sharding: str = "ddp"
     log_to: str = "none"
@@ -224,6 +225,11 @@ TRAINING_SCHEMA = _section_schema(TrainingSection, {
                                 "similar length, in shuffled order with the longest first, so "
                                 "less of each batch is padding. Every example is still seen once "
                                 "per epoch."},
+    "torch_compile": {"title": "Compile (torch.compile)", "advanced": True,
+                      "help": "Compile the training forward and backward at the first step. On a "
+                              "CPU that took 6 minutes for a 135M model and then made steps 1.16x "
+                              "faster: it pays only in runs of many hundreds of steps. One device "
+                              "only."},
     "log_to": {"enum": list(LOGGERS), "title": "Log to", "advanced": True,
                "help": "Also write the curves (train/eval loss, lr, tokens/s per step) for an "
                        "experiment tracker: tensorboard (RUN/tensorboard/), wandb or mlflow "

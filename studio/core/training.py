@@ -229,11 +229,18 @@ def auto_checkpointing(recipe, model, data, quant, device) -> tuple[bool, str]:
 
 
 def sharding_notes(training, world: int) -> list[str]:
-    """What `training.sharding` does not do in a run of `world` ranks."""
+    """What `training.sharding` (and torch_compile) do not do in a run of `world` ranks."""
+    out = []
     if training.sharding == "fsdp" and world <= 1:
-        return ["sharding is fsdp but the run has one device: it trains as one process, the "
-                "model unsharded (FSDP splits a model across 2 or more devices)."]
-    return []
+        out.append("sharding is fsdp but the run has one device: it trains as one process, the "
+                   "model unsharded (FSDP splits a model across 2 or more devices).")
+    if getattr(training, "torch_compile", False):
+        out.append("torch_compile is on: the first step compiles the model (minutes; about 6 "
+                   "on one CPU core for a 135M model), later steps are faster."
+                   if world <= 1 else
+                   "torch_compile is off in a multi-device run (compiled per device it would "
+                   "recompile on every rank); the run trains uncompiled.")
+    return out
 
 
 def interval_warnings(training, total_steps: int, has_eval: bool) -> list[str]:
@@ -277,6 +284,12 @@ class StepLoop:
         # rank evaluates and saves with it (the layers are gathered through collectives)
         self.forward_model = (self.dist.accelerator.prepare_model(model)
                               if self.dist.active and not self.dist.sharded else model)
+        if getattr(self.t, "torch_compile", False) and not self.dist.active:
+            import torch
+
+            # the training forward only (eval and saving use the model as it is); dynamic: a
+            # packed row's length changes every step
+            self.forward_model = torch.compile(self.forward_model, dynamic=True)
         self.step_times: deque[float] = deque(maxlen=20)
         self.last_loss: float | None = None
         self.last_eval: float | None = None
