@@ -214,8 +214,10 @@ def test_torch_compile_trains_like_eager(model_dir, tmp_path, demo_train_path, d
         _, seen, metrics = _run(recipe, tmp_path / sub)
         return seen, [e["loss"] for e in seen if e["event"] == "log"]
 
-    seen, compiled = run("compiled", torch_compile=True)
-    _, eager = run("eager")
+    # fp32: compiled bf16 kernels round differently from eager ones (measured: step 1 within
+    # 0.7%, then the usual bf16 drift), which would hide whether the compiled graph is right
+    seen, compiled = run("compiled", torch_compile=True, precision="fp32")
+    _, eager = run("eager", precision="fp32")
     assert any("torch_compile is on" in w for w in seen[0]["warnings"])
     assert len(compiled) == len(eager) == 3
-    assert max(abs(a - b) for a, b in zip(compiled, eager)) < 0.02 * max(eager), (compiled, eager)
+    assert max(abs(a - b) for a, b in zip(compiled, eager)) < 1e-3 * max(eager), (compiled, eager)
