@@ -50,7 +50,8 @@ def last_measurement(model_name: str, base: Path | None = None,
         events = read_events(run.path, tail_bytes=64 * 1024)
         logs = [e for e in events if e.get("event") == "log"]
         memory = logs[-1].get("memory_mb") if logs else None
-        started = [e for e in read_events(run.path) if e.get("event") == "started"] if not same else []
+        started = ([e for e in read_events(run.path, head_bytes=64 * 1024)
+                    if e.get("event") == "started"] if not same else [])
         params = started[-1].get("total_params") if started else None
         found = Measurement(run.name, float(rate),
                             float(memory) if isinstance(memory, (int, float)) else None, run.method,

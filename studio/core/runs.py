@@ -345,18 +345,23 @@ def unlock_run(run_dir, lock=None) -> None:
 _held_locks: dict[str, object] = {}     # keeps each lock file open for the process's life
 
 
-def read_events(run_dir, tail_bytes: int | None = None) -> list[dict]:
-    """The run's events; torn or corrupt lines (e.g. the last one after a crash) are skipped."""
+def read_events(run_dir, tail_bytes: int | None = None, head_bytes: int | None = None) -> list[dict]:
+    """The run's events; torn or corrupt lines (e.g. the last one after a crash) are skipped.
+    `head_bytes`: only the whole lines in the file's first bytes (the started event)."""
     path = Path(run_dir) / "events.jsonl"
     try:
         with open(path, "rb") as fh:
-            if tail_bytes:
+            if head_bytes:
+                raw = fh.read(head_bytes)
+                raw = raw[:raw.rfind(b"\n") + 1]
+            elif tail_bytes:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
                 fh.seek(max(0, size - tail_bytes))
                 if size > tail_bytes:
                     fh.readline()            # drop the partial first line
-            raw = fh.read()
+            if not head_bytes:
+                raw = fh.read()
     except OSError:
         return []
     events = []
